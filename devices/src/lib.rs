@@ -1,0 +1,12 @@
+//! Device models for runm-vmm.
+//!
+//! This crate owns what a guest sees as hardware: the legacy serial port and
+//! i8042 on the port-I/O bus, and the virtio-mmio transport with its devices on
+//! the MMIO bus. It knows guest memory (vm-memory) and interrupts as eventfds,
+//! never KVM: `vmm` registers those eventfds with KVM (irqfd, ioeventfd) and
+//! places the devices on its buses.
+
+pub mod bus;
+pub mod interrupt;
+pub mod legacy;
+pub mod virtio;

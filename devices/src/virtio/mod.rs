@@ -1,0 +1,84 @@
+//! virtio over MMIO (virtio 1.2, modern transport, version 2).
+//!
+//! A device implements [`VirtioDevice`] (its features, config space and what it
+//! does once the driver has set it up) and, to do its work off the vCPU
+//! threads, `event_manager::MutEventSubscriber`. The transport in `mmio`
+//! owns the register file and the queues until the driver sets DRIVER_OK, then
+//! hands them over in [`ActivateContext`].
+//!
+//! Activation happens on a vCPU thread (the driver's status write), but queue
+//! work belongs to the VMM's event loop. So `activate` only stores what it is
+//! given and writes the device's own activate eventfd; the device registered
+//! that eventfd in `MutEventSubscriber::init`, and on it registers the queue
+//! eventfds (and its backend's fds) with the event loop.
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::interrupt::VirtioInterrupt;
+
+/// Guest memory as devices see it.
+pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+
+/// Device IDs (virtio 1.2, 5).
+pub const TYPE_NET: u32 = 1;
+/// Block device.
+pub const TYPE_BLOCK: u32 = 2;
+/// Console / virtio-serial.
+pub const TYPE_CONSOLE: u32 = 3;
+/// Entropy source.
+pub const TYPE_RNG: u32 = 4;
+/// Socket device.
+pub const TYPE_VSOCK: u32 = 19;
+
+/// Feature bit: the device complies with virtio 1.0 or later (required for modern MMIO).
+pub const VIRTIO_F_VERSION_1: u32 = 32;
+
+/// What a device receives when the driver has finished setting it up.
+pub struct ActivateContext {
+    /// The guest's memory.
+    pub mem: GuestMemory,
+    /// The device's interrupt.
+    pub interrupt: Arc<VirtioInterrupt>,
+    /// The queues as the driver configured them, in index order.
+    pub queues: Vec<Queue>,
+    /// One notification eventfd per queue (KVM ioeventfds on QueueNotify).
+    pub queue_evts: Vec<EventFd>,
+}
+
+/// Why a device could not be activated.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver set up a queue count or size the device cannot work with.
+    #[error("bad queue configuration: {0}")]
+    BadQueues(String),
+    /// Signalling the event loop failed.
+    #[error("activate event: {0}")]
+    Event(#[source] std::io::Error),
+    /// The device's backend failed.
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+/// A virtio device behind the MMIO transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID (`TYPE_*`).
+    fn device_type(&self) -> u32;
+    /// The maximum size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Features the device offers, including `VIRTIO_F_VERSION_1`.
+    fn device_features(&self) -> u64;
+    /// Features the driver accepted (a subset of `device_features`).
+    fn ack_features(&mut self, features: u64);
+    /// Reads the device-specific configuration space at `offset`.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device-specific configuration space at `offset`.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// The driver set DRIVER_OK: take the queues and start serving them.
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
+    /// The driver reset the device: drop the queues and go back to the state
+    /// before activation. In-flight requests are abandoned.
+    fn reset(&mut self);
+}
