@@ -9,4 +9,6 @@
 pub mod bus;
 pub mod interrupt;
 pub mod legacy;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 pub mod virtio;

@@ -19,6 +19,11 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::interrupt::VirtioInterrupt;
 
+pub mod activation;
+pub mod block;
+pub mod mmio;
+pub mod rng;
+
 /// Guest memory as devices see it.
 pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
 
@@ -81,4 +86,23 @@ pub trait VirtioDevice: Send {
     /// The driver reset the device: drop the queues and go back to the state
     /// before activation. In-flight requests are abandoned.
     fn reset(&mut self);
+}
+
+/// Copies the part of `config` at `offset` into `data`, leaving bytes past the
+/// end of `config` untouched (callers hand in a zeroed buffer). Guest-chosen
+/// offsets and lengths are safe here: nothing is read outside `config`.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    let Some(src) = config.get(start..) else {
+        return;
+    };
+    let n = src.len().min(data.len());
+    data[..n].copy_from_slice(&src[..n]);
+}
+
+/// Whether feature bit `bit` is set in `features`.
+pub fn has_feature(features: u64, bit: u32) -> bool {
+    bit < 64 && features & (1u64 << bit) != 0
 }

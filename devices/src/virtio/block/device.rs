@@ -1,0 +1,317 @@
+//! The virtio-blk device: features, configuration space, and the loop that
+//! turns available descriptor chains into completed requests.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use log::{debug, error, warn};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_ID_BYTES,
+};
+use virtio_queue::{QueueOwnedT, QueueT};
+
+use super::backend::DiskImage;
+use super::request::{parse, ExecContext, RequestType};
+use super::BlockError;
+use crate::virtio::activation::QueueActivation;
+use crate::virtio::{
+    has_feature, read_config_bytes, ActivateContext, ActivateError, VirtioDevice, TYPE_BLOCK,
+    VIRTIO_F_VERSION_1,
+};
+
+/// Entries in the request queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Maximum data segments per request announced in `seg_max`: a chain holds at
+/// most QUEUE_SIZE descriptors, one for the header and one for the status.
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+/// Chains handled per queue event before yielding to other devices on the
+/// event loop; the rest are picked up by a self-notification.
+pub const CHAINS_PER_EVENT: usize = 4 * QUEUE_SIZE as usize;
+
+// Offsets in `struct virtio_blk_config` (virtio 1.2, 5.2.4).
+const CONFIG_CAPACITY: usize = 0;
+const CONFIG_SEG_MAX: usize = 12;
+const CONFIG_LEN: usize = 60;
+
+/// How to build a block device.
+#[derive(Debug, Clone)]
+pub struct BlockConfig {
+    /// Name used in logs, and the default serial.
+    pub id: String,
+    /// The raw image.
+    pub path: std::path::PathBuf,
+    /// Refuse writes and announce VIRTIO_BLK_F_RO.
+    pub read_only: bool,
+    /// The serial returned by GET_ID (truncated to 20 bytes); `id` if unset.
+    pub serial: Option<String>,
+}
+
+/// Per-device counters, readable from any thread.
+#[derive(Debug, Default)]
+pub struct BlockCounters {
+    /// Chains taken off the queue.
+    pub requests: AtomicU64,
+    /// Bytes read from the disk into the guest.
+    pub read_bytes: AtomicU64,
+    /// Bytes written from the guest to the disk.
+    pub write_bytes: AtomicU64,
+    /// Flush requests completed.
+    pub flushes: AtomicU64,
+    /// Requests completed with a status other than OK.
+    pub failed: AtomicU64,
+    /// Chains returned without a status byte (used length 0).
+    pub dropped: AtomicU64,
+    /// Interrupts raised.
+    pub interrupts: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A virtio-blk device over a raw image file, one request queue.
+pub struct Block {
+    id: String,
+    disk: DiskImage,
+    serial: [u8; VIRTIO_BLK_ID_BYTES as usize],
+    avail_features: u64,
+    acked_features: u64,
+    config: [u8; CONFIG_LEN],
+    pub(super) activation: QueueActivation,
+    counters: Arc<BlockCounters>,
+    // Set when the driver broke the queue (an available index that runs
+    // ahead by more than the queue size); cleared on activation.
+    queue_broken: bool,
+}
+
+impl Block {
+    /// Opens the image described by `config`.
+    pub fn new(config: BlockConfig) -> Result<Self, BlockError> {
+        let disk = DiskImage::open(Path::new(&config.path), config.read_only)?;
+        let serial = config.serial.unwrap_or_else(|| config.id.clone());
+        Self::with_disk(config.id, disk, &serial)
+    }
+
+    /// A device over an already opened image.
+    pub fn with_disk(id: String, disk: DiskImage, serial: &str) -> Result<Self, BlockError> {
+        let mut avail_features = (1u64 << VIRTIO_F_VERSION_1)
+            | (1u64 << VIRTIO_BLK_F_FLUSH)
+            | (1u64 << VIRTIO_BLK_F_SEG_MAX);
+        if disk.is_read_only() {
+            avail_features |= 1u64 << VIRTIO_BLK_F_RO;
+        }
+        let mut config = [0u8; CONFIG_LEN];
+        config[CONFIG_CAPACITY..CONFIG_CAPACITY + 8]
+            .copy_from_slice(&disk.nsectors().to_le_bytes());
+        config[CONFIG_SEG_MAX..CONFIG_SEG_MAX + 4].copy_from_slice(&SEG_MAX.to_le_bytes());
+        let mut serial_bytes = [0u8; VIRTIO_BLK_ID_BYTES as usize];
+        let n = serial.len().min(serial_bytes.len());
+        serial_bytes[..n].copy_from_slice(&serial.as_bytes()[..n]);
+        Ok(Self {
+            id,
+            disk,
+            serial: serial_bytes,
+            avail_features,
+            acked_features: 0,
+            config,
+            activation: QueueActivation::new().map_err(BlockError::EventFd)?,
+            counters: Arc::default(),
+            queue_broken: false,
+        })
+    }
+
+    /// The device's name in logs.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Capacity in 512-byte sectors.
+    pub fn nsectors(&self) -> u64 {
+        self.disk.nsectors()
+    }
+
+    /// The device's counters.
+    pub fn counters(&self) -> Arc<BlockCounters> {
+        self.counters.clone()
+    }
+
+    /// Whether the driver activated the device (and has not reset it).
+    pub fn is_activated(&self) -> bool {
+        self.activation.is_active()
+    }
+
+    /// Serves the request queue until the driver has nothing more to offer,
+    /// then raises the used-buffer interrupt if the driver wants one. Does
+    /// nothing while the device is not active.
+    pub fn process_queue(&mut self, queue_index: usize) {
+        let flush_negotiated = has_feature(self.acked_features, VIRTIO_BLK_F_FLUSH);
+        let Self {
+            id,
+            disk,
+            serial,
+            activation,
+            counters,
+            queue_broken,
+            ..
+        } = self;
+        if *queue_broken {
+            return;
+        }
+        let Some(active) = activation.active_mut() else {
+            return;
+        };
+        let mem = &active.mem;
+        let Some(queue) = active.queues.get_mut(queue_index) else {
+            warn!("virtio-blk {id}: notification for nonexistent queue {queue_index}");
+            return;
+        };
+        if !queue.ready() {
+            return;
+        }
+        let max_descriptors = usize::from(queue.size());
+        let ctx = ExecContext {
+            disk: &*disk,
+            serial: &*serial,
+            flush_negotiated,
+        };
+        let mut used_any = false;
+        let mut budget = CHAINS_PER_EVENT;
+        let mut yielded = false;
+        'outer: loop {
+            if let Err(e) = queue.disable_notification(mem) {
+                error!("virtio-blk {id}: cannot disable notifications: {e}");
+                break;
+            }
+            loop {
+                let chain = match queue.iter(mem) {
+                    Ok(mut it) => it.next(),
+                    Err(e) => {
+                        // The driver published more chains than the queue
+                        // holds (or reset the ring under us). Nothing on this
+                        // queue can be trusted until it resets the device.
+                        error!("virtio-blk {id}: queue unusable until reset: {e}");
+                        *queue_broken = true;
+                        break 'outer;
+                    }
+                };
+                let Some(chain) = chain else {
+                    break;
+                };
+                let head = chain.head_index();
+                bump(&counters.requests, 1);
+                let completion = match parse(chain, mem, max_descriptors) {
+                    Ok(req) => {
+                        let c = req.execute(mem, &ctx);
+                        if c.status == Some(0) {
+                            match req.request_type {
+                                RequestType::In => bump(&counters.read_bytes, req.data_len),
+                                RequestType::Out => bump(&counters.write_bytes, req.data_len),
+                                RequestType::Flush => bump(&counters.flushes, 1),
+                                _ => {}
+                            }
+                        } else {
+                            bump(&counters.failed, 1);
+                        }
+                        c
+                    }
+                    Err(rejected) => {
+                        debug!("virtio-blk {id}: bad request {head}: {}", rejected.error);
+                        let c = rejected.complete(mem);
+                        if c.status.is_some() {
+                            bump(&counters.failed, 1);
+                        } else {
+                            bump(&counters.dropped, 1);
+                        }
+                        c
+                    }
+                };
+                // Fails only for a head index past the queue, which the
+                // driver made up; the chain is lost either way.
+                if let Err(e) = queue.add_used(mem, head, completion.used_len) {
+                    warn!("virtio-blk {id}: cannot return chain {head}: {e}");
+                } else {
+                    used_any = true;
+                }
+                budget -= 1;
+                if budget == 0 {
+                    yielded = true;
+                    break 'outer;
+                }
+            }
+            match queue.enable_notification(mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    error!("virtio-blk {id}: cannot enable notifications: {e}");
+                    break;
+                }
+            }
+        }
+        if used_any {
+            // On a read error assume the driver wants to hear about it.
+            if queue.needs_notification(mem).unwrap_or(true) {
+                bump(&counters.interrupts, 1);
+                if let Err(e) = active.interrupt.signal_used_queue() {
+                    error!("virtio-blk {id}: cannot raise the interrupt: {e}");
+                }
+            }
+        }
+        if yielded {
+            // Come back through the event loop so other devices get a turn.
+            if let Err(e) = activation.kick(queue_index) {
+                error!("virtio-blk {id}: cannot reschedule queue {queue_index}: {e}");
+            }
+        }
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        TYPE_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn device_features(&self) -> u64 {
+        self.avail_features
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.avail_features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        // Nothing in our configuration space is writable (no CONFIG_WCE).
+        debug!(
+            "virtio-blk {}: ignored {}-byte config write at {offset:#x}",
+            self.id,
+            data.len()
+        );
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        match ctx.queues.first() {
+            Some(q) if q.ready() => {}
+            _ => {
+                return Err(ActivateError::BadQueues(
+                    "the request queue is not ready".into(),
+                ))
+            }
+        }
+        self.queue_broken = false;
+        self.activation.activate(ctx)
+    }
+
+    fn reset(&mut self) {
+        self.acked_features = 0;
+        self.queue_broken = false;
+        self.activation.reset();
+    }
+}

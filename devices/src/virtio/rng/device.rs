@@ -1,0 +1,260 @@
+//! The virtio-rng device: every writable buffer the driver offers is filled
+//! with host entropy, up to [`MAX_BYTES_PER_CHAIN`] per chain.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use log::{debug, error, warn};
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestMemory as _, Permissions};
+
+use super::backend::Entropy;
+use super::RngError;
+use crate::virtio::activation::{Dispatch, QueueActivation};
+use crate::virtio::{
+    ActivateContext, ActivateError, GuestMemory, VirtioDevice, TYPE_RNG, VIRTIO_F_VERSION_1,
+};
+
+/// Entries in the request queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Most bytes handed out per chain, however large the buffers: bounds the
+/// time one guest request can hold the event loop.
+pub const MAX_BYTES_PER_CHAIN: u32 = 64 << 10;
+/// Chains handled per queue event before yielding to other devices.
+pub const CHAINS_PER_EVENT: usize = 4 * QUEUE_SIZE as usize;
+
+/// Per-device counters.
+#[derive(Debug, Default)]
+pub struct RngCounters {
+    /// Chains completed.
+    pub requests: AtomicU64,
+    /// Bytes of entropy handed to the guest.
+    pub bytes: AtomicU64,
+    /// Buffers skipped because they lay outside guest memory or could not be
+    /// filled.
+    pub bad_buffers: AtomicU64,
+}
+
+/// A virtio-rng device.
+pub struct Rng {
+    id: String,
+    acked_features: u64,
+    activation: QueueActivation,
+    counters: Arc<RngCounters>,
+    queue_broken: bool,
+}
+
+impl Rng {
+    /// A new entropy device named `id` in logs.
+    pub fn new(id: impl Into<String>) -> Result<Self, RngError> {
+        Ok(Self {
+            id: id.into(),
+            acked_features: 0,
+            activation: QueueActivation::new().map_err(RngError::EventFd)?,
+            counters: Arc::default(),
+            queue_broken: false,
+        })
+    }
+
+    /// The device's counters.
+    pub fn counters(&self) -> Arc<RngCounters> {
+        self.counters.clone()
+    }
+
+    /// Whether the driver activated the device (and has not reset it).
+    pub fn is_activated(&self) -> bool {
+        self.activation.is_active()
+    }
+
+    /// Fills every available chain, then interrupts the driver if it wants.
+    pub fn process_queue(&mut self, queue_index: usize) {
+        let Self {
+            id,
+            activation,
+            counters,
+            queue_broken,
+            ..
+        } = self;
+        if *queue_broken {
+            return;
+        }
+        let Some(active) = activation.active_mut() else {
+            return;
+        };
+        let mem = &active.mem;
+        let Some(queue) = active.queues.get_mut(queue_index) else {
+            warn!("virtio-rng {id}: notification for nonexistent queue {queue_index}");
+            return;
+        };
+        if !queue.ready() {
+            return;
+        }
+        let max_descriptors = usize::from(queue.size());
+        let mut used_any = false;
+        let mut budget = CHAINS_PER_EVENT;
+        let mut yielded = false;
+        'outer: loop {
+            if let Err(e) = queue.disable_notification(mem) {
+                error!("virtio-rng {id}: cannot disable notifications: {e}");
+                break;
+            }
+            loop {
+                let chain = match queue.iter(mem) {
+                    Ok(mut it) => it.next(),
+                    Err(e) => {
+                        error!("virtio-rng {id}: queue unusable until reset: {e}");
+                        *queue_broken = true;
+                        break 'outer;
+                    }
+                };
+                let Some(chain) = chain else {
+                    break;
+                };
+                let head = chain.head_index();
+                let written = fill_chain(chain, mem, max_descriptors, counters);
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes
+                    .fetch_add(u64::from(written), Ordering::Relaxed);
+                if let Err(e) = queue.add_used(mem, head, written) {
+                    warn!("virtio-rng {id}: cannot return chain {head}: {e}");
+                } else {
+                    used_any = true;
+                }
+                budget -= 1;
+                if budget == 0 {
+                    yielded = true;
+                    break 'outer;
+                }
+            }
+            match queue.enable_notification(mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    error!("virtio-rng {id}: cannot enable notifications: {e}");
+                    break;
+                }
+            }
+        }
+        if used_any && queue.needs_notification(mem).unwrap_or(true) {
+            if let Err(e) = active.interrupt.signal_used_queue() {
+                error!("virtio-rng {id}: cannot raise the interrupt: {e}");
+            }
+        }
+        if yielded {
+            if let Err(e) = activation.kick(queue_index) {
+                error!("virtio-rng {id}: cannot reschedule queue {queue_index}: {e}");
+            }
+        }
+    }
+}
+
+/// Fills the writable buffers of one chain, in order, with at most
+/// [`MAX_BYTES_PER_CHAIN`] bytes in all; returns how many were written.
+/// Readable buffers (which a driver must not offer) and buffers outside guest
+/// memory are skipped; the walk stops after `max_descriptors`.
+pub fn fill_chain<I>(
+    chain: I,
+    mem: &GuestMemory,
+    max_descriptors: usize,
+    counters: &RngCounters,
+) -> u32
+where
+    I: IntoIterator<Item = virtio_queue::desc::split::Descriptor>,
+{
+    let mut written = 0u32;
+    for desc in chain.into_iter().take(max_descriptors) {
+        let room = MAX_BYTES_PER_CHAIN - written;
+        if room == 0 {
+            break;
+        }
+        if !desc.is_write_only() || desc.len() == 0 {
+            continue;
+        }
+        let len = desc.len().min(room);
+        if !mem.check_range(desc.addr(), len as usize, Permissions::Write) {
+            counters.bad_buffers.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        match mem.read_exact_volatile_from(desc.addr(), &mut Entropy, len as usize) {
+            Ok(()) => written += len,
+            Err(e) => {
+                debug!("virtio-rng: cannot fill a buffer: {e}");
+                counters.bad_buffers.fetch_add(1, Ordering::Relaxed);
+                // The used length must not claim bytes we may not have
+                // written, and later buffers would leave a gap.
+                break;
+            }
+        }
+    }
+    written
+}
+
+impl VirtioDevice for Rng {
+    fn device_type(&self) -> u32 {
+        TYPE_RNG
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn device_features(&self) -> u64 {
+        1u64 << VIRTIO_F_VERSION_1
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.device_features();
+    }
+
+    fn read_config(&self, _offset: u64, _data: &mut [u8]) {
+        // virtio-rng has no configuration space; the caller's zeroes stand.
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        debug!(
+            "virtio-rng {}: ignored {}-byte config write at {offset:#x}",
+            self.id,
+            data.len()
+        );
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        match ctx.queues.first() {
+            Some(q) if q.ready() => {}
+            _ => {
+                return Err(ActivateError::BadQueues(
+                    "the request queue is not ready".into(),
+                ))
+            }
+        }
+        self.queue_broken = false;
+        self.activation.activate(ctx)
+    }
+
+    fn reset(&mut self) {
+        self.acked_features = 0;
+        self.queue_broken = false;
+        self.activation.reset();
+    }
+}
+
+impl MutEventSubscriber for Rng {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        match self.activation.handle(&events, ops) {
+            Dispatch::Queue(idx) => self.process_queue(idx),
+            Dispatch::Control | Dispatch::Ignored => {}
+            Dispatch::Unknown => warn!(
+                "virtio-rng {}: event on unknown fd {} (data {})",
+                self.id,
+                events.fd(),
+                events.data()
+            ),
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        self.activation.init(ops);
+    }
+}
