@@ -1,1 +1,343 @@
+//! runm-vmm: a KVM virtual machine monitor that boots one minimal Linux guest.
+//!
+//! Data flows one way: a validated [`config::VmConfig`] in, the VM built
+//! ([`Vmm::build`]: memory, kernel, boot structures, devices, vCPUs), the loop
+//! run ([`Vmm::run`]: vCPU threads plus one event-loop thread) and an
+//! [`ExitReport`] out, which the binary turns into its exit status.
 
+pub mod boot;
+pub mod config;
+pub mod device_manager;
+pub mod event_loop;
+pub mod kvm;
+pub mod layout;
+pub mod memory;
+pub mod signal;
+pub mod vcpu;
+pub mod vm;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvm_ioctls::Kvm;
+
+use boot::cmdline::{Cmdline, CmdlineError};
+use boot::loader::LoaderError;
+use config::{Console, VmConfig};
+use device_manager::{DeviceError, DeviceManager};
+use event_loop::{Controller, EventManager, ExitReason, ExitState};
+use event_manager::SubscriberOps;
+use vcpu::cpuid::CpuTemplate;
+use vcpu::exit::GuestStop;
+use vcpu::{Vcpu, VcpuEnd, VcpuError, VcpuHandle};
+
+/// Everything that can stop a VM from being built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// KVM could not be opened.
+    #[error(transparent)]
+    Kvm(#[from] kvm::KvmError),
+    /// More vCPUs than KVM allows.
+    #[error("vcpu count {asked} is more than KVM allows on this host ({max})")]
+    TooManyVcpus { asked: u8, max: usize },
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    /// The KVM VM.
+    #[error(transparent)]
+    Vm(#[from] vm::VmError),
+    /// Loading kernel, initrd or command line.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// The command line.
+    #[error(transparent)]
+    Cmdline(#[from] CmdlineError),
+    /// The zero page.
+    #[error(transparent)]
+    BootParams(#[from] boot::bootparams::BootParamsError),
+    /// The MP table.
+    #[error(transparent)]
+    Mptable(#[from] boot::mptable::MptableError),
+    /// Page tables, GDT.
+    #[error(transparent)]
+    Regs(#[from] vcpu::regs::RegsError),
+    /// Devices.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// vCPUs.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// The console destination.
+    #[error("cannot open console file {path}: {source}")]
+    Console {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// KVM_GET_SUPPORTED_CPUID failed.
+    #[error("cannot read KVM's supported CPUID: {0}")]
+    SupportedCpuid(#[source] kvm_ioctls::Error),
+    /// The event loop.
+    #[error("event loop: {0}")]
+    EventLoop(String),
+    /// Signal handling.
+    #[error(transparent)]
+    Signal(#[from] signal::SignalError),
+}
+
+/// How the VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReport {
+    /// The guest reset, halted or powered off by itself: success.
+    Clean(String),
+    /// The guest kernel panicked (the panic line from its console).
+    GuestPanic(String),
+    /// A vCPU failed: KVM internal error, entry failure, unexpected exit.
+    VcpuFailed(String),
+    /// SIGINT or SIGTERM.
+    Signal(i32),
+}
+
+impl ExitReport {
+    /// The process exit status: 0 clean, 2 guest panic, 3 vCPU failure,
+    /// 128 + N for signal N (1 is left for errors before the guest ran).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ExitReport::Clean(_) => 0,
+            ExitReport::GuestPanic(_) => 2,
+            ExitReport::VcpuFailed(_) => 3,
+            ExitReport::Signal(n) => 128 + n,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitReport::Clean(how) => write!(f, "guest {how}"),
+            ExitReport::GuestPanic(line) => write!(f, "guest kernel panicked: {line}"),
+            ExitReport::VcpuFailed(msg) => write!(f, "{msg}"),
+            ExitReport::Signal(n) => write!(f, "stopped by signal {n}"),
+        }
+    }
+}
+
+/// Options of the run that are not part of the VM itself.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Turn SIGINT/SIGTERM into a clean teardown (the binary does; tests don't).
+    pub handle_signals: bool,
+    /// Print `runm-vmm: phase NAME monotonic_ns=N` lines on stderr for the
+    /// benchmarks (CLOCK_MONOTONIC, comparable across processes).
+    pub print_phases: bool,
+}
+
+/// A built VM, ready to run.
+pub struct Vmm {
+    // Field order is drop order: vCPUs and the VM go before guest memory.
+    vcpus: Vec<Vcpu>,
+    devices: DeviceManager,
+    _vm: vm::Vm,
+    _mem: memory::GuestMemory,
+    cmdline: String,
+    template: CpuTemplate,
+    options: RunOptions,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+fn phase(options: &RunOptions, name: &str) {
+    if options.print_phases {
+        eprintln!("runm-vmm: phase {name} monotonic_ns={}", monotonic_ns());
+    }
+}
+
+fn open_console(c: &Console) -> Result<Box<dyn std::io::Write + Send>, VmmError> {
+    Ok(match c {
+        Console::Stdout => Box::new(std::io::LineWriter::new(std::io::stdout())),
+        Console::Off => Box::new(std::io::sink()),
+        Console::File(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|source| VmmError::Console {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+            Box::new(std::io::LineWriter::new(f))
+        }
+    })
+}
+
+impl Vmm {
+    /// Builds the VM described by `config` on `kvm`.
+    pub fn build(kvm: &Kvm, config: &VmConfig, options: RunOptions) -> Result<Self, VmmError> {
+        config.validate()?;
+        let max = kvm.get_max_vcpus();
+        if usize::from(config.vcpus) > max {
+            return Err(VmmError::TooManyVcpus {
+                asked: config.vcpus,
+                max,
+            });
+        }
+        let template = CpuTemplate::resolve(config.cpu_template, kvm::KvmFlavor::detect());
+        let console = open_console(&config.console)?;
+
+        let mem = memory::create(config.mem_mib)?;
+        let vm = vm::Vm::new(kvm, &mem, true)?;
+        let devices = DeviceManager::new(&vm, console)?;
+
+        let kernel = boot::loader::load_kernel(&mem, &config.kernel)?;
+        let initrd = match &config.initrd {
+            Some(p) => Some(boot::loader::load_initrd(&mem, p, kernel.end)?),
+            None => None,
+        };
+        let mut cmdline = Cmdline::new(config.base_cmdline())?;
+        cmdline.push(template.kernel_args())?;
+        boot::loader::write_cmdline(&mem, &cmdline)?;
+        let params = boot::bootparams::build(
+            config.mem_mib << 20,
+            cmdline.as_str().len() + 1,
+            initrd,
+            kernel.setup_header,
+        )?;
+        boot::bootparams::write(&mem, &params)?;
+        boot::mptable::setup_mptable(&mem, config.vcpus, layout::IRQ_MAX)?;
+        vcpu::regs::write_page_tables(&mem)?;
+        vcpu::regs::write_gdt_idt(&mem)?;
+
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmmError::SupportedCpuid)?;
+        let vcpus = (0..config.vcpus)
+            .map(|i| {
+                let entry = (i == 0).then_some(kernel.entry.0);
+                Vcpu::new(&vm, i, config.vcpus, &supported, template, entry)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Vmm {
+            vcpus,
+            devices,
+            _vm: vm,
+            _mem: mem,
+            cmdline: cmdline.as_str().to_string(),
+            template,
+            options,
+        })
+    }
+
+    /// The kernel command line the guest gets.
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
+    }
+
+    /// The CPU template in use.
+    pub fn template(&self) -> CpuTemplate {
+        self.template
+    }
+
+    /// Runs the VM until the guest ends it, a vCPU fails or a signal arrives.
+    pub fn run(mut self) -> Result<ExitReport, VmmError> {
+        let state = ExitState::new().map_err(|e| VmmError::EventLoop(e.to_string()))?;
+        let signals = if self.options.handle_signals {
+            Some(signal::TermSignals::new()?)
+        } else {
+            None
+        };
+        let reset = self
+            .devices
+            .reset_evt
+            .try_clone()
+            .map_err(|e| VmmError::EventLoop(e.to_string()))?;
+        let controller = Arc::new(Mutex::new(Controller::new(state.clone(), reset, signals)));
+        let mut em = EventManager::new().map_err(|e| VmmError::EventLoop(format!("{e:?}")))?;
+        em.add_subscriber(controller.clone());
+
+        vcpu::install_kick_handler()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles: Vec<VcpuHandle> = Vec::new();
+        phase(&self.options, "vcpus_start");
+        for v in self.vcpus.drain(..) {
+            let state = state.clone();
+            let h = v.start(self.devices.io.clone(), stop.clone(), move |index, end| {
+                let reason = match end {
+                    VcpuEnd::Requested => return,
+                    VcpuEnd::Guest(GuestStop::Halted) => ExitReason::GuestHalted,
+                    VcpuEnd::Guest(GuestStop::Reset) => ExitReason::GuestReset,
+                    VcpuEnd::Guest(GuestStop::PowerOff) => ExitReason::GuestPowerOff,
+                    VcpuEnd::Failed(msg) => ExitReason::VcpuFailed(msg),
+                };
+                log::debug!("vCPU {index} ended: {reason:?}");
+                state.report(reason);
+            });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    stop.store(true, Ordering::Release);
+                    for h in &mut handles {
+                        h.stop_and_join(Duration::from_secs(5));
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+
+        while !devices::bus::lock(&controller).done() {
+            if let Err(e) = em.run() {
+                log::error!("event loop: {e:?}");
+                state.report(ExitReason::VcpuFailed(format!("event loop failed: {e:?}")));
+            }
+        }
+        phase(&self.options, "vm_exit");
+        stop.store(true, Ordering::Release);
+        for h in &mut handles {
+            h.stop_and_join(Duration::from_secs(5));
+        }
+        self.devices.flush_console();
+
+        let panic = devices::bus::lock(&self.devices.console_watch)
+            .panic
+            .clone();
+        let reason = state.reason().unwrap_or(ExitReason::GuestHalted);
+        Ok(match (reason, panic) {
+            (ExitReason::Signal(n), _) => ExitReport::Signal(n),
+            (ExitReason::VcpuFailed(m), _) => ExitReport::VcpuFailed(m),
+            (_, Some(line)) => ExitReport::GuestPanic(line),
+            (ExitReason::GuestReset, None) => ExitReport::Clean("reset".into()),
+            (ExitReason::GuestHalted, None) => ExitReport::Clean("halted".into()),
+            (ExitReason::GuestPowerOff, None) => ExitReport::Clean("powered off".into()),
+        })
+    }
+}
+
+/// Opens KVM, builds the VM of `config` and runs it.
+pub fn run(config: &VmConfig, options: RunOptions) -> Result<ExitReport, VmmError> {
+    config.validate()?;
+    let kvm = kvm::open()?;
+    phase(&options, "kvm_open");
+    let vmm = Vmm::build(&kvm, config, options)?;
+    log::info!(
+        "booting {} with {} vCPU(s), {} MiB, cpu template {}, cmdline \"{}\"",
+        config.kernel.display(),
+        config.vcpus,
+        config.mem_mib,
+        vmm.template().name(),
+        vmm.cmdline()
+    );
+    vmm.run()
+}
