@@ -272,7 +272,10 @@ impl Vmm {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles: Vec<VcpuHandle> = Vec::new();
         phase(&self.options, "vcpus_start");
-        for v in self.vcpus.drain(..) {
+        for mut v in self.vcpus.drain(..) {
+            if self.options.print_phases && handles.is_empty() {
+                v.announce_first_run();
+            }
             let state = state.clone();
             let h = v.start(self.devices.io.clone(), stop.clone(), move |index, end| {
                 let reason = match end {

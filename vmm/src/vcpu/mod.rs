@@ -80,6 +80,7 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
 pub struct Vcpu {
     index: u8,
     fd: VcpuFd,
+    announce_first_run: bool,
 }
 
 impl Vcpu {
@@ -135,12 +136,26 @@ impl Vcpu {
             fd.set_sregs(&regs::boot_sregs(&base))
                 .map_err(set("special registers"))?;
         }
-        Ok(Vcpu { index, fd })
+        Ok(Vcpu {
+            index,
+            fd,
+            announce_first_run: false,
+        })
     }
 
     /// Wraps a vCPU the caller configured itself (tests with tiny guests).
     pub fn from_fd(index: u8, fd: VcpuFd) -> Self {
-        Vcpu { index, fd }
+        Vcpu {
+            index,
+            fd,
+            announce_first_run: false,
+        }
+    }
+
+    /// Print `runm-vmm: phase first_kvm_run monotonic_ns=N` on stderr just
+    /// before this vCPU first enters the guest (for the start-up benchmark).
+    pub fn announce_first_run(&mut self) {
+        self.announce_first_run = true;
     }
 
     /// Starts the vCPU's thread. `on_end` runs on that thread when it ends,
@@ -168,6 +183,9 @@ impl Vcpu {
     }
 
     fn run(&mut self, io: &IoBuses, stop: &AtomicBool) -> VcpuEnd {
+        if self.announce_first_run {
+            eprintln!("runm-vmm: phase first_kvm_run monotonic_ns={}", crate::monotonic_ns());
+        }
         loop {
             if stop.load(Ordering::Acquire) {
                 return VcpuEnd::Requested;

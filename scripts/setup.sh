@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what runm needs on a Debian 12 machine and builds it:
+# Debian packages (apt-get), the guest kernel (cached), the Rust binaries.
+# Safe to run again: every step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { echo "[setup] $*" >&2; }
+
+packages=(
+    # guest kernel build
+    linux-source-6.12 flex bison bc libelf-dev libssl-dev make gcc xz-utils patch
+    # guest images and the software-emulated KVM test host
+    busybox-static cpio e2fsprogs erofs-utils qemu-system-x86
+    # the container column of the comparisons, and tap/netns tests
+    runc iproute2
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    say "installing ${#missing[@]} Debian packages: ${missing[*]}"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+say "guest kernel"
+guest-kernel-config/build.sh --flavor guest >/dev/null
+
+say "building runm-vmm (cargo build)"
+cargo build --quiet -p vmm --bin runm-vmm >&2
+say "done"
