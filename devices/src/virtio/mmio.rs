@@ -144,9 +144,9 @@ pub enum MmioError {
 /// `virtio_mmio.device=4K@0xd0000000:5`.
 pub fn cmdline_entry(base: u64, size: u64, irq: u32) -> String {
     // The kernel parses the size with memparse, so K/M suffixes or bytes.
-    let size = if size != 0 && size % (1 << 20) == 0 {
+    let size = if size != 0 && size & ((1 << 20) - 1) == 0 {
         format!("{}M", size >> 20)
-    } else if size != 0 && size % (1 << 10) == 0 {
+    } else if size != 0 && size & ((1 << 10) - 1) == 0 {
         format!("{}K", size >> 10)
     } else {
         size.to_string()
@@ -554,7 +554,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         // Registers are 32 bits wide and aligned (virtio 1.2, 4.2.2.2).
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || offset & 3 != 0 {
             warn!(
                 "virtio-mmio {}: {}-byte read at {offset:#x} not a register access",
                 self.device_type,
@@ -580,7 +580,7 @@ impl BusDevice for MmioTransport {
             );
             return;
         };
-        if offset % 4 != 0 {
+        if offset & 3 != 0 {
             warn!(
                 "virtio-mmio {}: unaligned write at {offset:#x}",
                 self.device_type

@@ -14,6 +14,8 @@ pub mod backend;
 pub mod device;
 mod handler;
 pub mod request;
+#[cfg(test)]
+mod tests;
 
 pub use backend::DiskImage;
 pub use device::{Block, BlockConfig, BlockCounters, QUEUE_SIZE, SEG_MAX};

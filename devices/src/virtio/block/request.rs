@@ -267,7 +267,9 @@ where
         RequestType::Flush | RequestType::Unsupported(_) => Vec::new(),
     };
     let data_len = total_len(&data);
-    if matches!(request_type, RequestType::In | RequestType::Out) && data_len % SECTOR_SIZE != 0 {
+    if matches!(request_type, RequestType::In | RequestType::Out)
+        && data_len & (SECTOR_SIZE - 1) != 0
+    {
         return Err(reject(ParseError::UnalignedLength(data_len)));
     }
     Ok(Request {

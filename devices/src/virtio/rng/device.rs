@@ -258,3 +258,124 @@ impl MutEventSubscriber for Rng {
         self.activation.init(ops);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::{
+        activate_context, default_guest_memory, fill, pump, read_bytes, recording_interrupt,
+        TestDesc, TestQueue, DEFAULT_MEM_SIZE,
+    };
+    use event_manager::{EventManager, SubscriberOps};
+    use std::sync::Mutex;
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use vm_memory::GuestAddress;
+
+    fn active(mem: &GuestMemory, tq: &TestQueue) -> (Rng, Arc<crate::test_utils::RecordingIrq>) {
+        let mut rng = Rng::new("rng0").unwrap();
+        rng.ack_features(1 << VIRTIO_F_VERSION_1);
+        let (interrupt, irq) = recording_interrupt();
+        let (ctx, _) = activate_context(mem, interrupt, vec![tq.create_queue()]);
+        rng.activate(ctx).unwrap();
+        (rng, irq)
+    }
+
+    fn nonzero(bytes: &[u8]) -> bool {
+        bytes.iter().any(|&b| b != 0)
+    }
+
+    #[test]
+    fn fills_writable_buffers() {
+        let mem = default_guest_memory();
+        let tq = TestQueue::new(&mem, GuestAddress(0), 16);
+        tq.add_chain(
+            0,
+            &[
+                TestDesc::writable(0x10_0000, 100),
+                TestDesc::writable(0x20_0000, 50),
+            ],
+        );
+        tq.add_chain(2, &[TestDesc::writable(0x30_0000, 4096)]);
+        let (mut rng, irq) = active(&mem, &tq);
+        assert_eq!(rng.device_type(), TYPE_RNG);
+        rng.process_queue(0);
+        assert_eq!(tq.used_idx(), 2);
+        assert_eq!(tq.used_elem(0), (0, 150));
+        assert_eq!(tq.used_elem(1), (2, 4096));
+        // 100 random bytes all zero has probability 2^-800.
+        assert!(nonzero(&read_bytes(&mem, 0x10_0000, 100)));
+        assert!(nonzero(&read_bytes(&mem, 0x30_0000, 4096)));
+        assert_eq!(read_bytes(&mem, 0x10_0000 + 100, 16), vec![0; 16]);
+        assert_eq!(irq.count(), 1);
+        assert_eq!(rng.counters().bytes.load(Ordering::Relaxed), 4246);
+    }
+
+    #[test]
+    fn hostile_chains_are_bounded() {
+        let mem = default_guest_memory();
+        let end = DEFAULT_MEM_SIZE as u64;
+        let tq = TestQueue::new(&mem, GuestAddress(0), 16);
+        // One huge buffer: only MAX_BYTES_PER_CHAIN are handed out.
+        tq.add_chain(0, &[TestDesc::writable(0x10_0000, u32::MAX / 2)]);
+        // Readable, zero-length, out-of-memory and straddling buffers are
+        // skipped; the good one after them is filled.
+        fill(&mem, end - 8, 8, 0);
+        tq.add_chain(
+            1,
+            &[
+                TestDesc::readable(0x40_0000, 64),
+                TestDesc::writable(0x40_1000, 0),
+                TestDesc::writable(u64::MAX - 4, 64),
+                TestDesc::writable(end - 8, 64),
+                TestDesc::writable(0x40_2000, 32),
+            ],
+        );
+        // A descriptor that points to itself.
+        let flags = (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16;
+        tq.set_desc(6, 0x50_0000, 1024, flags, 6);
+        tq.publish(6);
+        // Two descriptors pointing at each other, each 60 KiB.
+        tq.set_desc(7, 0x60_0000, 60 << 10, flags, 8);
+        tq.set_desc(8, 0x70_0000, 60 << 10, flags, 7);
+        tq.publish(7);
+        let (mut rng, _) = active(&mem, &tq);
+        rng.process_queue(0);
+        assert_eq!(tq.used_idx(), 4);
+        assert_eq!(tq.used_elem(0), (0, MAX_BYTES_PER_CHAIN));
+        let past = 0x10_0000 + u64::from(MAX_BYTES_PER_CHAIN);
+        assert_eq!(read_bytes(&mem, past, 4096), vec![0; 4096]);
+        assert_eq!(tq.used_elem(1), (1, 32));
+        assert_eq!(read_bytes(&mem, 0x40_0000, 64), vec![0; 64]);
+        assert_eq!(read_bytes(&mem, end - 8, 8), vec![0; 8]);
+        // The loop is walked at most queue-size times, 1 KiB each.
+        assert_eq!(tq.used_elem(2), (6, 16 * 1024));
+        assert_eq!(tq.used_elem(3), (7, MAX_BYTES_PER_CHAIN));
+        assert_eq!(rng.counters().bad_buffers.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn runs_on_the_event_loop_and_stops_on_reset() {
+        let mem = default_guest_memory();
+        let tq = TestQueue::new(&mem, GuestAddress(0), 16);
+        let rng = Arc::new(Mutex::new(Rng::new("rng0").unwrap()));
+        let mut em: EventManager<Arc<Mutex<Rng>>> = EventManager::new().unwrap();
+        em.add_subscriber(rng.clone());
+        let (interrupt, irq) = recording_interrupt();
+        let (ctx, evts) = activate_context(&mem, interrupt, vec![tq.create_queue()]);
+        rng.lock().unwrap().activate(ctx).unwrap();
+        pump(&mut em, 4);
+        tq.add_chain(0, &[TestDesc::writable(0x10_0000, 64)]);
+        evts[0].write(1).unwrap();
+        pump(&mut em, 4);
+        assert_eq!(tq.used_idx(), 1);
+        assert_eq!(irq.count(), 1);
+
+        rng.lock().unwrap().reset();
+        pump(&mut em, 4);
+        tq.add_chain(1, &[TestDesc::writable(0x10_0000, 64)]);
+        evts[0].write(1).unwrap();
+        pump(&mut em, 4);
+        assert_eq!(tq.used_idx(), 1);
+        assert!(!rng.lock().unwrap().is_activated());
+    }
+}
