@@ -22,6 +22,7 @@ use crate::interrupt::VirtioInterrupt;
 pub mod activation;
 pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 
 /// Guest memory as devices see it.
