@@ -1,0 +1,628 @@
+//! The host side of the vsock device: which host socket each guest
+//! connection maps to, and which packet the guest gets next.
+//!
+//! The muxer owns the listening Unix socket `<uds>` (host processes connect
+//! and write `CONNECT <port>\n` to reach guest port `<port>`), the sockets it
+//! opens to `<uds>_<port>` when the guest connects to host port `<port>`, and
+//! every [`Connection`]. It knows neither guest memory nor the event loop: it
+//! takes parsed packets and host readiness, hands out rx packets through a
+//! closure, and reports the epoll interest of its sockets through an
+//! [`EventRegistry`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use event_manager::{EventOps, EventSet, Events};
+
+use super::connection::{Connection, Verdict};
+use super::packet::{Header, HOST_CID, OP_REQUEST, OP_RST, TYPE_STREAM};
+
+/// Connections (host- and guest-initiated together) one device serves; more
+/// are refused so a guest cannot exhaust the VMM's file descriptors.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Accepted host sockets that have not yet sent their `CONNECT` line.
+const MAX_HANDSHAKES: usize = 64;
+
+/// Longest `CONNECT <port>` line accepted (`CONNECT 4294967295\r\n` is 20).
+const MAX_CONNECT_LINE: usize = 32;
+
+/// Host connections accepted per listener event, so a flood of connects does
+/// not starve the guest's queues.
+const MAX_ACCEPTS_PER_EVENT: usize = 32;
+
+/// Control packets (resets for unknown connections) waiting for rx buffers
+/// beyond which the device stops taking tx chains: a guest that sends without
+/// ever receiving cannot grow this queue without bound.
+pub const MAX_CONTROL_BACKLOG: usize = 256;
+
+/// Host-side ports for host-initiated connections start here (the dynamic
+/// port range of IANA) and wrap below `u32::MAX` (`VMADDR_PORT_ANY`).
+const FIRST_EPHEMERAL_PORT: u32 = 49152;
+
+/// A connection's identity: (host-side port, guest-side port). The CIDs are
+/// fixed per device.
+pub type ConnKey = (u32, u32);
+
+/// Errors setting up the host side.
+#[derive(Debug, thiserror::Error)]
+pub enum MuxerError {
+    /// Something already exists at the socket path; it is not ours to remove.
+    #[error("vsock host socket path {0} already exists")]
+    PathExists(PathBuf),
+    /// Binding the listening socket failed (e.g. the directory is missing).
+    #[error("cannot bind vsock host socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The bind error.
+        #[source]
+        source: io::Error,
+    },
+    /// Configuring the listening socket failed.
+    #[error("cannot configure vsock host socket {path}: {source}")]
+    Configure {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where the muxer registers the fds it wants watched: the event loop's
+/// `EventOps` in the VMM, a recording fake in tests or benchmarks.
+pub trait EventRegistry {
+    /// Starts watching `fd` for `events`.
+    fn add(&mut self, fd: RawFd, events: EventSet) -> io::Result<()>;
+    /// Changes the events `fd` is watched for.
+    fn modify(&mut self, fd: RawFd, events: EventSet) -> io::Result<()>;
+    /// Stops watching `fd`; called before the fd is closed.
+    fn remove(&mut self, fd: RawFd) -> io::Result<()>;
+}
+
+fn em_err(e: event_manager::Error) -> io::Error {
+    io::Error::other(format!("{e:?}"))
+}
+
+impl EventRegistry for EventOps<'_> {
+    fn add(&mut self, fd: RawFd, events: EventSet) -> io::Result<()> {
+        EventOps::add(self, Events::new_raw(fd, events)).map_err(em_err)
+    }
+    fn modify(&mut self, fd: RawFd, events: EventSet) -> io::Result<()> {
+        EventOps::modify(self, Events::new_raw(fd, events)).map_err(em_err)
+    }
+    fn remove(&mut self, fd: RawFd) -> io::Result<()> {
+        EventOps::remove(self, Events::empty_raw(fd)).map_err(em_err)
+    }
+}
+
+/// Counters of the host side, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MuxerStats {
+    /// Host connections that completed the `CONNECT` line.
+    pub host_connects: u64,
+    /// Host connections closed before or because of a bad `CONNECT` line.
+    pub host_connects_refused: u64,
+    /// Guest requests that reached a host socket.
+    pub guest_connects: u64,
+    /// Guest requests refused (no socket at `<uds>_<port>`, or too many).
+    pub guest_connects_refused: u64,
+    /// `OP_RST` packets sent to the guest.
+    pub resets_sent: u64,
+    /// Guest packets dropped without an answer (bad CIDs).
+    pub packets_dropped: u64,
+}
+
+// A host socket that connected to the listener and has not finished its
+// `CONNECT <port>\n` line.
+struct Handshake {
+    stream: UnixStream,
+    line: Vec<u8>,
+    registered: bool,
+}
+
+/// The host side of one vsock device.
+pub struct Muxer {
+    guest_cid: u64,
+    uds_path: PathBuf,
+    listener: UnixListener,
+    // Identifies our socket file, so Drop does not remove a file someone put
+    // in its place.
+    listener_ino: (u64, u64),
+    conns: HashMap<ConnKey, Connection>,
+    conn_by_fd: HashMap<RawFd, ConnKey>,
+    handshakes: HashMap<RawFd, Handshake>,
+    // Connections that may have a packet for the guest, served round-robin.
+    ready: VecDeque<ConnKey>,
+    in_ready: HashSet<ConnKey>,
+    // Packets for the guest that belong to no live connection.
+    control: VecDeque<Header>,
+    // Fds whose epoll interest may have changed since the last sync.
+    dirty: HashSet<RawFd>,
+    // Closed sockets kept open until they are unregistered, so the event loop
+    // never sees a reused fd number it still maps to an old socket.
+    graveyard: Vec<(UnixStream, bool)>,
+    next_port: u32,
+    stats: MuxerStats,
+}
+
+impl Muxer {
+    /// Binds the listening socket at `uds_path` for a guest with `guest_cid`.
+    /// Fails if the path exists (a stale socket must be removed by whoever
+    /// owns it) or its directory does not.
+    pub fn new(guest_cid: u64, uds_path: PathBuf) -> Result<Self, MuxerError> {
+        if uds_path.symlink_metadata().is_ok() {
+            return Err(MuxerError::PathExists(uds_path));
+        }
+        let listener = UnixListener::bind(&uds_path).map_err(|source| MuxerError::Bind {
+            path: uds_path.clone(),
+            source,
+        })?;
+        let configure = |source| MuxerError::Configure {
+            path: uds_path.clone(),
+            source,
+        };
+        let meta = uds_path.symlink_metadata().map_err(configure)?;
+        listener.set_nonblocking(true).map_err(configure)?;
+        Ok(Self {
+            guest_cid,
+            listener_ino: (meta.dev(), meta.ino()),
+            uds_path,
+            listener,
+            conns: HashMap::new(),
+            conn_by_fd: HashMap::new(),
+            handshakes: HashMap::new(),
+            ready: VecDeque::new(),
+            in_ready: HashSet::new(),
+            control: VecDeque::new(),
+            dirty: HashSet::new(),
+            graveyard: Vec::new(),
+            next_port: FIRST_EPHEMERAL_PORT,
+            stats: MuxerStats::default(),
+        })
+    }
+
+    /// The listening socket's path.
+    pub fn uds_path(&self) -> &Path {
+        &self.uds_path
+    }
+
+    /// The listening socket's fd, to be watched for `EventSet::IN`.
+    pub fn listener_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// Whether `fd` is one of the muxer's host sockets (not the listener).
+    pub fn owns_fd(&self, fd: RawFd) -> bool {
+        self.conn_by_fd.contains_key(&fd) || self.handshakes.contains_key(&fd)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MuxerStats {
+        self.stats
+    }
+
+    /// Live connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The connection between host port `local` and guest port `peer`.
+    pub fn connection(&self, local: u32, peer: u32) -> Option<&Connection> {
+        self.conns.get(&(local, peer))
+    }
+
+    /// Whether a packet is waiting for an rx buffer.
+    pub fn has_rx(&self) -> bool {
+        !self.control.is_empty() || !self.ready.is_empty()
+    }
+
+    /// Whether the device should stop taking tx chains until the guest
+    /// provides rx buffers.
+    pub fn rx_backlogged(&self) -> bool {
+        self.control.len() >= MAX_CONTROL_BACKLOG
+    }
+
+    /// Accepts pending host connections.
+    pub fn handle_listener(&mut self) {
+        for _ in 0..MAX_ACCEPTS_PER_EVENT {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("vsock cid {}: accept: {e}", self.guest_cid);
+                    return;
+                }
+            };
+            if self.handshakes.len() >= MAX_HANDSHAKES || self.conns.len() >= MAX_CONNECTIONS {
+                log::warn!(
+                    "vsock cid {}: refusing host connection: too many",
+                    self.guest_cid
+                );
+                self.stats.host_connects_refused += 1;
+                continue;
+            }
+            if let Err(e) = stream.set_nonblocking(true) {
+                log::warn!("vsock cid {}: host connection: {e}", self.guest_cid);
+                continue;
+            }
+            let fd = stream.as_raw_fd();
+            self.handshakes.insert(
+                fd,
+                Handshake {
+                    stream,
+                    line: Vec::new(),
+                    registered: false,
+                },
+            );
+            self.dirty.insert(fd);
+        }
+    }
+
+    /// Handles readiness of a host socket.
+    pub fn handle_host_event(&mut self, fd: RawFd, events: EventSet) {
+        if self.handshakes.contains_key(&fd) {
+            self.handle_handshake(fd);
+            return;
+        }
+        let Some(&key) = self.conn_by_fd.get(&fd) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let mut verdict = Verdict::Keep;
+        let broken = EventSet::HANG_UP | EventSet::ERROR;
+        if events.intersects(EventSet::IN | EventSet::READ_HANG_UP | broken) {
+            verdict = conn.read_from_host();
+        }
+        if verdict == Verdict::Keep && events.intersects(EventSet::OUT | broken) {
+            verdict = conn.flush_to_host();
+        }
+        self.apply(key, verdict);
+    }
+
+    fn handle_handshake(&mut self, fd: RawFd) {
+        let Some(hs) = self.handshakes.get_mut(&fd) else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        let newline = loop {
+            match hs.stream.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(n) => {
+                    hs.line.extend_from_slice(&buf[..n]);
+                    if let Some(pos) = hs.line.iter().position(|&b| b == b'\n') {
+                        break Some(pos);
+                    }
+                    if hs.line.len() > MAX_CONNECT_LINE {
+                        break None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break None,
+            }
+        };
+        let Some(hs) = self.handshakes.remove(&fd) else {
+            return;
+        };
+        let port = newline.and_then(|pos| parse_connect(&hs.line[..pos]));
+        let (Some(port), Some(pos)) = (port, newline) else {
+            log::debug!("vsock cid {}: bad CONNECT line", self.guest_cid);
+            self.stats.host_connects_refused += 1;
+            self.graveyard.push((hs.stream, hs.registered));
+            return;
+        };
+        if self.conns.len() >= MAX_CONNECTIONS {
+            self.stats.host_connects_refused += 1;
+            self.graveyard.push((hs.stream, hs.registered));
+            return;
+        }
+        let local = self.alloc_port(port);
+        let early = hs.line.get(pos + 1..).unwrap_or_default();
+        let mut conn = Connection::new_local(hs.stream, self.guest_cid, local, port, early);
+        // Same socket, same fd: it stays registered until the next sync
+        // says otherwise.
+        conn.registered = hs.registered.then_some(EventSet::IN);
+        self.stats.host_connects += 1;
+        self.insert(conn);
+    }
+
+    fn alloc_port(&mut self, peer_port: u32) -> u32 {
+        // At most MAX_CONNECTIONS keys are taken, so this finds a free one.
+        loop {
+            let p = self.next_port;
+            self.next_port = if p >= u32::MAX - 1 {
+                FIRST_EPHEMERAL_PORT
+            } else {
+                p + 1
+            };
+            if !self.conns.contains_key(&(p, peer_port)) {
+                return p;
+            }
+        }
+    }
+
+    fn insert(&mut self, conn: Connection) {
+        let key = (conn.local_port(), conn.peer_port());
+        self.conn_by_fd.insert(conn.fd(), key);
+        self.conns.insert(key, conn);
+        self.touch(key);
+    }
+
+    // Re-evaluates what a connection wants after it changed.
+    fn touch(&mut self, key: ConnKey) {
+        if let Some(conn) = self.conns.get(&key) {
+            self.dirty.insert(conn.fd());
+            if conn.has_rx() && self.in_ready.insert(key) {
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    fn apply(&mut self, key: ConnKey, verdict: Verdict) {
+        match verdict {
+            Verdict::Keep => self.touch(key),
+            Verdict::Reset | Verdict::Drop => {
+                let Some(conn) = self.conns.remove(&key) else {
+                    return;
+                };
+                if verdict == Verdict::Reset {
+                    self.control.push_back(conn.rst_header());
+                    self.stats.resets_sent += 1;
+                }
+                self.conn_by_fd.remove(&conn.fd());
+                let registered = conn.registered.is_some();
+                self.graveyard.push((conn.into_stream(), registered));
+            }
+        }
+    }
+
+    fn reply_rst(&mut self, hdr: &Header) {
+        self.stats.resets_sent += 1;
+        self.control.push_back(Header {
+            src_cid: HOST_CID,
+            dst_cid: self.guest_cid,
+            src_port: hdr.dst_port,
+            dst_port: hdr.src_port,
+            type_: hdr.type_,
+            op: OP_RST,
+            ..Header::default()
+        });
+    }
+
+    fn addressed_to_us(&mut self, hdr: &Header) -> bool {
+        // A guest can only speak for its own CID, and only to the host.
+        if hdr.src_cid != self.guest_cid || hdr.dst_cid != HOST_CID {
+            self.stats.packets_dropped += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Handles a packet from the guest; `payload` is the data of an `OP_RW`.
+    pub fn recv_from_guest(&mut self, hdr: &Header, payload: &[u8]) {
+        if !self.addressed_to_us(hdr) {
+            return;
+        }
+        if hdr.type_ != TYPE_STREAM {
+            if hdr.op != OP_RST {
+                self.reply_rst(hdr);
+            }
+            return;
+        }
+        let key = (hdr.dst_port, hdr.src_port);
+        if let Some(conn) = self.conns.get_mut(&key) {
+            let verdict = conn.recv_from_guest(hdr, payload);
+            self.apply(key, verdict);
+            return;
+        }
+        match hdr.op {
+            OP_REQUEST => self.connect_for_guest(hdr),
+            // Nothing to reset; answering a reset with a reset could ping-pong.
+            OP_RST => {}
+            _ => self.reply_rst(hdr),
+        }
+    }
+
+    /// Handles a packet whose header was readable but whose payload was not
+    /// (truncated or oversized): its stream can no longer be trusted, so the
+    /// connection is reset.
+    pub fn recv_malformed(&mut self, hdr: &Header) {
+        if !self.addressed_to_us(hdr) {
+            return;
+        }
+        let key = (hdr.dst_port, hdr.src_port);
+        if self.conns.contains_key(&key) {
+            self.apply(key, Verdict::Reset);
+        } else if hdr.op != OP_RST {
+            self.reply_rst(hdr);
+        }
+    }
+
+    fn connect_for_guest(&mut self, hdr: &Header) {
+        if self.conns.len() >= MAX_CONNECTIONS {
+            self.stats.guest_connects_refused += 1;
+            self.reply_rst(hdr);
+            return;
+        }
+        let mut path = OsString::from(self.uds_path.as_os_str());
+        path.push(format!("_{}", hdr.dst_port));
+        // A Unix connect completes at once unless the listener's backlog is
+        // full; it blocks only in that case.
+        let stream = UnixStream::connect(&path).and_then(|s| s.set_nonblocking(true).map(|_| s));
+        match stream {
+            Ok(stream) => {
+                self.stats.guest_connects += 1;
+                self.insert(Connection::new_peer(stream, self.guest_cid, hdr));
+            }
+            Err(e) => {
+                log::debug!(
+                    "vsock cid {}: guest connect to host port {}: {e}",
+                    self.guest_cid,
+                    hdr.dst_port
+                );
+                self.stats.guest_connects_refused += 1;
+                self.reply_rst(hdr);
+            }
+        }
+    }
+
+    /// Produces the next packet for the guest through
+    /// `emit(header, payload_a, payload_b)`, with at most `max_payload` bytes
+    /// of payload. Nothing is consumed unless `emit` succeeds. `Ok(None)`
+    /// when no packet fits.
+    pub fn pop_rx<T, F>(&mut self, max_payload: usize, emit: F) -> io::Result<Option<T>>
+    where
+        F: FnOnce(&Header, &[u8], &[u8]) -> io::Result<T>,
+    {
+        if let Some(hdr) = self.control.front() {
+            let out = emit(hdr, &[], &[])?;
+            self.control.pop_front();
+            return Ok(Some(out));
+        }
+        // Visit each ready connection at most once: one with only data and a
+        // buffer too small for any goes back in line for the next buffer.
+        for _ in 0..self.ready.len() {
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            self.in_ready.remove(&key);
+            let Some(conn) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            if !conn.has_rx() {
+                continue;
+            }
+            if !conn.has_rx_within(max_payload) {
+                self.in_ready.insert(key);
+                self.ready.push_back(key);
+                continue;
+            }
+            let out = conn.next_rx(max_payload, emit);
+            // Back in line if it has more; its read interest may have grown.
+            self.touch(key);
+            return out;
+        }
+        Ok(None)
+    }
+
+    /// Brings the registry in line with what each host socket wants, then
+    /// closes the sockets of finished connections.
+    pub fn sync_interest(&mut self, reg: &mut dyn EventRegistry) {
+        for fd in self.dirty.drain() {
+            if let Some(hs) = self.handshakes.get_mut(&fd) {
+                if !hs.registered {
+                    match reg.add(fd, EventSet::IN) {
+                        Ok(()) => hs.registered = true,
+                        Err(e) => log::warn!("vsock cid {}: watch fd {fd}: {e}", self.guest_cid),
+                    }
+                }
+                continue;
+            }
+            let Some(conn) = self.conn_by_fd.get(&fd).and_then(|k| self.conns.get_mut(k)) else {
+                continue;
+            };
+            let want = conn.wanted_events();
+            let result = match conn.registered {
+                None if want.is_empty() => Ok(()),
+                None => reg.add(fd, want),
+                Some(_) if want.is_empty() => reg.remove(fd),
+                Some(cur) if cur != want => reg.modify(fd, want),
+                Some(_) => Ok(()),
+            };
+            match result {
+                Ok(()) => conn.registered = (!want.is_empty()).then_some(want),
+                Err(e) => log::warn!("vsock cid {}: watch fd {fd}: {e}", self.guest_cid),
+            }
+        }
+        for (stream, registered) in self.graveyard.drain(..) {
+            if registered {
+                if let Err(e) = reg.remove(stream.as_raw_fd()) {
+                    log::warn!("vsock cid {}: unwatch: {e}", self.guest_cid);
+                }
+            }
+        }
+    }
+
+    /// Forgets every connection (the driver reset the device). Host sockets
+    /// close at the next [`Muxer::sync_interest`]; host connections still in
+    /// their `CONNECT` handshake never reached the guest and are kept.
+    pub fn reset(&mut self) {
+        for (_, conn) in self.conns.drain() {
+            let registered = conn.registered.is_some();
+            self.graveyard.push((conn.into_stream(), registered));
+        }
+        self.conn_by_fd.clear();
+        self.ready.clear();
+        self.in_ready.clear();
+        self.control.clear();
+    }
+}
+
+impl Drop for Muxer {
+    fn drop(&mut self) {
+        let ours = self
+            .uds_path
+            .symlink_metadata()
+            .map(|m| (m.dev(), m.ino()) == self.listener_ino)
+            .unwrap_or(false);
+        if ours {
+            let _ = std::fs::remove_file(&self.uds_path);
+        }
+    }
+}
+
+// `CONNECT <port>` with an optional trailing `\r`.
+fn parse_connect(line: &[u8]) -> Option<u32> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let port = line.strip_prefix(b"CONNECT ")?;
+    if port.is_empty() || !port.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(port).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_lines() {
+        assert_eq!(parse_connect(b"CONNECT 1234"), Some(1234));
+        assert_eq!(parse_connect(b"CONNECT 52\r"), Some(52));
+        assert_eq!(parse_connect(b"CONNECT 4294967295"), Some(u32::MAX));
+        assert_eq!(parse_connect(b"CONNECT 4294967296"), None);
+        assert_eq!(parse_connect(b"CONNECT -1"), None);
+        assert_eq!(parse_connect(b"CONNECT "), None);
+        assert_eq!(parse_connect(b"connect 1"), None);
+        assert_eq!(parse_connect(b"CONNECT 1 2"), None);
+    }
+
+    #[test]
+    fn new_refuses_existing_path_and_missing_dir_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let m = Muxer::new(3, path.clone()).unwrap();
+        assert!(path.exists());
+        assert!(matches!(
+            Muxer::new(3, path.clone()),
+            Err(MuxerError::PathExists(_))
+        ));
+        drop(m);
+        assert!(!path.exists());
+        let err = Muxer::new(3, dir.path().join("missing/v.sock"))
+            .err()
+            .unwrap();
+        assert!(matches!(err, MuxerError::Bind { .. }));
+        assert!(err.to_string().contains("missing"));
+    }
+}
