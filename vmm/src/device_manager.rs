@@ -6,13 +6,23 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use devices::bus::BusError;
-use devices::interrupt::EventFdTrigger;
+use devices::interrupt::{EventFdTrigger, VirtioInterrupt};
 use devices::legacy::{Serial, I8042};
+use devices::virtio::block::{Block, BlockConfig};
+use devices::virtio::mmio::{cmdline_entry, MmioTransport};
+use devices::virtio::rng::Rng;
+use devices::virtio::VirtioDevice;
+use event_manager::MutEventSubscriber;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::layout::{I8042_PORT, SERIAL_IRQ, SERIAL_PORT};
+use crate::config::VmConfig;
+use crate::layout::{I8042_PORT, IRQ_BASE, IRQ_MAX, MMIO_WINDOW_SIZE, SERIAL_IRQ, SERIAL_PORT, VIRTIO_MMIO_START};
+use crate::memory::GuestMemory;
 use crate::vcpu::exit::IoBuses;
 use crate::vm::{Vm, VmError};
+
+/// Offset of the QueueNotify register in a virtio-mmio window.
+const VIRTIO_MMIO_QUEUE_NOTIFY: u64 = 0x50;
 
 /// Errors wiring devices.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +44,35 @@ pub enum DeviceError {
     /// KVM refused an irqfd/ioeventfd.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// More virtio devices than interrupt lines.
+    #[error("no interrupt line left for {0} (at most {n} virtio devices)", n = IRQ_MAX - IRQ_BASE + 1)]
+    NoIrq(String),
+    /// A device's backend could not be set up (image, socket, tap).
+    #[error("{what}: {source}")]
+    Backend {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The transport refused the device.
+    #[error("virtio-mmio transport for {what}: {source}")]
+    Transport {
+        what: String,
+        #[source]
+        source: devices::virtio::mmio::MmioError,
+    },
 }
+
+fn backend<E: std::error::Error + Send + Sync + 'static>(what: impl Into<String>) -> impl FnOnce(E) -> DeviceError {
+    let what = what.into();
+    move |e| DeviceError::Backend {
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// A device the event loop drives.
+pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
 /// The text Linux prints first when it panics.
 const PANIC_MARKER: &str = "Kernel panic - not syncing";
@@ -89,6 +127,11 @@ pub struct DeviceManager {
     pub reset_evt: EventFd,
     /// Console findings.
     pub console_watch: Arc<Mutex<ConsoleWatch>>,
+    /// Devices for the event loop, in the order they were added.
+    pub subscribers: Vec<Subscriber>,
+    /// `virtio_mmio.device=` entries for the kernel command line.
+    pub cmdline_entries: Vec<String>,
+    virtio_count: u32,
 }
 
 impl DeviceManager {
@@ -128,7 +171,86 @@ impl DeviceManager {
             serial,
             reset_evt,
             console_watch,
+            subscribers: Vec::new(),
+            cmdline_entries: Vec::new(),
+            virtio_count: 0,
         })
+    }
+
+    /// Creates the virtio devices `config` asks for, in a fixed order (disks,
+    /// net, vsock, rng), so a disk's name in the guest (vda, vdb, ...) follows
+    /// its place in the config.
+    pub fn add_configured_virtio(&mut self, vm: &Vm, mem: &GuestMemory, config: &VmConfig) -> Result<(), DeviceError> {
+        for (i, d) in config.disks.iter().enumerate() {
+            let id = format!("vd{}", char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)));
+            let block = Block::new(BlockConfig {
+                id: id.clone(),
+                path: d.path.clone(),
+                read_only: d.read_only,
+                serial: None,
+            })
+            .map_err(backend(format!("disk {}", d.path.display())))?;
+            self.add_virtio(vm, mem, &id, Arc::new(Mutex::new(block)))?;
+        }
+        if !config.nets.is_empty() {
+            return Err(DeviceError::Backend {
+                what: "net".into(),
+                source: "virtio-net is not wired into runm-vmm yet".into(),
+            });
+        }
+        if config.vsock.is_some() {
+            return Err(DeviceError::Backend {
+                what: "vsock".into(),
+                source: "virtio-vsock is not wired into runm-vmm yet".into(),
+            });
+        }
+        if config.rng {
+            let rng = Rng::new("rng0").map_err(backend("rng"))?;
+            self.add_virtio(vm, mem, "rng0", Arc::new(Mutex::new(rng)))?;
+        }
+        Ok(())
+    }
+
+    /// Places `device` behind a virtio-mmio transport in the next MMIO window
+    /// with the next interrupt line: interrupts leave through an irqfd, queue
+    /// notifications arrive through ioeventfds (so neither needs the vCPU
+    /// thread), and the event loop gets the device to drive its queues.
+    pub fn add_virtio<D>(&mut self, vm: &Vm, mem: &GuestMemory, id: &str, device: Arc<Mutex<D>>) -> Result<(), DeviceError>
+    where
+        D: VirtioDevice + MutEventSubscriber + Send + 'static,
+    {
+        let irq = IRQ_BASE + self.virtio_count;
+        if irq > IRQ_MAX {
+            return Err(DeviceError::NoIrq(id.to_string()));
+        }
+        let base = VIRTIO_MMIO_START + u64::from(self.virtio_count) * MMIO_WINDOW_SIZE;
+        let irq_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| DeviceError::EventFd {
+            what: "a virtio interrupt",
+            source,
+        })?;
+        vm.register_irqfd(&irq_evt, irq)?;
+        let interrupt = Arc::new(VirtioInterrupt::new(Arc::new(irq_evt)));
+        let transport = MmioTransport::new(mem.clone(), interrupt, device.clone()).map_err(|source| {
+            DeviceError::Transport {
+                what: id.to_string(),
+                source,
+            }
+        })?;
+        for (i, evt) in (0u32..).zip(transport.queue_evts()) {
+            vm.register_ioevent(evt, base + VIRTIO_MMIO_QUEUE_NOTIFY, i)?;
+        }
+        self.io
+            .mmio
+            .insert(Arc::new(Mutex::new(transport)), base, MMIO_WINDOW_SIZE)
+            .map_err(|source| DeviceError::Bus {
+                what: "a virtio-mmio window",
+                source,
+            })?;
+        self.cmdline_entries.push(cmdline_entry(base, MMIO_WINDOW_SIZE, irq));
+        self.subscribers.push(device);
+        self.virtio_count += 1;
+        log::info!("{id}: virtio-mmio at {base:#x}, irq {irq}");
+        Ok(())
     }
 
     /// Flushes the console (at exit).

@@ -115,6 +115,22 @@ impl ExitReport {
     }
 }
 
+impl ExitReport {
+    /// What the VM's end amounts to: the exit reason the controller recorded,
+    /// and the kernel panic line the console showed, if any (a panicked guest
+    /// resets, which must not pass for a clean exit).
+    pub fn from_reason(reason: ExitReason, panic: Option<String>) -> Self {
+        match (reason, panic) {
+            (ExitReason::Signal(n), _) => ExitReport::Signal(n),
+            (ExitReason::VcpuFailed(m), _) => ExitReport::VcpuFailed(m),
+            (_, Some(line)) => ExitReport::GuestPanic(line),
+            (ExitReason::GuestReset, None) => ExitReport::Clean("reset".into()),
+            (ExitReason::GuestHalted, None) => ExitReport::Clean("halted".into()),
+            (ExitReason::GuestPowerOff, None) => ExitReport::Clean("powered off".into()),
+        }
+    }
+}
+
 impl std::fmt::Display for ExitReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -184,9 +200,22 @@ fn open_console(c: &Console) -> Result<Box<dyn std::io::Write + Send>, VmmError>
 }
 
 impl Vmm {
-    /// Builds the VM described by `config` on `kvm`.
+    /// Builds the VM described by `config` on `kvm`. On failure nothing is
+    /// left behind: a console file this call created is removed again.
     pub fn build(kvm: &Kvm, config: &VmConfig, options: RunOptions) -> Result<Self, VmmError> {
         config.validate()?;
+        let new_console_file = match &config.console {
+            Console::File(p) if !p.exists() => Some(p.clone()),
+            _ => None,
+        };
+        let built = Self::build_inner(kvm, config, options);
+        if let (Err(_), Some(p)) = (&built, new_console_file) {
+            let _ = std::fs::remove_file(p);
+        }
+        built
+    }
+
+    fn build_inner(kvm: &Kvm, config: &VmConfig, options: RunOptions) -> Result<Self, VmmError> {
         let max = kvm.get_max_vcpus();
         if usize::from(config.vcpus) > max {
             return Err(VmmError::TooManyVcpus {
@@ -199,7 +228,8 @@ impl Vmm {
 
         let mem = memory::create(config.mem_mib)?;
         let vm = vm::Vm::new(kvm, &mem, true)?;
-        let devices = DeviceManager::new(&vm, console)?;
+        let mut devices = DeviceManager::new(&vm, console)?;
+        devices.add_configured_virtio(&vm, &mem, config)?;
 
         let kernel = boot::loader::load_kernel(&mem, &config.kernel)?;
         let initrd = match &config.initrd {
@@ -208,6 +238,9 @@ impl Vmm {
         };
         let mut cmdline = Cmdline::new(config.base_cmdline())?;
         cmdline.push(template.kernel_args())?;
+        for entry in &devices.cmdline_entries {
+            cmdline.push(entry)?;
+        }
         boot::loader::write_cmdline(&mem, &cmdline)?;
         let params = boot::bootparams::build(
             config.mem_mib << 20,
@@ -267,6 +300,9 @@ impl Vmm {
         let controller = Arc::new(Mutex::new(Controller::new(state.clone(), reset, signals)));
         let mut em = EventManager::new().map_err(|e| VmmError::EventLoop(format!("{e:?}")))?;
         em.add_subscriber(controller.clone());
+        for device in self.devices.subscribers.drain(..) {
+            em.add_subscriber(device);
+        }
 
         vcpu::install_kick_handler()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -317,14 +353,7 @@ impl Vmm {
             .panic
             .clone();
         let reason = state.reason().unwrap_or(ExitReason::GuestHalted);
-        Ok(match (reason, panic) {
-            (ExitReason::Signal(n), _) => ExitReport::Signal(n),
-            (ExitReason::VcpuFailed(m), _) => ExitReport::VcpuFailed(m),
-            (_, Some(line)) => ExitReport::GuestPanic(line),
-            (ExitReason::GuestReset, None) => ExitReport::Clean("reset".into()),
-            (ExitReason::GuestHalted, None) => ExitReport::Clean("halted".into()),
-            (ExitReason::GuestPowerOff, None) => ExitReport::Clean("powered off".into()),
-        })
+        Ok(ExitReport::from_reason(reason, panic))
     }
 }
 
