@@ -242,8 +242,8 @@ pub enum Message {
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// A control message.
-    Control(Message),
+    /// A control message (boxed: it is much larger than a data frame's header).
+    Control(Box<Message>),
     /// Stdio bytes of a process.
     Data {
         /// Which process.
@@ -262,7 +262,7 @@ pub fn write_frame<W: Write>(w: &mut W, frame: &Frame) -> Result<(), ProtoError>
     match frame {
         Frame::Control(m) => {
             body.push(KIND_CONTROL);
-            serde_json::to_writer(&mut body, m)?;
+            serde_json::to_writer(&mut body, m.as_ref())?;
         }
         Frame::Data {
             process_id,
@@ -290,7 +290,7 @@ pub fn write_frame<W: Write>(w: &mut W, frame: &Frame) -> Result<(), ProtoError>
 
 /// Writes a control message.
 pub fn send<W: Write>(w: &mut W, m: Message) -> Result<(), ProtoError> {
-    write_frame(w, &Frame::Control(m))
+    write_frame(w, &Frame::Control(Box::new(m)))
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
@@ -308,7 +308,9 @@ pub fn read_frame<R: Read>(r: &mut R) -> Result<Option<Frame>, ProtoError> {
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
     match body[0] {
-        KIND_CONTROL => Ok(Some(Frame::Control(serde_json::from_slice(&body[1..])?))),
+        KIND_CONTROL => Ok(Some(Frame::Control(Box::new(serde_json::from_slice(
+            &body[1..],
+        )?)))),
         KIND_DATA => {
             if body.len() < 6 {
                 return Err(ProtoError::Malformed(
@@ -406,7 +408,7 @@ mod tests {
                 message: "no".into(),
             },
         ] {
-            round_trip(Frame::Control(m));
+            round_trip(Frame::Control(Box::new(m)));
         }
         round_trip(Frame::Data {
             process_id: 3,
@@ -454,7 +456,7 @@ mod tests {
         let mut r = buf.as_slice();
         assert_eq!(
             read_frame(&mut r).unwrap(),
-            Some(Frame::Control(Message::Start))
+            Some(Frame::Control(Box::new(Message::Start)))
         );
         assert!(matches!(
             read_frame(&mut r).unwrap(),
