@@ -695,6 +695,30 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_the_tap_refuses_is_counted_as_dropped() {
+        in_netns(|| {
+            // Never brought up: the kernel refuses writes to a down tap.
+            let tap = Tap::open("down0").expect("create tap");
+            let mem = default_guest_memory();
+            let rxq = DriverQueue::new(&mem, RX_RING);
+            let mut txq = DriverQueue::new(&mem, TX_RING);
+            let mut h = Harness::new(tap, &mem, &rxq, &txq);
+            mem.write_slice(&test_frame(1, 60), GuestAddress(BUFS + 0x100))
+                .unwrap();
+            let head = txq.add_chain(&[
+                TestDesc::readable(BUFS, VNET_HDR_LEN as u32),
+                TestDesc::readable(BUFS + 0x100, 60),
+            ]);
+            h.tx_evt.write(1).unwrap();
+            h.pump();
+            assert_eq!(txq.take_used(), vec![(head, 0)]);
+            assert_eq!(count(&h.metrics.tx_dropped), 1);
+            assert_eq!(count(&h.metrics.tx_frames), 0);
+            assert_eq!(count(&h.metrics.tx_bad_chains), 0);
+        });
+    }
+
+    #[test]
     fn hostile_tx_chains_are_dropped_and_counted_and_the_queue_goes_on() {
         with_tap(|tap| {
             let mem = default_guest_memory();

@@ -151,6 +151,9 @@ impl Tap {
                 source: io::Error::last_os_error(),
             });
         }
+        // The header's fields travel in host byte order (no TUNSETVNETLE);
+        // virtio 1.x wants little-endian, which is the host's order on the
+        // x86_64 hosts runm supports.
         // No TUNSETOFFLOAD: with every offload off the kernel hands us only
         // complete, checksummed frames, matching the features the device
         // offers (no GUEST_CSUM/TSO).
@@ -295,18 +298,25 @@ mod tests {
 
     #[test]
     fn setiff_errors_name_the_tap() {
-        let missing = CString::new("runm-nosuch0").unwrap();
-        let e = setiff_error(
-            "runm-nosuch0",
-            &missing,
-            io::Error::from_raw_os_error(libc::EPERM),
-        );
-        assert!(matches!(e, TapError::NoSuchTap { .. }));
-        assert!(e.to_string().contains("runm-nosuch0"));
-        let e = setiff_error("t0", &missing, io::Error::from_raw_os_error(libc::EBUSY));
-        assert_eq!(e.to_string(), "tap t0 is already in use by another process");
-        let e = setiff_error("t0", &missing, io::Error::from_raw_os_error(libc::EIO));
-        assert!(matches!(e, TapError::SetIff { .. }));
+        // In a namespace of its own so that "does it exist" only sees `lo`.
+        in_netns(|| {
+            let missing = CString::new("runm-nosuch0").unwrap();
+            let eperm = || io::Error::from_raw_os_error(libc::EPERM);
+            let e = setiff_error("runm-nosuch0", &missing, eperm());
+            assert!(matches!(e, TapError::NoSuchTap { .. }));
+            assert_eq!(
+                e.to_string(),
+                "tap runm-nosuch0 does not exist and creating it needs CAP_NET_ADMIN"
+            );
+            let lo = CString::new("lo").unwrap();
+            let e = setiff_error("lo", &lo, eperm());
+            assert!(matches!(e, TapError::PermissionDenied { .. }));
+            assert!(e.to_string().starts_with("tap lo: permission denied"));
+            let e = setiff_error("t0", &missing, io::Error::from_raw_os_error(libc::EBUSY));
+            assert_eq!(e.to_string(), "tap t0 is already in use by another process");
+            let e = setiff_error("t0", &missing, io::Error::from_raw_os_error(libc::EIO));
+            assert!(matches!(e, TapError::SetIff { .. }));
+        });
     }
 
     #[test]
