@@ -418,9 +418,12 @@ impl Connection {
         !self.host_write_closed && (!self.host_preamble.is_empty() || !self.to_host.is_empty())
     }
 
-    /// The epoll events the host socket should be watched for now; empty
-    /// means "not at all" (a hung-up socket would otherwise fire forever).
-    pub fn wanted_events(&self) -> EventSet {
+    /// The epoll events the host socket should be watched for now, `None`
+    /// for "not at all": a socket we cannot serve would otherwise report its
+    /// hang-up forever. A connection waiting for the guest's answer is
+    /// watched with an empty set, which still reports a hang-up, so a host
+    /// that gives up does not leave it behind.
+    pub fn wanted_events(&self) -> Option<EventSet> {
         let mut set = EventSet::empty();
         if self.read_budget() > 0 {
             set |= EventSet::IN;
@@ -428,7 +431,21 @@ impl Connection {
         if self.has_host_output() {
             set |= EventSet::OUT;
         }
-        set
+        if set.is_empty() && self.state != ConnState::LocalInit {
+            return None;
+        }
+        Some(set)
+    }
+
+    /// The host socket hung up. Only matters before the guest answered: the
+    /// host process gave up waiting, so the connection goes (with a reset if
+    /// the guest has seen the request). Later, reads and writes find out.
+    pub fn host_hung_up(&self) -> Verdict {
+        match (self.state, self.pending_request) {
+            (ConnState::LocalInit, true) => Verdict::Drop,
+            (ConnState::LocalInit, false) => Verdict::Reset,
+            (ConnState::Established, _) => Verdict::Keep,
+        }
     }
 
     fn can_send_data(&self) -> bool {
@@ -762,7 +779,7 @@ mod tests {
         host.write_all(&[7u8; 1000]).unwrap();
         assert_eq!(c.read_from_host(), Verdict::Keep);
         assert_eq!(c.to_guest_len(), 100);
-        assert!(!c.wanted_events().contains(EventSet::IN));
+        assert_eq!(c.wanted_events(), None);
         let (h, d) = take(&mut c, 60).unwrap();
         assert_eq!((h.op, d.len()), (OP_RW, 60));
         let (h, d) = take(&mut c, 4096).unwrap();
@@ -772,7 +789,7 @@ mod tests {
         // The guest consumed 50 bytes.
         c.recv_from_guest(&guest_hdr(OP_CREDIT_UPDATE, 100, 50), &[]);
         assert_eq!(c.peer_free(), 50);
-        assert!(c.wanted_events().contains(EventSet::IN));
+        assert_eq!(c.wanted_events(), Some(EventSet::IN));
     }
 
     #[test]

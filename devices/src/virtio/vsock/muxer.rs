@@ -278,9 +278,15 @@ impl Muxer {
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
-        let mut verdict = Verdict::Keep;
         let broken = EventSet::HANG_UP | EventSet::ERROR;
-        if events.intersects(EventSet::IN | EventSet::READ_HANG_UP | broken) {
+        let mut verdict = if events.intersects(broken) {
+            conn.host_hung_up()
+        } else {
+            Verdict::Keep
+        };
+        if verdict == Verdict::Keep
+            && events.intersects(EventSet::IN | EventSet::READ_HANG_UP | broken)
+        {
             verdict = conn.read_from_host();
         }
         if verdict == Verdict::Keep && events.intersects(EventSet::OUT | broken) {
@@ -532,15 +538,15 @@ impl Muxer {
                 continue;
             };
             let want = conn.wanted_events();
-            let result = match conn.registered {
-                None if want.is_empty() => Ok(()),
-                None => reg.add(fd, want),
-                Some(_) if want.is_empty() => reg.remove(fd),
-                Some(cur) if cur != want => reg.modify(fd, want),
-                Some(_) => Ok(()),
+            let result = match (conn.registered, want) {
+                (None, None) => Ok(()),
+                (None, Some(w)) => reg.add(fd, w),
+                (Some(_), None) => reg.remove(fd),
+                (Some(cur), Some(w)) if cur != w => reg.modify(fd, w),
+                (Some(_), Some(_)) => Ok(()),
             };
             match result {
-                Ok(()) => conn.registered = (!want.is_empty()).then_some(want),
+                Ok(()) => conn.registered = want,
                 Err(e) => log::warn!("vsock cid {}: watch fd {fd}: {e}", self.guest_cid),
             }
         }

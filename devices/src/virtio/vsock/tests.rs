@@ -14,13 +14,13 @@ use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::connection::TO_HOST_BUF_SIZE;
 use super::packet::*;
 use super::*;
-use crate::interrupt::VirtioInterrupt;
+use crate::test_utils::{guest_memory, pump, recording_interrupt, RecordingIrq};
 use crate::virtio::{ActivateContext, GuestMemory, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1};
 
 const GUEST_CID: u64 = 3;
@@ -113,7 +113,7 @@ struct Harness {
     mem: GuestMemory,
     dev: Arc<Mutex<Vsock>>,
     em: EventManager<Arc<Mutex<Vsock>>>,
-    irq: Arc<EventFd>,
+    irq: Arc<RecordingIrq>,
     rx: Ring,
     tx: Ring,
     rx_posted: usize,
@@ -134,7 +134,7 @@ fn ghdr(op: u16, src_port: u32, dst_port: u32) -> Header {
 
 // Activates `dev` with fresh queues laid out in `mem`, as the transport
 // would at DRIVER_OK; returns the driver's rx and tx rings.
-fn activate(dev: &Mutex<Vsock>, mem: &GuestMemory) -> (Ring, Ring, Arc<EventFd>) {
+fn activate(dev: &Mutex<Vsock>, mem: &GuestMemory) -> (Ring, Ring, Arc<RecordingIrq>) {
     let mut queues = Vec::new();
     let mut evts = Vec::new();
     let mut rings = Vec::new();
@@ -155,8 +155,7 @@ fn activate(dev: &Mutex<Vsock>, mem: &GuestMemory) -> (Ring, Ring, Arc<EventFd>)
             kick,
         });
     }
-    let irq = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
-    let interrupt = Arc::new(VirtioInterrupt::new(irq.clone()));
+    let (interrupt, irq) = recording_interrupt();
     dev.lock()
         .unwrap()
         .activate(ActivateContext {
@@ -176,7 +175,7 @@ impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let uds = dir.path().join("vsock.sock");
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+        let mem = guest_memory(&[(0, MEM_SIZE)]);
         let dev = Arc::new(Mutex::new(Vsock::new(GUEST_CID, uds.clone()).unwrap()));
         let mut em = EventManager::new().unwrap();
         em.add_subscriber(dev.clone());
@@ -208,12 +207,7 @@ impl Harness {
 
     // Runs the event loop until it has been idle for a moment.
     fn pump(&mut self) {
-        for _ in 0..200 {
-            if self.em.run_with_timeout(20).unwrap() == 0 {
-                return;
-            }
-        }
-        panic!("event loop never went idle");
+        pump(&mut self.em, 200);
     }
 
     fn post_rx(&mut self, n: usize, len: u32) {
@@ -401,7 +395,7 @@ fn host_connect_sends_request_and_response_yields_ok() {
     assert_eq!(req.op, OP_REQUEST);
     assert_eq!(req.dst_port, 1234);
     assert!(payload.is_empty());
-    assert!(h.irq.read().unwrap() > 0, "guest interrupted");
+    assert!(h.irq.take() > 0, "guest interrupted");
     let mut resp = ghdr(OP_RESPONSE, 1234, req.src_port);
     resp.buf_alloc = 4096;
     h.send(resp, &[]);
@@ -430,6 +424,48 @@ fn bad_connect_line_closes_host_socket() {
     assert_eof(&mut s);
     assert_eq!(h.stats().host_connects_refused, 2);
     assert_eq!(h.connections(), 0);
+}
+
+#[test]
+fn host_giving_up_before_the_guest_answers_is_forgotten() {
+    let mut h = Harness::new();
+    // Before the request reached the guest: dropped quietly.
+    let s = h.host_connect(77);
+    drop(s);
+    h.pump();
+    assert_eq!(h.connections(), 0);
+    h.refill_rx(4);
+    h.pump();
+    assert!(h.recv().is_empty());
+    // After: the guest is told.
+    let s = h.host_connect(78);
+    let (req, _) = h.recv_one();
+    assert_eq!(req.op, OP_REQUEST);
+    drop(s);
+    h.pump();
+    let (rst, _) = h.recv_one();
+    assert_eq!(
+        (rst.op, rst.src_port, rst.dst_port),
+        (OP_RST, req.src_port, 78)
+    );
+    assert_eq!(h.connections(), 0);
+}
+
+#[test]
+fn host_half_close_before_the_answer_keeps_the_connection() {
+    let mut h = Harness::new();
+    let mut s = h.host_connect(79);
+    s.write_all(b"early").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    h.refill_rx(4);
+    h.pump();
+    let (req, _) = h.recv_one();
+    h.send(ghdr(OP_RESPONSE, 79, req.src_port), &[]);
+    assert_eq!(read_line(&mut s), format!("OK {}", req.src_port));
+    let got = h.recv();
+    assert_eq!(got[0].0.op, OP_RW);
+    assert_eq!(got[0].1, b"early");
+    assert_eq!((got[1].0.op, got[1].0.flags), (OP_SHUTDOWN, SHUTDOWN_SEND));
 }
 
 #[test]
