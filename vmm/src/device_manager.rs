@@ -10,13 +10,17 @@ use devices::interrupt::{EventFdTrigger, VirtioInterrupt};
 use devices::legacy::{Serial, I8042};
 use devices::virtio::block::{Block, BlockConfig};
 use devices::virtio::mmio::{cmdline_entry, MmioTransport};
+use devices::virtio::net::{Net, Tap};
 use devices::virtio::rng::Rng;
+use devices::virtio::vsock::Vsock;
 use devices::virtio::VirtioDevice;
 use event_manager::MutEventSubscriber;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::VmConfig;
-use crate::layout::{I8042_PORT, IRQ_BASE, IRQ_MAX, MMIO_WINDOW_SIZE, SERIAL_IRQ, SERIAL_PORT, VIRTIO_MMIO_START};
+use crate::config::{parse_mac, VmConfig};
+use crate::layout::{
+    I8042_PORT, IRQ_BASE, IRQ_MAX, MMIO_WINDOW_SIZE, SERIAL_IRQ, SERIAL_PORT, VIRTIO_MMIO_START,
+};
 use crate::memory::GuestMemory;
 use crate::vcpu::exit::IoBuses;
 use crate::vm::{Vm, VmError};
@@ -63,7 +67,9 @@ pub enum DeviceError {
     },
 }
 
-fn backend<E: std::error::Error + Send + Sync + 'static>(what: impl Into<String>) -> impl FnOnce(E) -> DeviceError {
+fn backend<E: std::error::Error + Send + Sync + 'static>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> DeviceError {
     let what = what.into();
     move |e| DeviceError::Backend {
         what,
@@ -180,7 +186,12 @@ impl DeviceManager {
     /// Creates the virtio devices `config` asks for, in a fixed order (disks,
     /// net, vsock, rng), so a disk's name in the guest (vda, vdb, ...) follows
     /// its place in the config.
-    pub fn add_configured_virtio(&mut self, vm: &Vm, mem: &GuestMemory, config: &VmConfig) -> Result<(), DeviceError> {
+    pub fn add_configured_virtio(
+        &mut self,
+        vm: &Vm,
+        mem: &GuestMemory,
+        config: &VmConfig,
+    ) -> Result<(), DeviceError> {
         for (i, d) in config.disks.iter().enumerate() {
             let id = format!("vd{}", char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)));
             let block = Block::new(BlockConfig {
@@ -192,17 +203,23 @@ impl DeviceManager {
             .map_err(backend(format!("disk {}", d.path.display())))?;
             self.add_virtio(vm, mem, &id, Arc::new(Mutex::new(block)))?;
         }
-        if !config.nets.is_empty() {
-            return Err(DeviceError::Backend {
-                what: "net".into(),
-                source: "virtio-net is not wired into runm-vmm yet".into(),
-            });
+        for n in &config.nets {
+            let what = format!("net {}", n.tap);
+            let tap = Tap::open(&n.tap).map_err(backend(what.clone()))?;
+            let mac = n
+                .mac
+                .as_deref()
+                .map(parse_mac)
+                .transpose()
+                .map_err(backend(what.clone()))?;
+            let net = Net::new(tap, mac).map_err(backend(what))?;
+            let id = net.id().to_owned();
+            self.add_virtio(vm, mem, &id, Arc::new(Mutex::new(net)))?;
         }
-        if config.vsock.is_some() {
-            return Err(DeviceError::Backend {
-                what: "vsock".into(),
-                source: "virtio-vsock is not wired into runm-vmm yet".into(),
-            });
+        if let Some(v) = &config.vsock {
+            let vsock = Vsock::new(v.cid, v.uds.clone())
+                .map_err(backend(format!("vsock {}", v.uds.display())))?;
+            self.add_virtio(vm, mem, "vsock", Arc::new(Mutex::new(vsock)))?;
         }
         if config.rng {
             let rng = Rng::new("rng0").map_err(backend("rng"))?;
@@ -215,7 +232,13 @@ impl DeviceManager {
     /// with the next interrupt line: interrupts leave through an irqfd, queue
     /// notifications arrive through ioeventfds (so neither needs the vCPU
     /// thread), and the event loop gets the device to drive its queues.
-    pub fn add_virtio<D>(&mut self, vm: &Vm, mem: &GuestMemory, id: &str, device: Arc<Mutex<D>>) -> Result<(), DeviceError>
+    pub fn add_virtio<D>(
+        &mut self,
+        vm: &Vm,
+        mem: &GuestMemory,
+        id: &str,
+        device: Arc<Mutex<D>>,
+    ) -> Result<(), DeviceError>
     where
         D: VirtioDevice + MutEventSubscriber + Send + 'static,
     {
@@ -230,12 +253,13 @@ impl DeviceManager {
         })?;
         vm.register_irqfd(&irq_evt, irq)?;
         let interrupt = Arc::new(VirtioInterrupt::new(Arc::new(irq_evt)));
-        let transport = MmioTransport::new(mem.clone(), interrupt, device.clone()).map_err(|source| {
-            DeviceError::Transport {
-                what: id.to_string(),
-                source,
-            }
-        })?;
+        let transport =
+            MmioTransport::new(mem.clone(), interrupt, device.clone()).map_err(|source| {
+                DeviceError::Transport {
+                    what: id.to_string(),
+                    source,
+                }
+            })?;
         for (i, evt) in (0u32..).zip(transport.queue_evts()) {
             vm.register_ioevent(evt, base + VIRTIO_MMIO_QUEUE_NOTIFY, i)?;
         }
@@ -246,7 +270,8 @@ impl DeviceManager {
                 what: "a virtio-mmio window",
                 source,
             })?;
-        self.cmdline_entries.push(cmdline_entry(base, MMIO_WINDOW_SIZE, irq));
+        self.cmdline_entries
+            .push(cmdline_entry(base, MMIO_WINDOW_SIZE, irq));
         self.subscribers.push(device);
         self.virtio_count += 1;
         log::info!("{id}: virtio-mmio at {base:#x}, irq {irq}");

@@ -184,7 +184,10 @@ impl Vcpu {
 
     fn run(&mut self, io: &IoBuses, stop: &AtomicBool) -> VcpuEnd {
         if self.announce_first_run {
-            eprintln!("runm-vmm: phase first_kvm_run monotonic_ns={}", crate::monotonic_ns());
+            eprintln!(
+                "runm-vmm: phase first_kvm_run monotonic_ns={}",
+                crate::monotonic_ns()
+            );
         }
         loop {
             if stop.load(Ordering::Acquire) {
