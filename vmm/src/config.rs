@@ -397,7 +397,7 @@ pub fn host_memory_mib() -> u64 {
         return u64::MAX;
     }
     let unit = u64::from(info.mem_unit.max(1));
-    (u64::from(info.totalram) + u64::from(info.totalswap)) * unit / (1 << 20)
+    (info.totalram + info.totalswap) * unit / (1 << 20)
 }
 
 #[cfg(test)]
