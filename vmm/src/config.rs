@@ -507,7 +507,7 @@ mod tests {
 
     #[test]
     fn option_strings_parse_or_explain() {
-        assert_eq!("a.img".parse::<DiskConfig>().unwrap().read_only, false);
+        assert!(!"a.img".parse::<DiskConfig>().unwrap().read_only);
         assert!("a.img,ro".parse::<DiskConfig>().unwrap().read_only);
         assert!("a.img,xx".parse::<DiskConfig>().is_err());
         assert!(",ro".parse::<DiskConfig>().is_err());
