@@ -146,10 +146,8 @@ impl Vsock {
     /// public so a harness (a benchmark, say) can drive the host side with
     /// its own registry.
     pub fn handle_host_event(&mut self, fd: RawFd, events: EventSet, reg: &mut dyn EventRegistry) {
-        if fd == self.muxer.listener_fd() {
-            self.muxer.handle_listener();
-        } else if self.muxer.owns_fd(fd) {
-            self.muxer.handle_host_event(fd, events);
+        if self.muxer.owns_fd(fd) {
+            self.muxer.handle_event(fd, events);
         } else {
             // Not ours any more; make sure it cannot fire again.
             log::debug!("vsock cid {}: event on unknown fd {fd}", self.cid);
@@ -400,9 +398,8 @@ impl VirtioDevice for Vsock {
 impl MutEventSubscriber for Vsock {
     fn init(&mut self, ops: &mut EventOps) {
         self.activation.init(ops);
-        if let Err(e) = EventRegistry::add(ops, self.muxer.listener_fd(), EventSet::IN) {
-            log::error!("vsock cid {}: cannot watch the host socket: {e}", self.cid);
-        }
+        // Registers the listening socket.
+        self.muxer.sync_interest(ops);
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {

@@ -15,6 +15,13 @@
 //!   `<uds>_P`; if nothing listens there the guest gets a reset.
 //!
 //! Only stream sockets are offered (no `VIRTIO_VSOCK_F_SEQPACKET`).
+//!
+//! Wiring: `Vsock::new(cid, uds)` binds the listener; the VMM puts the
+//! device, as `Arc<Mutex<Vsock>>`, behind an MMIO transport and adds the same
+//! `Arc` to its `EventManager`. `init` watches the activate eventfd and the
+//! listener; queue eventfds and host sockets are watched as they come.
+//! Without an `EventManager` (a benchmark, say), `Vsock::process_queues` and
+//! `Vsock::handle_host_event` drive the device with any [`EventRegistry`].
 
 pub mod connection;
 pub mod device;

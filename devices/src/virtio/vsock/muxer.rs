@@ -16,8 +16,10 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use event_manager::{EventOps, EventSet, Events};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::connection::{Connection, Verdict};
 use super::packet::{Header, HOST_CID, OP_REQUEST, OP_RST, TYPE_STREAM};
@@ -40,6 +42,10 @@ const MAX_ACCEPTS_PER_EVENT: usize = 32;
 /// beyond which the device stops taking tx chains: a guest that sends without
 /// ever receiving cannot grow this queue without bound.
 pub const MAX_CONTROL_BACKLOG: usize = 256;
+
+/// How long the listener rests after `accept` failed for lack of file
+/// descriptors or memory: a level-triggered listener would otherwise spin.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Host-side ports for host-initiated connections start here (the dynamic
 /// port range of IANA) and wrap below `u32::MAX` (`VMADDR_PORT_ANY`).
@@ -73,6 +79,9 @@ pub enum MuxerError {
         #[source]
         source: io::Error,
     },
+    /// The accept-retry timer could not be created.
+    #[error("cannot create the vsock accept-retry timer: {0}")]
+    Timer(#[source] io::Error),
 }
 
 /// Where the muxer registers the fds it wants watched: the event loop's
@@ -135,6 +144,11 @@ pub struct Muxer {
     // Identifies our socket file, so Drop does not remove a file someone put
     // in its place.
     listener_ino: (u64, u64),
+    listener_registered: bool,
+    // Accepting failed for lack of resources; the timer ends the pause.
+    listener_paused: bool,
+    retry_timer: TimerFd,
+    retry_timer_registered: bool,
     conns: HashMap<ConnKey, Connection>,
     conn_by_fd: HashMap<RawFd, ConnKey>,
     handshakes: HashMap<RawFd, Handshake>,
@@ -170,9 +184,14 @@ impl Muxer {
         };
         let meta = uds_path.symlink_metadata().map_err(configure)?;
         listener.set_nonblocking(true).map_err(configure)?;
+        let retry_timer = TimerFd::new().map_err(|e| MuxerError::Timer(e.into()))?;
         Ok(Self {
             guest_cid,
             listener_ino: (meta.dev(), meta.ino()),
+            listener_registered: false,
+            listener_paused: false,
+            retry_timer,
+            retry_timer_registered: false,
             uds_path,
             listener,
             conns: HashMap::new(),
@@ -193,14 +212,18 @@ impl Muxer {
         &self.uds_path
     }
 
-    /// The listening socket's fd, to be watched for `EventSet::IN`.
+    /// The listening socket's fd.
     pub fn listener_fd(&self) -> RawFd {
         self.listener.as_raw_fd()
     }
 
-    /// Whether `fd` is one of the muxer's host sockets (not the listener).
+    /// Whether `fd` is one of the muxer's: the listener, its retry timer or
+    /// a host socket.
     pub fn owns_fd(&self, fd: RawFd) -> bool {
-        self.conn_by_fd.contains_key(&fd) || self.handshakes.contains_key(&fd)
+        fd == self.listener.as_raw_fd()
+            || fd == self.retry_timer.as_raw_fd()
+            || self.conn_by_fd.contains_key(&fd)
+            || self.handshakes.contains_key(&fd)
     }
 
     /// Counters.
@@ -229,8 +252,30 @@ impl Muxer {
         self.control.len() >= MAX_CONTROL_BACKLOG
     }
 
-    /// Accepts pending host connections.
-    pub fn handle_listener(&mut self) {
+    /// Handles readiness of one of the muxer's fds (see [`Muxer::owns_fd`]).
+    pub fn handle_event(&mut self, fd: RawFd, events: EventSet) {
+        if fd == self.listener.as_raw_fd() {
+            self.handle_listener();
+        } else if fd == self.retry_timer.as_raw_fd() {
+            // Readable, so this does not block.
+            let _ = self.retry_timer.wait();
+            self.listener_paused = false;
+        } else if self.handshakes.contains_key(&fd) {
+            self.handle_handshake(fd);
+        } else {
+            self.handle_host_event(fd, events);
+        }
+    }
+
+    // Stops watching the listener for a moment (see ACCEPT_RETRY_DELAY).
+    fn pause_listener(&mut self) {
+        match self.retry_timer.reset(ACCEPT_RETRY_DELAY, None) {
+            Ok(()) => self.listener_paused = true,
+            Err(e) => log::warn!("vsock cid {}: accept-retry timer: {e}", self.guest_cid),
+        }
+    }
+
+    fn handle_listener(&mut self) {
         for _ in 0..MAX_ACCEPTS_PER_EVENT {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
@@ -238,6 +283,10 @@ impl Muxer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::warn!("vsock cid {}: accept: {e}", self.guest_cid);
+                    let starved = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
+                    if e.raw_os_error().is_some_and(|n| starved.contains(&n)) {
+                        self.pause_listener();
+                    }
                     return;
                 }
             };
@@ -266,12 +315,7 @@ impl Muxer {
         }
     }
 
-    /// Handles readiness of a host socket.
-    pub fn handle_host_event(&mut self, fd: RawFd, events: EventSet) {
-        if self.handshakes.contains_key(&fd) {
-            self.handle_handshake(fd);
-            return;
-        }
+    fn handle_host_event(&mut self, fd: RawFd, events: EventSet) {
         let Some(&key) = self.conn_by_fd.get(&fd) else {
             return;
         };
@@ -521,9 +565,28 @@ impl Muxer {
         Ok(None)
     }
 
-    /// Brings the registry in line with what each host socket wants, then
-    /// closes the sockets of finished connections.
+    /// Brings the registry in line with what each of the muxer's fds wants,
+    /// then closes the sockets of finished connections. The first call
+    /// registers the listener.
     pub fn sync_interest(&mut self, reg: &mut dyn EventRegistry) {
+        if !self.retry_timer_registered {
+            match reg.add(self.retry_timer.as_raw_fd(), EventSet::IN) {
+                Ok(()) => self.retry_timer_registered = true,
+                Err(e) => log::error!("vsock cid {}: watch timer: {e}", self.guest_cid),
+            }
+        }
+        let listener_fd = self.listener.as_raw_fd();
+        match (self.listener_registered, self.listener_paused) {
+            (false, false) => match reg.add(listener_fd, EventSet::IN) {
+                Ok(()) => self.listener_registered = true,
+                Err(e) => log::error!("vsock cid {}: watch host socket: {e}", self.guest_cid),
+            },
+            (true, true) => match reg.remove(listener_fd) {
+                Ok(()) => self.listener_registered = false,
+                Err(e) => log::warn!("vsock cid {}: unwatch host socket: {e}", self.guest_cid),
+            },
+            _ => {}
+        }
         for fd in self.dirty.drain() {
             if let Some(hs) = self.handshakes.get_mut(&fd) {
                 if !hs.registered {
@@ -600,6 +663,91 @@ fn parse_connect(line: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A registry that holds the muxer to epoll's rules: no double add, no
+    // modify or remove of what is not watched.
+    #[derive(Default)]
+    struct StrictRegistry {
+        watched: HashMap<RawFd, EventSet>,
+    }
+
+    impl EventRegistry for StrictRegistry {
+        fn add(&mut self, fd: RawFd, events: EventSet) -> io::Result<()> {
+            assert!(
+                self.watched.insert(fd, events).is_none(),
+                "fd {fd} added twice"
+            );
+            Ok(())
+        }
+        fn modify(&mut self, fd: RawFd, events: EventSet) -> io::Result<()> {
+            assert!(
+                self.watched.insert(fd, events).is_some(),
+                "fd {fd} not watched"
+            );
+            Ok(())
+        }
+        fn remove(&mut self, fd: RawFd) -> io::Result<()> {
+            assert!(self.watched.remove(&fd).is_some(), "fd {fd} not watched");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn listener_pauses_and_resumes_on_its_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Muxer::new(3, dir.path().join("v.sock")).unwrap();
+        let mut reg = StrictRegistry::default();
+        m.sync_interest(&mut reg);
+        let (listener, timer) = (m.listener_fd(), m.retry_timer.as_raw_fd());
+        assert_eq!(reg.watched.len(), 2);
+        m.pause_listener();
+        m.sync_interest(&mut reg);
+        assert!(!reg.watched.contains_key(&listener));
+        std::thread::sleep(ACCEPT_RETRY_DELAY * 2);
+        m.handle_event(timer, EventSet::IN);
+        m.sync_interest(&mut reg);
+        assert_eq!(reg.watched.get(&listener), Some(&EventSet::IN));
+    }
+
+    #[test]
+    fn host_socket_watch_follows_the_connection() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let mut m = Muxer::new(3, path.clone()).unwrap();
+        let mut reg = StrictRegistry::default();
+        m.sync_interest(&mut reg);
+        let mut host = UnixStream::connect(&path).unwrap();
+        m.handle_event(m.listener_fd(), EventSet::IN);
+        m.sync_interest(&mut reg);
+        assert_eq!(reg.watched.len(), 3, "handshake watched for its line");
+        host.write_all(b"CONNECT 9\n").unwrap();
+        let fd = *m.handshakes.keys().next().unwrap();
+        m.handle_event(fd, EventSet::IN);
+        m.sync_interest(&mut reg);
+        // Waiting for the guest: watched for hang-up only.
+        assert_eq!(reg.watched.get(&fd), Some(&EventSet::empty()));
+        let req = m.pop_rx(0, |h, _, _| Ok(*h)).unwrap().unwrap();
+        assert_eq!((req.op, req.dst_port), (OP_REQUEST, 9));
+        let resp = Header {
+            src_cid: 3,
+            dst_cid: HOST_CID,
+            src_port: 9,
+            dst_port: req.src_port,
+            type_: TYPE_STREAM,
+            op: super::super::packet::OP_RESPONSE,
+            buf_alloc: 4096,
+            ..Header::default()
+        };
+        m.recv_from_guest(&resp, &[]);
+        m.sync_interest(&mut reg);
+        assert_eq!(reg.watched.get(&fd), Some(&EventSet::IN));
+        // The guest resets: unwatched before it is closed.
+        m.recv_from_guest(&Header { op: OP_RST, ..resp }, &[]);
+        m.sync_interest(&mut reg);
+        assert!(!reg.watched.contains_key(&fd));
+        assert_eq!(m.connection_count(), 0);
+    }
 
     #[test]
     fn connect_lines() {

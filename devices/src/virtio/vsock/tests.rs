@@ -346,6 +346,12 @@ fn pattern(n: usize) -> Vec<u8> {
 }
 
 #[test]
+fn device_can_move_to_the_event_loop_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Vsock>();
+}
+
+#[test]
 fn config_space_and_features() {
     let h = Harness::new();
     let dev = h.dev.lock().unwrap();
