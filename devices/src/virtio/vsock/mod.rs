@@ -4,7 +4,8 @@
 //! This module owns the whole device: the wire format (`packet`), one
 //! connection's state and credit accounting (`connection`), the mapping of
 //! connections onto host sockets (`muxer`) and the virtio device with its
-//! event-loop handler (`device`).
+//! event-loop handler (`device`); `backend` holds the only unsafe code, a
+//! non-blocking connect.
 //!
 //! Host side, given a socket path `<uds>`:
 //! - a host process connects to `<uds>` and writes `CONNECT <port>\n`; the
@@ -23,6 +24,7 @@
 //! Without an `EventManager` (a benchmark, say), `Vsock::process_queues` and
 //! `Vsock::handle_host_event` drive the device with any [`EventRegistry`].
 
+pub mod backend;
 pub mod connection;
 pub mod device;
 pub mod muxer;

@@ -21,6 +21,7 @@ use std::time::Duration;
 use event_manager::{EventOps, EventSet, Events};
 use vmm_sys_util::timerfd::TimerFd;
 
+use super::backend::connect_nonblocking;
 use super::connection::{Connection, Verdict};
 use super::packet::{Header, HOST_CID, OP_REQUEST, OP_RST, TYPE_STREAM};
 
@@ -257,9 +258,12 @@ impl Muxer {
         if fd == self.listener.as_raw_fd() {
             self.handle_listener();
         } else if fd == self.retry_timer.as_raw_fd() {
-            // Readable, so this does not block.
-            let _ = self.retry_timer.wait();
-            self.listener_paused = false;
+            // The timer fd blocks on read: only read it when it was armed
+            // (and, being readable, has expired).
+            if self.listener_paused {
+                let _ = self.retry_timer.wait();
+                self.listener_paused = false;
+            }
         } else if self.handshakes.contains_key(&fd) {
             self.handle_handshake(fd);
         } else {
@@ -506,10 +510,7 @@ impl Muxer {
         }
         let mut path = OsString::from(self.uds_path.as_os_str());
         path.push(format!("_{}", hdr.dst_port));
-        // A Unix connect completes at once unless the listener's backlog is
-        // full; it blocks only in that case.
-        let stream = UnixStream::connect(&path).and_then(|s| s.set_nonblocking(true).map(|_| s));
-        match stream {
+        match connect_nonblocking(Path::new(&path)) {
             Ok(stream) => {
                 self.stats.guest_connects += 1;
                 self.insert(Connection::new_peer(stream, self.guest_cid, hdr));
