@@ -342,10 +342,10 @@ impl VmConfig {
             check_readable("disk", &d.path)?;
         }
         if let Some(v) = &self.vsock {
-            // 0-2 are reserved (hypervisor, local, host).
-            if v.cid < 3 || v.cid > u64::from(u32::MAX) {
+            // 0-2 are reserved (hypervisor, local, host); u32::MAX means "any".
+            if v.cid < 3 || v.cid >= u64::from(u32::MAX) {
                 return invalid(format!(
-                    "vsock cid {} is reserved or too large (3..=4294967295)",
+                    "vsock cid {} is reserved or too large (3..=4294967294)",
                     v.cid
                 ));
             }
