@@ -482,7 +482,16 @@ impl MmioTransport {
     // driver gets a configuration-change interrupt (virtio 1.2, 2.1.2).
     fn driver_ok(&mut self) -> bool {
         match self.activate() {
-            Ok(()) => true,
+            Ok(()) => {
+                // The one trace of a guest driver having probed the device
+                // (vsock and rng drivers print nothing in the guest).
+                info!(
+                    "virtio-mmio {}: driver activated the device (features {:#x})",
+                    super::type_name(self.device_type),
+                    self.driver_features
+                );
+                true
+            }
             Err(e) => {
                 error!("virtio-mmio {}: activation failed: {e}", self.device_type);
                 self.status |= status::DRIVER_OK | status::DEVICE_NEEDS_RESET;

@@ -40,6 +40,18 @@ pub const TYPE_RNG: u32 = 4;
 /// Socket device.
 pub const TYPE_VSOCK: u32 = 19;
 
+/// A device type's name, for logs.
+pub fn type_name(device_type: u32) -> &'static str {
+    match device_type {
+        TYPE_NET => "net",
+        TYPE_BLOCK => "block",
+        TYPE_CONSOLE => "console",
+        TYPE_RNG => "rng",
+        TYPE_VSOCK => "vsock",
+        _ => "unknown",
+    }
+}
+
 /// Feature bit: the device complies with virtio 1.0 or later (required for modern MMIO).
 pub const VIRTIO_F_VERSION_1: u32 = 32;
 
