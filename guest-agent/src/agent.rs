@@ -1,0 +1,933 @@
+//! The agent's event loop: the host's requests, the container's processes,
+//! their exits.
+//!
+//! Owns the container's state in the guest and the table of its processes.
+//! One thread runs the loop; everything that can block (the host's frames,
+//! child exits, output streams) arrives as an [`Event`] from its own thread,
+//! so a request is always answered in order and an `Exited` is sent only
+//! after that process's output has been relayed.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::console::log;
+use crate::exec::{self, ExecError, ParentStdio, Prepared, RootSetup};
+use crate::mounts::{self, MountError, ROOTFS};
+use crate::proto::{
+    self, ContainerSpec, Frame, Message, ProcessSpec, ProtoError, Stream, INIT_PROCESS,
+    PROTOCOL_VERSION,
+};
+use crate::relay::{self, SharedWriter};
+use crate::{ps, sys};
+
+/// How long after a process exited its output may still drain before
+/// `Exited` is sent anyway (a background child may hold the pipes open).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long after the container's process was reported the agent waits for
+/// the host's `Shutdown` before resetting the guest by itself.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+
+/// Why a request failed; the text goes back to the host in `Error`.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A request that does not fit the current state.
+    #[error("{0}")]
+    OutOfOrder(String),
+    /// Building the container's tree failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// Starting a process failed.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// No such process.
+    #[error("no process with id {0}")]
+    NoProcess(u32),
+    /// A signal number out of range.
+    #[error("signal {0} is not a valid signal number")]
+    BadSignal(i32),
+    /// kill(2) failed.
+    #[error("signal {signal} to {target}: {source}")]
+    Kill {
+        /// Signal number.
+        signal: i32,
+        /// Whom.
+        target: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Listing processes failed.
+    #[error("listing processes: {0}")]
+    Ps(#[source] io::Error),
+}
+
+/// Something the event loop reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// A frame (or the end of the stream, or an error) from the host.
+    Host(Result<Option<Frame>, ProtoError>),
+    /// A child was reaped.
+    Reaped {
+        /// Its pid.
+        pid: i32,
+        /// Exit code or 128 + signal.
+        status: i32,
+    },
+    /// An output stream of a tracked process reached end of file.
+    OutputDone {
+        /// The process's internal key.
+        key: u64,
+    },
+}
+
+/// What the loop does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep serving.
+    Continue,
+    /// Reset the guest.
+    Stop,
+}
+
+/// A container process the agent watches.
+struct Proc {
+    /// Unique per spawn: host process ids may be reused after an exit.
+    key: u64,
+    pid: i32,
+    stdin: Option<Sender<Vec<u8>>>,
+    open_outputs: usize,
+    status: Option<i32>,
+    exited_at: Option<Instant>,
+    muted: Arc<AtomicBool>,
+}
+
+/// The container, once created.
+struct Container {
+    id: String,
+    rootfs: PathBuf,
+    init_pid: i32,
+    /// The held init process's start pipe, until `Start`.
+    start: Option<OwnedFd>,
+    /// Its process was reported exited.
+    stopped: bool,
+}
+
+/// The agent's state.
+pub struct Agent<W: Write + Send + 'static> {
+    writer: SharedWriter<W>,
+    tx: Sender<Event>,
+    greeted: bool,
+    kernel: String,
+    container: Option<Container>,
+    procs: HashMap<u32, Proc>,
+    next_key: u64,
+    stop_at: Option<Instant>,
+}
+
+impl<W: Write + Send + 'static> Agent<W> {
+    /// An agent answering through `writer`; events are sent on `tx`.
+    pub fn new(writer: W, tx: Sender<Event>, kernel: String) -> Self {
+        Agent {
+            writer: Arc::new(Mutex::new(writer)),
+            tx,
+            greeted: false,
+            kernel,
+            container: None,
+            procs: HashMap::new(),
+            next_key: 0,
+            stop_at: None,
+        }
+    }
+
+    fn send(&self, m: Message) {
+        if let Err(e) = proto::send(&mut *relay::lock(&self.writer), m) {
+            log!("replying to the host: {e}");
+        }
+    }
+
+    fn send_error(&self, message: String) {
+        log!("error: {message}");
+        self.send(Message::Error { message });
+    }
+
+    /// Serves events until the guest should be reset.
+    pub fn run(&mut self, events: &Receiver<Event>) {
+        loop {
+            let event = match self.next_deadline() {
+                Some(deadline) => {
+                    match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(e) => Some(e),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                None => match events.recv() {
+                    Ok(e) => Some(e),
+                    Err(_) => return,
+                },
+            };
+            if let Some(event) = event {
+                if self.handle(event) == Flow::Stop {
+                    return;
+                }
+            }
+            self.report_exits(Instant::now());
+            if self.stop_at.is_some_and(|t| Instant::now() >= t) {
+                log!("no shutdown request from the host; stopping");
+                return;
+            }
+        }
+    }
+
+    /// The earliest moment the loop must wake up without an event.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.procs
+            .values()
+            .filter(|p| p.open_outputs > 0)
+            .filter_map(|p| p.exited_at.map(|t| t + OUTPUT_GRACE))
+            .chain(self.stop_at)
+            .min()
+    }
+
+    /// Reacts to one event.
+    pub fn handle(&mut self, event: Event) -> Flow {
+        match event {
+            Event::Host(Ok(Some(Frame::Control(m)))) => self.request(*m),
+            Event::Host(Ok(Some(Frame::Data {
+                process_id,
+                stream,
+                data,
+            }))) => {
+                if let Err(e) = self.stdin(process_id, stream, data) {
+                    self.send_error(e.to_string());
+                }
+                Flow::Continue
+            }
+            Event::Host(Ok(None)) => {
+                log!("the host closed the channel");
+                Flow::Stop
+            }
+            // The frame was read whole: the stream is still in step.
+            Event::Host(Err(e @ (ProtoError::Json(_) | ProtoError::Malformed(_)))) => {
+                self.send_error(e.to_string());
+                Flow::Continue
+            }
+            Event::Host(Err(e @ ProtoError::FrameSize(_))) => {
+                // The length prefix cannot be trusted: nothing after it can be.
+                self.send_error(e.to_string());
+                Flow::Stop
+            }
+            Event::Host(Err(e)) => {
+                log!("the host channel failed: {e}");
+                Flow::Stop
+            }
+            Event::Reaped { pid, status } => {
+                self.reaped(pid, status);
+                Flow::Continue
+            }
+            Event::OutputDone { key } => {
+                if let Some(p) = self.procs.values_mut().find(|p| p.key == key) {
+                    p.open_outputs = p.open_outputs.saturating_sub(1);
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Answers one control message.
+    fn request(&mut self, m: Message) -> Flow {
+        if !self.greeted {
+            match m {
+                Message::Hello { version } if version == PROTOCOL_VERSION => {
+                    self.greeted = true;
+                    log!("host connected (protocol {version})");
+                    self.send(Message::Ready {
+                        version: PROTOCOL_VERSION,
+                        kernel: self.kernel.clone(),
+                    });
+                }
+                Message::Hello { version } => self.send_error(format!(
+                    "protocol version {version} is not supported: this agent speaks {PROTOCOL_VERSION}"
+                )),
+                other => self.send_error(format!(
+                    "expected hello first, got {}",
+                    message_name(&other)
+                )),
+            }
+            return Flow::Continue;
+        }
+        let result = match m {
+            Message::Create { container } => self.create(&container),
+            Message::Start => self.start(),
+            Message::Exec {
+                process_id,
+                process,
+            } => self.exec(process_id, &process),
+            Message::Signal {
+                process_id,
+                signal,
+                all,
+            } => self.signal(process_id, signal, all),
+            Message::Ps => self.ps(),
+            Message::Shutdown => {
+                log!("shutdown requested by the host");
+                return Flow::Stop;
+            }
+            other => Err(RequestError::OutOfOrder(format!(
+                "unexpected {} from the host",
+                message_name(&other)
+            ))),
+        };
+        match result {
+            Ok(Some(reply)) => self.send(reply),
+            Ok(None) => {}
+            Err(e) => self.send_error(e.to_string()),
+        }
+        Flow::Continue
+    }
+
+    /// `Create`: the container's tree, hostname, and its held init process.
+    fn create(&mut self, spec: &ContainerSpec) -> Result<Option<Message>, RequestError> {
+        if self.container.is_some() {
+            return Err(RequestError::OutOfOrder(
+                "the container was already created".into(),
+            ));
+        }
+        // Everything that can be checked without touching the guest first.
+        let prepared = Prepared::new(&spec.process)?;
+        let rootfs = PathBuf::from(ROOTFS);
+        mounts::build_rootfs(spec, &rootfs)?;
+        let spawned = (|| -> Result<_, RequestError> {
+            if let Some(name) = &spec.hostname {
+                mounts::set_hostname(name)?;
+            }
+            let root = RootSetup::fresh(&rootfs)?;
+            let (parent, child) =
+                exec::make_stdio(prepared.terminal, &mounts::container_ptmx(&rootfs))?;
+            let spawned = exec::spawn(&prepared, &root, child, true)?;
+            Ok((parent, spawned))
+        })();
+        let (stdio, spawned) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                mounts::teardown(&rootfs);
+                return Err(e);
+            }
+        };
+        log!(
+            "container {} created: {} is pid {}",
+            spec.id,
+            prepared.command(),
+            spawned.pid
+        );
+        self.track(INIT_PROCESS, spawned.pid, stdio, prepared.terminal);
+        self.container = Some(Container {
+            id: spec.id.clone(),
+            rootfs,
+            init_pid: spawned.pid,
+            start: spawned.start,
+            stopped: false,
+        });
+        Ok(Some(Message::Created))
+    }
+
+    /// Whether the container's process is alive (created or running).
+    fn init_alive(&self) -> bool {
+        self.procs
+            .get(&INIT_PROCESS)
+            .is_some_and(|p| p.status.is_none())
+    }
+
+    /// `Start`: lets the held init process exec.
+    fn start(&mut self) -> Result<Option<Message>, RequestError> {
+        let alive = self.init_alive();
+        let c = self.container.as_mut().ok_or_else(|| {
+            RequestError::OutOfOrder("start before create: there is no container".into())
+        })?;
+        let Some(start) = c.start.take() else {
+            return Err(RequestError::OutOfOrder(
+                "the container was already started".into(),
+            ));
+        };
+        if !alive {
+            return Err(RequestError::OutOfOrder(
+                "the container's process has already exited".into(),
+            ));
+        }
+        exec::release(start)?;
+        log!("container {} started (pid {})", c.id, c.init_pid);
+        Ok(Some(Message::Started {
+            process_id: INIT_PROCESS,
+            pid: c.init_pid.unsigned_abs(),
+        }))
+    }
+
+    /// `Exec`: another process in the container's root and mount namespace.
+    fn exec(
+        &mut self,
+        process_id: u32,
+        spec: &ProcessSpec,
+    ) -> Result<Option<Message>, RequestError> {
+        if process_id == INIT_PROCESS || self.procs.contains_key(&process_id) {
+            return Err(RequestError::OutOfOrder(format!(
+                "process id {process_id} is in use"
+            )));
+        }
+        let alive = self.init_alive();
+        let c = self.container.as_ref().ok_or_else(|| {
+            RequestError::OutOfOrder("exec before create: there is no container".into())
+        })?;
+        if !alive {
+            return Err(RequestError::OutOfOrder(
+                "the container is not running".into(),
+            ));
+        }
+        let prepared = Prepared::new(spec)?;
+        let root = RootSetup::join(c.init_pid)?;
+        let (parent, child) =
+            exec::make_stdio(prepared.terminal, &mounts::container_ptmx(&c.rootfs))?;
+        let spawned = exec::spawn(&prepared, &root, child, false)?;
+        log!(
+            "exec {process_id}: {} is pid {}",
+            prepared.command(),
+            spawned.pid
+        );
+        self.track(process_id, spawned.pid, parent, prepared.terminal);
+        Ok(Some(Message::Started {
+            process_id,
+            pid: spawned.pid.unsigned_abs(),
+        }))
+    }
+
+    /// `Signal`: one process, or with `all` every container process. A
+    /// delivered signal has no reply; only a failure answers (`Error`).
+    fn signal(
+        &mut self,
+        process_id: u32,
+        signal: i32,
+        all: bool,
+    ) -> Result<Option<Message>, RequestError> {
+        if !(1..=libc::SIGRTMAX()).contains(&signal) {
+            return Err(RequestError::BadSignal(signal));
+        }
+        if self.container.is_none() {
+            return Err(RequestError::OutOfOrder(
+                "signal before create: there is no container".into(),
+            ));
+        }
+        if all {
+            // From PID 1, kill(-1) reaches every process but PID 1 itself:
+            // exactly the container's. ESRCH only says none is left.
+            return match sys::kill_all(signal) {
+                Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(RequestError::Kill {
+                    signal,
+                    target: "all processes".into(),
+                    source: e,
+                }),
+                _ => Ok(None),
+            };
+        }
+        let p = self
+            .procs
+            .get(&process_id)
+            .ok_or(RequestError::NoProcess(process_id))?;
+        if p.status.is_some() {
+            return Err(RequestError::OutOfOrder(format!(
+                "process {process_id} has already exited"
+            )));
+        }
+        sys::kill(p.pid, signal).map_err(|source| RequestError::Kill {
+            signal,
+            target: format!("process {process_id} (pid {})", p.pid),
+            source,
+        })?;
+        Ok(None)
+    }
+
+    /// `Ps`.
+    fn ps(&self) -> Result<Option<Message>, RequestError> {
+        if self.container.is_none() {
+            return Err(RequestError::OutOfOrder(
+                "ps before create: there is no container".into(),
+            ));
+        }
+        let pids = ps::container_pids().map_err(RequestError::Ps)?;
+        Ok(Some(Message::Processes { pids }))
+    }
+
+    /// Host stdin data for a process.
+    fn stdin(
+        &mut self,
+        process_id: u32,
+        stream: Stream,
+        data: Vec<u8>,
+    ) -> Result<(), RequestError> {
+        if stream != Stream::Stdin {
+            return Err(RequestError::OutOfOrder(format!(
+                "the host may only send stdin data, not {stream:?}"
+            )));
+        }
+        let p = self
+            .procs
+            .get_mut(&process_id)
+            .ok_or(RequestError::NoProcess(process_id))?;
+        let close = data.is_empty();
+        if let Some(tx) = &p.stdin {
+            // A failed send means the writer thread already gave up (the
+            // process closed its stdin): the data has nowhere to go.
+            let _ = tx.send(data);
+        }
+        if close {
+            p.stdin = None;
+        }
+        Ok(())
+    }
+
+    /// Starts relaying a new process's stdio and adds it to the table.
+    fn track(&mut self, process_id: u32, pid: i32, stdio: ParentStdio, terminal: bool) {
+        let key = self.next_key;
+        self.next_key += 1;
+        let muted = Arc::new(AtomicBool::new(false));
+        let mut open_outputs = 0;
+        for (stream, file) in stdio.outputs {
+            let tx = self.tx.clone();
+            let started = relay::spawn_output(
+                file,
+                process_id,
+                stream,
+                self.writer.clone(),
+                muted.clone(),
+                move || {
+                    let _ = tx.send(Event::OutputDone { key });
+                },
+            );
+            match started {
+                Ok(()) => open_outputs += 1,
+                Err(e) => log!("process {process_id}: cannot relay {stream:?}: {e}"),
+            }
+        }
+        let stdin = match relay::spawn_stdin(stdio.stdin, process_id, terminal) {
+            Ok(tx) => Some(tx),
+            Err(e) => {
+                log!("process {process_id}: cannot relay stdin: {e}");
+                None
+            }
+        };
+        self.procs.insert(
+            process_id,
+            Proc {
+                key,
+                pid,
+                stdin,
+                open_outputs,
+                status: None,
+                exited_at: None,
+                muted,
+            },
+        );
+    }
+
+    /// A child was reaped: record it if it is one of ours. Orphans that
+    /// ended up with PID 1 need nothing more than the reaping itself.
+    fn reaped(&mut self, pid: i32, status: i32) {
+        let Some((&id, p)) = self
+            .procs
+            .iter_mut()
+            .find(|(_, p)| p.pid == pid && p.status.is_none())
+        else {
+            return;
+        };
+        p.status = Some(status);
+        p.exited_at = Some(Instant::now());
+        p.stdin = None;
+        log!("process {id} (pid {pid}) exited with status {status}");
+        if id == INIT_PROCESS {
+            // The container ends with its process, as a PID namespace does
+            // when its init dies: whatever else runs is killed, which also
+            // lets their output pipes reach end of file.
+            let _ = sys::kill_all(libc::SIGKILL);
+        }
+    }
+
+    /// Sends `Exited` for every process whose output is drained (or whose
+    /// grace time is over).
+    fn report_exits(&mut self, now: Instant) {
+        let mut done: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| {
+                p.status.is_some()
+                    && (p.open_outputs == 0 || p.exited_at.is_some_and(|t| now >= t + OUTPUT_GRACE))
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        // The container's process last: after it the guest goes down.
+        done.sort_unstable_by_key(|&id| (id == INIT_PROCESS, id));
+        for id in done {
+            let Some(p) = self.procs.remove(&id) else {
+                continue;
+            };
+            let status = p.status.unwrap_or(255);
+            {
+                let mut w = relay::lock(&self.writer);
+                p.muted.store(true, Ordering::SeqCst);
+                if let Err(e) = proto::send(
+                    &mut *w,
+                    Message::Exited {
+                        process_id: id,
+                        status,
+                    },
+                ) {
+                    log!("reporting the exit of process {id}: {e}");
+                }
+            }
+            if id == INIT_PROCESS {
+                if let Some(c) = self.container.as_mut() {
+                    c.stopped = true;
+                    log!("container {} stopped with status {status}", c.id);
+                }
+                self.stop_at = Some(now + SHUTDOWN_WAIT);
+            }
+        }
+    }
+
+    /// Whether the container's process has been reported exited.
+    #[cfg(test)]
+    fn stopped(&self) -> bool {
+        self.container.as_ref().is_some_and(|c| c.stopped)
+    }
+}
+
+/// The `type` tag of a message, for error texts.
+fn message_name(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "hello",
+        Message::Create { .. } => "create",
+        Message::Start => "start",
+        Message::Exec { .. } => "exec",
+        Message::Signal { .. } => "signal",
+        Message::Ps => "ps",
+        Message::Shutdown => "shutdown",
+        Message::Ready { .. } => "ready",
+        Message::Created => "created",
+        Message::Started { .. } => "started",
+        Message::Exited { .. } => "exited",
+        Message::Processes { .. } => "processes",
+        Message::Error { .. } => "error",
+    }
+}
+
+/// Reads host frames on their own thread and queues them as events; stops
+/// after the end of the stream or an error the stream cannot recover from.
+pub fn spawn_host_reader<R: io::Read + Send + 'static>(
+    mut reader: R,
+    tx: Sender<Event>,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("host-reader".into())
+        .spawn(move || loop {
+            let frame = proto::read_frame(&mut reader);
+            let go_on = matches!(
+                frame,
+                Ok(Some(_)) | Err(ProtoError::Json(_) | ProtoError::Malformed(_))
+            );
+            if tx.send(Event::Host(frame)).is_err() || !go_on {
+                return;
+            }
+        })
+        .map(drop)
+}
+
+/// A new event queue.
+pub fn events() -> (Sender<Event>, Receiver<Event>) {
+    mpsc::channel()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::RootSpec;
+
+    /// An agent whose replies land in a buffer.
+    fn agent() -> (Agent<Vec<u8>>, Receiver<Event>) {
+        let (tx, rx) = events();
+        (Agent::new(Vec::new(), tx, "6.12-test".into()), rx)
+    }
+
+    fn control(m: Message) -> Event {
+        Event::Host(Ok(Some(Frame::Control(Box::new(m)))))
+    }
+
+    /// Takes the replies written so far.
+    fn replies(a: &Agent<Vec<u8>>) -> Vec<Message> {
+        let bytes = std::mem::take(&mut *relay::lock(&a.writer));
+        let mut r = bytes.as_slice();
+        let mut out = Vec::new();
+        while let Some(f) = proto::read_frame(&mut r).unwrap() {
+            match f {
+                Frame::Control(m) => out.push(*m),
+                Frame::Data { .. } => panic!("unexpected data frame"),
+            }
+        }
+        out
+    }
+
+    fn error_text(m: &Message) -> &str {
+        match m {
+            Message::Error { message } => message,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn greeted() -> (Agent<Vec<u8>>, Receiver<Event>) {
+        let (mut a, rx) = agent();
+        a.handle(control(Message::Hello {
+            version: PROTOCOL_VERSION,
+        }));
+        assert_eq!(
+            replies(&a),
+            vec![Message::Ready {
+                version: PROTOCOL_VERSION,
+                kernel: "6.12-test".into()
+            }]
+        );
+        (a, rx)
+    }
+
+    #[test]
+    fn handshake_refuses_other_versions_and_requests_first() {
+        let (mut a, _rx) = agent();
+        assert_eq!(a.handle(control(Message::Ps)), Flow::Continue);
+        assert_eq!(
+            a.handle(control(Message::Hello { version: 99 })),
+            Flow::Continue
+        );
+        let r = replies(&a);
+        assert_eq!(r.len(), 2);
+        assert!(error_text(&r[0]).contains("expected hello"));
+        assert!(error_text(&r[1]).contains("version 99"));
+        a.handle(control(Message::Hello {
+            version: PROTOCOL_VERSION,
+        }));
+        assert!(matches!(replies(&a)[..], [Message::Ready { .. }]));
+        a.handle(control(Message::Hello {
+            version: PROTOCOL_VERSION,
+        }));
+        assert!(error_text(&replies(&a)[0]).contains("unexpected hello"));
+    }
+
+    #[test]
+    fn out_of_order_requests_are_errors() {
+        let (mut a, _rx) = greeted();
+        for m in [
+            Message::Start,
+            Message::Ps,
+            Message::Exec {
+                process_id: 1,
+                process: ProcessSpec::default(),
+            },
+            Message::Exec {
+                process_id: INIT_PROCESS,
+                process: ProcessSpec::default(),
+            },
+            Message::Signal {
+                process_id: 0,
+                signal: 15,
+                all: false,
+            },
+            Message::Signal {
+                process_id: 0,
+                signal: 0,
+                all: true,
+            },
+            Message::Signal {
+                process_id: 0,
+                signal: 1000,
+                all: true,
+            },
+            Message::Created,
+            Message::Exited {
+                process_id: 0,
+                status: 0,
+            },
+        ] {
+            assert_eq!(a.handle(control(m.clone())), Flow::Continue);
+            let r = replies(&a);
+            assert_eq!(r.len(), 1, "one reply to {m:?}");
+            error_text(&r[0]);
+        }
+    }
+
+    #[test]
+    fn bad_create_is_an_error_before_touching_the_guest() {
+        let (mut a, _rx) = greeted();
+        let container = ContainerSpec {
+            id: "c".into(),
+            hostname: None,
+            root: RootSpec {
+                device: "/dev/vda".into(),
+                fstype: "ext4".into(),
+                readonly: false,
+            },
+            mounts: Vec::new(),
+            process: ProcessSpec {
+                args: vec!["sh".into()],
+                cwd: "/".into(),
+                rlimits: vec![crate::proto::Rlimit {
+                    kind: "RLIMIT_WHAT".into(),
+                    soft: 0,
+                    hard: 0,
+                }],
+                ..ProcessSpec::default()
+            },
+        };
+        a.handle(control(Message::Create { container }));
+        assert!(error_text(&replies(&a)[0]).contains("RLIMIT_WHAT"));
+        assert!(a.container.is_none());
+    }
+
+    #[test]
+    fn hostile_frames_get_errors_or_end_the_session() {
+        let (mut a, _rx) = greeted();
+        let json = serde_json::from_str::<Message>("{}").unwrap_err();
+        assert_eq!(
+            a.handle(Event::Host(Err(ProtoError::Json(json)))),
+            Flow::Continue
+        );
+        assert_eq!(
+            a.handle(Event::Host(Err(ProtoError::Malformed("kind 9".into())))),
+            Flow::Continue
+        );
+        assert_eq!(
+            a.handle(Event::Host(Ok(Some(Frame::Data {
+                process_id: 7,
+                stream: Stream::Stdin,
+                data: b"x".to_vec(),
+            })))),
+            Flow::Continue
+        );
+        assert_eq!(
+            a.handle(Event::Host(Ok(Some(Frame::Data {
+                process_id: 7,
+                stream: Stream::Stdout,
+                data: vec![],
+            })))),
+            Flow::Continue
+        );
+        assert_eq!(replies(&a).len(), 4);
+        assert_eq!(
+            a.handle(Event::Host(Err(ProtoError::FrameSize(usize::MAX)))),
+            Flow::Stop
+        );
+        assert_eq!(a.handle(Event::Host(Ok(None))), Flow::Stop);
+        assert_eq!(a.handle(control(Message::Shutdown)), Flow::Stop);
+    }
+
+    #[test]
+    fn exits_wait_for_output_then_the_container_stops() {
+        let (mut a, rx) = greeted();
+        // A stand-in for a created container whose process is pid 4242.
+        a.container = Some(Container {
+            id: "c".into(),
+            rootfs: PathBuf::from("/nonexistent"),
+            init_pid: 4242,
+            start: None,
+            stopped: false,
+        });
+        let (r, w) = sys::pipe().unwrap();
+        let (_in_r, in_w) = sys::pipe().unwrap();
+        a.track(
+            INIT_PROCESS,
+            4242,
+            ParentStdio {
+                stdin: std::fs::File::from(in_w),
+                outputs: vec![(Stream::Stdout, std::fs::File::from(r))],
+            },
+            false,
+        );
+        // Unknown pids (orphans) are reaped silently.
+        a.handle(Event::Reaped { pid: 1, status: 0 });
+        a.handle(Event::Reaped {
+            pid: 4242,
+            status: 7,
+        });
+        a.report_exits(Instant::now());
+        assert!(replies(&a).is_empty(), "output still open: no Exited yet");
+        assert!(a.next_deadline().is_some());
+
+        let mut w = std::fs::File::from(w);
+        w.write_all(b"bye").unwrap();
+        drop(w);
+        let ev = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(matches!(ev, Event::OutputDone { .. }));
+        a.handle(ev);
+        a.report_exits(Instant::now());
+        let bytes = std::mem::take(&mut *relay::lock(&a.writer));
+        let mut rd = bytes.as_slice();
+        let first = proto::read_frame(&mut rd).unwrap().unwrap();
+        assert_eq!(
+            first,
+            Frame::Data {
+                process_id: 0,
+                stream: Stream::Stdout,
+                data: b"bye".to_vec()
+            }
+        );
+        assert_eq!(
+            proto::read_frame(&mut rd).unwrap().unwrap(),
+            Frame::Control(Box::new(Message::Exited {
+                process_id: 0,
+                status: 7
+            }))
+        );
+        assert!(a.stopped());
+        assert!(a.stop_at.is_some());
+        // After the exit, requests that need a live container fail.
+        a.handle(control(Message::Exec {
+            process_id: 1,
+            process: ProcessSpec::default(),
+        }));
+        assert!(error_text(&replies(&a)[0]).contains("not running"));
+    }
+
+    #[test]
+    fn output_grace_bounds_the_wait() {
+        let (mut a, _rx) = greeted();
+        let (r, _w) = sys::pipe().unwrap();
+        let (_in_r, in_w) = sys::pipe().unwrap();
+        a.track(
+            3,
+            4343,
+            ParentStdio {
+                stdin: std::fs::File::from(in_w),
+                outputs: vec![(Stream::Stdout, std::fs::File::from(r))],
+            },
+            false,
+        );
+        a.handle(Event::Reaped {
+            pid: 4343,
+            status: 143,
+        });
+        let later = Instant::now() + OUTPUT_GRACE + Duration::from_millis(1);
+        a.report_exits(later);
+        assert_eq!(
+            replies(&a),
+            vec![Message::Exited {
+                process_id: 3,
+                status: 143
+            }]
+        );
+        assert!(a.procs.is_empty());
+        assert!(
+            a.stop_at.is_none(),
+            "an exec process does not stop the guest"
+        );
+    }
+}

@@ -1,0 +1,611 @@
+//! The container's file system tree inside the guest.
+//!
+//! Owns `Create`'s mount work: the root device mounted at [`ROOTFS`], the
+//! container's mounts inside it (mount(8)-style options parsed into flags and
+//! data), the default device nodes, and the hostname. The mounts are made in
+//! the agent's own mount namespace; the container's init process then takes
+//! a private copy of it and moves the root onto `/` (see [`crate::exec`]).
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libc::c_ulong;
+
+use crate::console::log;
+use crate::proto::{ContainerSpec, MountSpec, RootSpec};
+use crate::sys;
+
+/// Where the container's root file system is mounted in the agent's view.
+pub const ROOTFS: &str = "/run/rootfs";
+
+/// How long `Create` waits for a block device to show up in /dev.
+const DEVICE_WAIT: Duration = Duration::from_secs(5);
+
+/// Symbolic links followed while resolving one mount point (as the kernel's MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+
+/// Errors building the container's tree; each names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// A mount type the guest does not do.
+    #[error("mount {destination}: unsupported type {fstype:?}{hint}")]
+    UnsupportedType {
+        /// Where.
+        destination: String,
+        /// The type asked for.
+        fstype: String,
+        /// Extra advice.
+        hint: &'static str,
+    },
+    /// A block device that is not in the guest's /dev.
+    #[error("device {0} did not appear in the guest")]
+    NoDevice(String),
+    /// A destination that cannot be made safe.
+    #[error("mount point {destination}: {reason}")]
+    BadDestination {
+        /// Where.
+        destination: String,
+        /// Why.
+        reason: String,
+    },
+    /// A mount(2) call failed.
+    #[error("mount {fstype} {source_path} on {target}: {source}")]
+    Mount {
+        /// File system type.
+        fstype: String,
+        /// Device or pseudo source.
+        source_path: String,
+        /// Mount point (in the agent's view).
+        target: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Setting the hostname failed.
+    #[error("hostname {name:?}: {source}")]
+    Hostname {
+        /// The name asked for.
+        name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Some other file system operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// mount(8)-style options split into what mount(2) takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountOptions {
+    /// `MS_*` flags for the mount itself.
+    pub flags: c_ulong,
+    /// Propagation flags (`MS_PRIVATE`, `MS_SHARED`, ... with `MS_REC`),
+    /// applied by a second call as mount(2) requires.
+    pub propagation: c_ulong,
+    /// File-system-specific options, comma-separated (`mode=755,size=64k`).
+    pub data: String,
+}
+
+/// Parses mount options. Each entry may itself be a comma-separated list.
+/// Unknown options are file-system data, as mount(8) treats them.
+pub fn parse_options<S: AsRef<str>>(options: &[S]) -> MountOptions {
+    let mut out = MountOptions::default();
+    let mut data = Vec::new();
+    for opt in options.iter().flat_map(|o| o.as_ref().split(',')) {
+        // (set, clear) for plain flags.
+        let flag: Option<(c_ulong, c_ulong)> = match opt {
+            "" | "defaults" => Some((0, 0)),
+            "ro" => Some((libc::MS_RDONLY, 0)),
+            "rw" => Some((0, libc::MS_RDONLY)),
+            "nosuid" => Some((libc::MS_NOSUID, 0)),
+            "suid" => Some((0, libc::MS_NOSUID)),
+            "nodev" => Some((libc::MS_NODEV, 0)),
+            "dev" => Some((0, libc::MS_NODEV)),
+            "noexec" => Some((libc::MS_NOEXEC, 0)),
+            "exec" => Some((0, libc::MS_NOEXEC)),
+            "sync" => Some((libc::MS_SYNCHRONOUS, 0)),
+            "async" => Some((0, libc::MS_SYNCHRONOUS)),
+            "dirsync" => Some((libc::MS_DIRSYNC, 0)),
+            "mand" => Some((libc::MS_MANDLOCK, 0)),
+            "nomand" => Some((0, libc::MS_MANDLOCK)),
+            "noatime" => Some((libc::MS_NOATIME, 0)),
+            "atime" => Some((0, libc::MS_NOATIME)),
+            "nodiratime" => Some((libc::MS_NODIRATIME, 0)),
+            "diratime" => Some((0, libc::MS_NODIRATIME)),
+            "relatime" => Some((libc::MS_RELATIME, 0)),
+            "norelatime" => Some((0, libc::MS_RELATIME)),
+            "strictatime" => Some((libc::MS_STRICTATIME, 0)),
+            "nostrictatime" => Some((0, libc::MS_STRICTATIME)),
+            "lazytime" => Some((libc::MS_LAZYTIME, 0)),
+            "nolazytime" => Some((0, libc::MS_LAZYTIME)),
+            "silent" => Some((libc::MS_SILENT, 0)),
+            "loud" => Some((0, libc::MS_SILENT)),
+            "bind" => Some((libc::MS_BIND, 0)),
+            "rbind" => Some((libc::MS_BIND | libc::MS_REC, 0)),
+            _ => None,
+        };
+        if let Some((set, clear)) = flag {
+            out.flags = (out.flags | set) & !clear;
+            continue;
+        }
+        let propagation = match opt {
+            "private" => Some(libc::MS_PRIVATE),
+            "rprivate" => Some(libc::MS_PRIVATE | libc::MS_REC),
+            "shared" => Some(libc::MS_SHARED),
+            "rshared" => Some(libc::MS_SHARED | libc::MS_REC),
+            "slave" => Some(libc::MS_SLAVE),
+            "rslave" => Some(libc::MS_SLAVE | libc::MS_REC),
+            "unbindable" => Some(libc::MS_UNBINDABLE),
+            "runbindable" => Some(libc::MS_UNBINDABLE | libc::MS_REC),
+            _ => None,
+        };
+        match propagation {
+            Some(p) => out.propagation = p,
+            None => data.push(opt),
+        }
+    }
+    out.data = data.join(",");
+    out
+}
+
+/// What the guest does for a mount type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsKind {
+    /// A kernel pseudo file system (no device); the kernel's type name.
+    Pseudo(&'static str),
+    /// A file system on a block device of the guest; the kernel's type name.
+    Block(&'static str),
+}
+
+/// Maps an OCI mount type to what the guest kernel mounts.
+pub fn fs_kind(mount: &MountSpec) -> Result<FsKind, MountError> {
+    let unsupported = |hint| MountError::UnsupportedType {
+        destination: mount.destination.clone(),
+        fstype: mount.fstype.clone(),
+        hint,
+    };
+    Ok(match mount.fstype.as_str() {
+        "proc" => FsKind::Pseudo("proc"),
+        "sysfs" => FsKind::Pseudo("sysfs"),
+        "tmpfs" => FsKind::Pseudo("tmpfs"),
+        "devpts" => FsKind::Pseudo("devpts"),
+        "mqueue" => FsKind::Pseudo("mqueue"),
+        // The guest is the container's machine: its one cgroup hierarchy is
+        // the container's, whichever version the bundle names.
+        "cgroup" | "cgroup2" => FsKind::Pseudo("cgroup2"),
+        "ext4" | "ext3" | "ext2" => FsKind::Block("ext4"),
+        "erofs" => FsKind::Block("erofs"),
+        "bind" | "rbind" | "none" | "" => {
+            return Err(unsupported(
+                " (host paths are not visible in the guest; the runtime must pass them as block devices)",
+            ))
+        }
+        _ => return Err(unsupported("")),
+    })
+}
+
+/// Resolves `dest` inside `root` the way it would resolve with `root` as `/`:
+/// `..` stops at `root`, symbolic links are followed relative to `root`. With
+/// `create`, missing directories are made (mode 0755). The result is a path
+/// below `root` that names no symbolic link, so a mount there lands inside
+/// the container's tree whatever its links say.
+pub fn resolve_in_root(root: &Path, dest: &str, create: bool) -> Result<PathBuf, MountError> {
+    let bad = |reason: String| MountError::BadDestination {
+        destination: dest.to_owned(),
+        reason,
+    };
+    let mut pending: VecDeque<std::ffi::OsString> = Path::new(dest)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            Component::ParentDir => Some(OsStr::new("..").to_owned()),
+            _ => None,
+        })
+        .collect();
+    // Components below `root` resolved so far.
+    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            resolved.pop();
+            continue;
+        }
+        let mut here = root.to_path_buf();
+        here.extend(&resolved);
+        here.push(&name);
+        match fs::symlink_metadata(&here) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(bad("too many symbolic links".into()));
+                }
+                let target = fs::read_link(&here).map_err(|e| bad(e.to_string()))?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => pending.push_front(n.to_owned()),
+                        Component::ParentDir => pending.push_front(OsStr::new("..").to_owned()),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(meta) => {
+                if !meta.is_dir() && !pending.is_empty() {
+                    return Err(bad(format!("{} is not a directory", here.display())));
+                }
+                resolved.push(name);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&here)
+                    .map_err(|e| bad(format!("creating {}: {e}", here.display())))?;
+                resolved.push(name);
+            }
+            Err(e) => return Err(bad(format!("{}: {e}", here.display()))),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&resolved);
+    Ok(out)
+}
+
+fn mount_err(fstype: &str, source: &str, target: &Path, e: std::io::Error) -> MountError {
+    MountError::Mount {
+        fstype: fstype.to_owned(),
+        source_path: source.to_owned(),
+        target: target.display().to_string(),
+        source: e,
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> MountError {
+    let what = what.into();
+    move |source| MountError::Io { what, source }
+}
+
+/// Waits for a device node (the kernel may still be probing the disk).
+fn wait_for_device(path: &str) -> Result<(), MountError> {
+    if !path.starts_with("/dev/") || path.contains("/../") {
+        return Err(MountError::NoDevice(format!(
+            "{path} (not a path under /dev)"
+        )));
+    }
+    let deadline = Instant::now() + DEVICE_WAIT;
+    while !Path::new(path).exists() {
+        if Instant::now() >= deadline {
+            return Err(MountError::NoDevice(path.to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Mounts `fstype` from `source` at `target` with `opts`, then applies the
+/// propagation, as mount(8) would.
+fn do_mount(
+    fstype: &str,
+    source: &str,
+    target: &Path,
+    opts: &MountOptions,
+) -> Result<(), MountError> {
+    let err = |e| mount_err(fstype, source, target, e);
+    let c_target = sys::cpath(target).map_err(err)?;
+    let data = (!opts.data.is_empty())
+        .then(|| sys::cstr(&opts.data))
+        .transpose()
+        .map_err(err)?;
+    sys::mount(
+        Some(&sys::cstr(source).map_err(err)?),
+        &c_target,
+        Some(&sys::cstr(fstype).map_err(err)?),
+        opts.flags,
+        data.as_deref(),
+    )
+    .map_err(err)?;
+    if opts.propagation != 0 {
+        sys::mount(None, &c_target, None, opts.propagation, None).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Mounts the root device at `rootfs`.
+fn mount_root(root: &RootSpec, rootfs: &Path) -> Result<(), MountError> {
+    let kind = fs_kind(&MountSpec {
+        destination: "/".into(),
+        fstype: root.fstype.clone(),
+        source: root.device.clone(),
+        options: Vec::new(),
+    })?;
+    let FsKind::Block(fstype) = kind else {
+        return Err(MountError::UnsupportedType {
+            destination: "/".into(),
+            fstype: root.fstype.clone(),
+            hint: " (the root must be a block file system)",
+        });
+    };
+    wait_for_device(&root.device)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(rootfs)
+        .map_err(io_err(format!("creating {}", rootfs.display())))?;
+    let opts = MountOptions {
+        flags: if root.readonly { libc::MS_RDONLY } else { 0 },
+        ..MountOptions::default()
+    };
+    do_mount(fstype, &root.device, rootfs, &opts)
+}
+
+/// Performs one container mount inside `rootfs`.
+fn mount_in_root(m: &MountSpec, rootfs: &Path) -> Result<(), MountError> {
+    let kind = fs_kind(m)?;
+    let opts = parse_options(&m.options);
+    if opts.flags & libc::MS_BIND != 0 {
+        return Err(MountError::UnsupportedType {
+            destination: m.destination.clone(),
+            fstype: m.fstype.clone(),
+            hint: " with the bind option (host paths are not visible in the guest)",
+        });
+    }
+    let (fstype, source) = match kind {
+        FsKind::Pseudo(t) => (t, if m.source.is_empty() { t } else { &m.source }),
+        FsKind::Block(t) => {
+            wait_for_device(&m.source)?;
+            (t, m.source.as_str())
+        }
+    };
+    let target = resolve_in_root(rootfs, &m.destination, true)?;
+    do_mount(fstype, source, &target, &opts)
+}
+
+/// Device nodes every container gets, as runc gives them: (name, major, minor).
+const DEFAULT_DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Links every container's /dev gets: (name, target).
+const DEFAULT_LINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
+
+/// Fills the container's /dev with the standard nodes and links where they
+/// are missing. Failures are logged, not fatal: a read-only root without a
+/// /dev mount cannot take them, and runc's image may already have them.
+fn populate_dev(rootfs: &Path) {
+    let dev = match resolve_in_root(rootfs, "/dev", true) {
+        Ok(d) => d,
+        Err(e) => {
+            log!("container /dev: {e}");
+            return;
+        }
+    };
+    for &(name, major, minor) in DEFAULT_DEVICES {
+        let path = dev.join(name);
+        if fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        let made = sys::cpath(&path)
+            .and_then(|p| sys::mknod_char(&p, 0o666, major, minor))
+            // mknod's mode is cut by the umask; set it as meant.
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o666)));
+        if let Err(e) = made {
+            log!("creating {}: {e}", path.display());
+        }
+    }
+    let mut links: Vec<(&str, &str)> = DEFAULT_LINKS.to_vec();
+    let ptmx = dev.join("pts/ptmx");
+    if fs::symlink_metadata(&ptmx).is_ok_and(|m| m.file_type().is_char_device()) {
+        links.push(("ptmx", "pts/ptmx"));
+    }
+    for (name, target) in links {
+        let path = dev.join(name);
+        if fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        if let Err(e) = std::os::unix::fs::symlink(target, &path) {
+            log!("creating {}: {e}", path.display());
+        }
+    }
+}
+
+/// Sets the guest's hostname (the guest is the container's machine).
+pub fn set_hostname(name: &str) -> Result<(), MountError> {
+    let err = |source| MountError::Hostname {
+        name: name.to_owned(),
+        source,
+    };
+    if name.is_empty() || name.len() > 64 || name.contains('\0') {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "must be 1 to 64 bytes without NUL",
+        )));
+    }
+    sys::sethostname(name.as_bytes()).map_err(err)
+}
+
+/// Builds the container's tree at `rootfs`: root device, mounts in order,
+/// default devices. On failure everything mounted so far is detached, so a
+/// later `Create` starts clean.
+pub fn build_rootfs(spec: &ContainerSpec, rootfs: &Path) -> Result<(), MountError> {
+    let result = mount_root(&spec.root, rootfs).and_then(|()| {
+        for m in &spec.mounts {
+            mount_in_root(m, rootfs)?;
+        }
+        populate_dev(rootfs);
+        Ok(())
+    });
+    if result.is_err() {
+        teardown(rootfs);
+    }
+    result
+}
+
+/// Detaches the container's tree (root and everything below it).
+pub fn teardown(rootfs: &Path) {
+    if let Ok(p) = sys::cpath(rootfs) {
+        // EINVAL (nothing mounted there) is the common, harmless case.
+        let _ = sys::umount_detach(&p);
+    }
+}
+
+/// The `ptmx` to open a terminal for the container from: its own devpts
+/// instance if it has one at /dev/pts (so the slave's name exists in the
+/// container), else the guest's.
+pub fn container_ptmx(rootfs: &Path) -> PathBuf {
+    let theirs = rootfs.join("dev/pts/ptmx");
+    if fs::symlink_metadata(&theirs).is_ok_and(|m| m.file_type().is_char_device()) {
+        theirs
+    } else {
+        PathBuf::from("/dev/pts/ptmx")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let o = parse_options(&["nosuid,nodev,mode=755"]);
+        assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_NODEV);
+        assert_eq!(o.propagation, 0);
+        assert_eq!(o.data, "mode=755");
+
+        let o = parse_options(&[
+            "nosuid",
+            "noexec",
+            "newinstance",
+            "ptmxmode=0666",
+            "mode=0620",
+            "gid=5",
+        ]);
+        assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_NOEXEC);
+        assert_eq!(o.data, "newinstance,ptmxmode=0666,mode=0620,gid=5");
+    }
+
+    #[test]
+    fn later_options_override_earlier_ones() {
+        let o = parse_options(&["ro", "rw", "noatime", "atime", "relatime"]);
+        assert_eq!(o.flags, libc::MS_RELATIME);
+        let o = parse_options(&["defaults,ro", ""]);
+        assert_eq!(o.flags, libc::MS_RDONLY);
+        assert_eq!(o.data, "");
+    }
+
+    #[test]
+    fn propagation_is_separate() {
+        let o = parse_options(&["rbind", "rprivate", "ro"]);
+        assert_eq!(o.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY);
+        assert_eq!(o.propagation, libc::MS_PRIVATE | libc::MS_REC);
+        assert_eq!(parse_options(&["shared"]).propagation, libc::MS_SHARED);
+    }
+
+    fn mount(fstype: &str) -> MountSpec {
+        MountSpec {
+            destination: "/x".into(),
+            fstype: fstype.into(),
+            source: String::new(),
+            options: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn mount_types() {
+        assert_eq!(fs_kind(&mount("proc")).unwrap(), FsKind::Pseudo("proc"));
+        assert_eq!(
+            fs_kind(&mount("cgroup")).unwrap(),
+            FsKind::Pseudo("cgroup2")
+        );
+        assert_eq!(fs_kind(&mount("ext4")).unwrap(), FsKind::Block("ext4"));
+        let e = fs_kind(&mount("nfs")).unwrap_err().to_string();
+        assert!(e.contains("/x") && e.contains("nfs"), "{e}");
+        let e = fs_kind(&mount("bind")).unwrap_err().to_string();
+        assert!(e.contains("block devices"), "{e}");
+    }
+
+    #[test]
+    fn resolve_stays_inside_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("up")).unwrap();
+        std::os::unix::fs::symlink("loop2", root.join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", root.join("loop2")).unwrap();
+        fs::write(root.join("file"), b"").unwrap();
+
+        assert_eq!(
+            resolve_in_root(root, "/abs/x", false)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "mount point /abs/x: {}: No such file or directory (os error 2)",
+                root.join("etc/x").display()
+            )
+        );
+        assert_eq!(
+            resolve_in_root(root, "/abs", false).unwrap(),
+            root.join("etc")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/../../etc", false).unwrap(),
+            root.join("etc")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/up/etc", false).unwrap(),
+            root.join("etc")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/", false).unwrap(),
+            root.to_path_buf()
+        );
+        assert!(resolve_in_root(root, "/loop1", false)
+            .unwrap_err()
+            .to_string()
+            .contains("too many symbolic links"));
+        assert!(resolve_in_root(root, "/file/x", true)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
+
+        let made = resolve_in_root(root, "/abs/new/deeper", true).unwrap();
+        assert_eq!(made, root.join("etc/new/deeper"));
+        assert!(made.is_dir());
+        assert!(resolve_in_root(root, "dev/pts", true).unwrap().is_dir());
+    }
+
+    #[test]
+    fn hostname_is_validated_before_the_call() {
+        assert!(set_hostname("").is_err());
+        assert!(set_hostname(&"a".repeat(65)).is_err());
+        assert!(set_hostname("a\0b").is_err());
+    }
+
+    #[test]
+    fn devices_outside_dev_are_refused() {
+        assert!(wait_for_device("/etc/passwd").is_err());
+        assert!(wait_for_device("/dev/../etc/passwd").is_err());
+    }
+}

@@ -1,0 +1,612 @@
+//! End to end: the real guest kernel boots the agent's initramfs under QEMU's
+//! software emulation (`-M microvm -accel tcg`, never KVM: these tests must
+//! mean the same on every host), with a busybox root file system on
+//! virtio-blk and the agent's channel on a virtio-serial port whose other end
+//! is a Unix socket the test speaks the protocol on.
+//!
+//! Needs `qemu-system-x86_64`, `busybox` (static), `mkfs.ext4` and `cpio`;
+//! builds the guest kernel (`guest-kernel-config/build.sh`, cached) and the
+//! initramfs (`guest-agent/build-initramfs.sh`, cached) on first use. A
+//! missing tool fails the test with the reason: it never passes by skipping.
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::ErrorKind;
+    use std::os::unix::net::UnixStream;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use guest_agent::proto::{
+        self, ContainerSpec, Frame, Message, MountSpec, ProcessSpec, Rlimit, RootSpec, Stream,
+        PROTOCOL_VERSION,
+    };
+
+    /// Time for one reply, guest boot included (software emulation, shared cores).
+    const REPLY_TIMEOUT: Duration = Duration::from_secs(40);
+    /// Time for QEMU to exit after the container ended.
+    const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+    /// One emulated machine at a time: the cores are shared.
+    static ONE_VM: Mutex<()> = Mutex::new(());
+
+    fn repo_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("guest-agent lives in the workspace")
+            .to_path_buf()
+    }
+
+    /// Runs a build script; its last stdout line is the artifact's path.
+    fn script_output(script: &Path) -> Result<PathBuf, String> {
+        let out = Command::new(script)
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!("{} failed: {}", script.display(), out.status));
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("{} printed no path", script.display()))
+    }
+
+    /// What every VM boots from.
+    struct Artifacts {
+        vmlinux: PathBuf,
+        initrd: PathBuf,
+        rootfs: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    const APPLETS: &[&str] = &[
+        "sh", "echo", "cat", "hostname", "id", "pwd", "sleep", "grep", "tty", "stty", "ls", "true",
+        "false",
+    ];
+
+    /// A busybox root file system as an ext4 image.
+    fn build_rootfs(dir: &Path) -> Result<PathBuf, String> {
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .ok_or("busybox is not installed (apt-get install busybox-static)")?;
+        let tree = dir.join("tree");
+        for d in ["bin", "dev", "proc", "sys", "etc", "root"] {
+            std::fs::create_dir_all(tree.join(d)).map_err(|e| e.to_string())?;
+        }
+        let tmp = tree.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+            .map_err(|e| e.to_string())?;
+        std::fs::copy(busybox, tree.join("bin/busybox")).map_err(|e| e.to_string())?;
+        for applet in APPLETS {
+            std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet))
+                .map_err(|e| e.to_string())?;
+        }
+        let img = dir.join("rootfs.img");
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
+            .arg(&tree)
+            .arg(&img)
+            .arg("16M")
+            .output()
+            .map_err(|e| format!("mkfs.ext4 (apt-get install e2fsprogs): {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mkfs.ext4 failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(img)
+    }
+
+    fn artifacts() -> &'static Artifacts {
+        static ARTIFACTS: OnceLock<Result<Artifacts, String>> = OnceLock::new();
+        let built = ARTIFACTS.get_or_init(|| {
+            let root = repo_root();
+            let kernel_dir = script_output(&root.join("guest-kernel-config/build.sh"))?;
+            let initrd = script_output(&root.join("guest-agent/build-initramfs.sh"))?;
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let rootfs = build_rootfs(dir.path())?;
+            Ok(Artifacts {
+                vmlinux: kernel_dir.join("vmlinux"),
+                initrd,
+                rootfs,
+                _dir: dir,
+            })
+        });
+        match built {
+            Ok(a) => a,
+            Err(e) => panic!("cannot build the test guest: {e}"),
+        }
+    }
+
+    /// Everything a test saw from its processes.
+    #[derive(Default, Debug)]
+    struct Seen {
+        stdout: HashMap<u32, Vec<u8>>,
+        stderr: HashMap<u32, Vec<u8>>,
+        exited: HashMap<u32, i32>,
+    }
+
+    impl Seen {
+        fn out(&self, id: u32) -> String {
+            String::from_utf8_lossy(self.stdout.get(&id).map_or(&[][..], |v| v)).into_owned()
+        }
+        fn err(&self, id: u32) -> String {
+            String::from_utf8_lossy(self.stderr.get(&id).map_or(&[][..], |v| v)).into_owned()
+        }
+    }
+
+    /// A running guest and the test's end of its agent channel.
+    struct Vm {
+        qemu: Child,
+        sock: UnixStream,
+        dir: tempfile::TempDir,
+        seen: Seen,
+        _one: std::sync::MutexGuard<'static, ()>,
+    }
+
+    impl Vm {
+        fn boot() -> Vm {
+            let art = artifacts();
+            let one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+            let dir = tempfile::tempdir().expect("temporary directory");
+            // Each guest writes to its root: give it its own copy.
+            let disk = dir.path().join("rootfs.img");
+            std::fs::copy(&art.rootfs, &disk).expect("copying the root image");
+            let sock_path = dir.path().join("agent.sock");
+            let console = dir.path().join("console.log");
+            let qemu_log = std::fs::File::create(dir.path().join("qemu.log")).expect("qemu log");
+            // acpi=off: this kernel has no ACPI, so QEMU must announce the
+            // virtio-mmio devices on the command line instead.
+            let qemu = Command::new("qemu-system-x86_64")
+                .args(["-M", "microvm,acpi=off", "-accel", "tcg", "-cpu", "max"])
+                .args(["-m", "256", "-smp", "1", "-nodefaults", "-no-user-config"])
+                .args(["-nographic", "-no-reboot"])
+                .arg("-kernel")
+                .arg(&art.vmlinux)
+                .arg("-initrd")
+                .arg(&art.initrd)
+                .args([
+                    "-append",
+                    "console=ttyS0 reboot=k panic=-1 runm.channel=serial",
+                ])
+                .arg("-serial")
+                .arg(format!("file:{}", console.display()))
+                .args(["-device", "virtio-blk-device,drive=root"])
+                .arg("-drive")
+                .arg(format!(
+                    "id=root,file={},format=raw,if=none",
+                    disk.display()
+                ))
+                .args(["-device", "virtio-serial-device"])
+                .arg("-chardev")
+                .arg(format!(
+                    "socket,id=agent,path={},server=on,wait=off",
+                    sock_path.display()
+                ))
+                .args(["-device", "virtserialport,chardev=agent,name=runm.agent"])
+                .stdin(Stdio::null())
+                .stdout(qemu_log.try_clone().expect("qemu log"))
+                .stderr(qemu_log)
+                .spawn()
+                .expect("starting qemu-system-x86_64 (apt-get install qemu-system-x86)");
+            let mut vm_qemu = Some(qemu);
+            let start = Instant::now();
+            let sock = loop {
+                match UnixStream::connect(&sock_path) {
+                    Ok(s) => break s,
+                    Err(_) if start.elapsed() < Duration::from_secs(15) => {
+                        if let Some(Ok(Some(status))) = vm_qemu.as_mut().map(Child::try_wait) {
+                            panic!(
+                                "qemu exited early ({status}): {}",
+                                std::fs::read_to_string(dir.path().join("qemu.log"))
+                                    .unwrap_or_default()
+                            );
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => panic!("connecting to {}: {e}", sock_path.display()),
+                }
+            };
+            Vm {
+                qemu: vm_qemu.take().expect("qemu was started"),
+                sock,
+                dir,
+                seen: Seen::default(),
+                _one: one,
+            }
+        }
+
+        /// The end of the guest console and QEMU's own output, for failures.
+        fn logs(&self) -> String {
+            let console =
+                std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default();
+            let lines: Vec<&str> = console.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            let qemu =
+                std::fs::read_to_string(self.dir.path().join("qemu.log")).unwrap_or_default();
+            format!("\n--- guest console (last 40 lines) ---\n{tail}\n--- qemu ---\n{qemu}")
+        }
+
+        fn fail(&self, what: &str) -> ! {
+            panic!("{what}{}", self.logs())
+        }
+
+        fn send(&mut self, m: Message) {
+            if let Err(e) = proto::send(&mut self.sock, m) {
+                self.fail(&format!("sending to the agent: {e}"));
+            }
+        }
+
+        fn send_stdin(&mut self, process_id: u32, data: &[u8]) {
+            let f = Frame::Data {
+                process_id,
+                stream: Stream::Stdin,
+                data: data.to_vec(),
+            };
+            if let Err(e) = proto::write_frame(&mut self.sock, &f) {
+                self.fail(&format!("sending stdin: {e}"));
+            }
+        }
+
+        /// The next control message; data frames on the way are collected.
+        fn recv(&mut self) -> Message {
+            let deadline = Instant::now() + REPLY_TIMEOUT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    self.fail("no message from the agent in time");
+                }
+                self.sock
+                    .set_read_timeout(Some(left))
+                    .expect("socket timeout");
+                match proto::read_frame(&mut self.sock) {
+                    Ok(Some(Frame::Control(m))) => {
+                        if let Message::Exited { process_id, status } = *m {
+                            self.seen.exited.insert(process_id, status);
+                        }
+                        return *m;
+                    }
+                    Ok(Some(Frame::Data {
+                        process_id,
+                        stream,
+                        data,
+                    })) => {
+                        let buf = match stream {
+                            Stream::Stdout => &mut self.seen.stdout,
+                            Stream::Stderr => &mut self.seen.stderr,
+                            Stream::Stdin => self.fail("the agent sent stdin data"),
+                        };
+                        buf.entry(process_id).or_default().extend_from_slice(&data);
+                    }
+                    Ok(None) => self.fail("the agent closed the channel"),
+                    Err(proto::ProtoError::Io(e))
+                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                    {
+                        self.fail("no message from the agent in time")
+                    }
+                    Err(e) => self.fail(&format!("reading from the agent: {e}")),
+                }
+            }
+        }
+
+        /// Sends `m` and returns the reply.
+        fn request(&mut self, m: Message) -> Message {
+            self.send(m);
+            self.recv()
+        }
+
+        fn expect(&mut self, m: Message, want: &Message) {
+            let what = format!("{m:?}");
+            let got = self.request(m);
+            if &got != want {
+                self.fail(&format!("{what}: expected {want:?}, got {got:?}"));
+            }
+        }
+
+        fn hello(&mut self) {
+            match self.request(Message::Hello {
+                version: PROTOCOL_VERSION,
+            }) {
+                Message::Ready { version, kernel } if version == PROTOCOL_VERSION => {
+                    assert!(kernel.starts_with("6."), "kernel release {kernel:?}");
+                }
+                other => self.fail(&format!("hello: got {other:?}")),
+            }
+        }
+
+        /// Expects `Started` for `process_id`; returns the guest pid.
+        fn started(&mut self, m: Message, process_id: u32) -> u32 {
+            match self.request(m) {
+                Message::Started {
+                    process_id: id,
+                    pid,
+                } if id == process_id && pid > 1 => pid,
+                other => self.fail(&format!("expected Started for {process_id}, got {other:?}")),
+            }
+        }
+
+        /// Reads messages until `process_id` has exited; returns its status.
+        fn wait_exited(&mut self, process_id: u32) -> i32 {
+            while !self.seen.exited.contains_key(&process_id) {
+                let m = self.recv();
+                if !matches!(m, Message::Exited { .. }) {
+                    self.fail(&format!("waiting for exit of {process_id}: got {m:?}"));
+                }
+            }
+            self.seen.exited[&process_id]
+        }
+
+        /// QEMU must end by itself (the guest resets, -no-reboot exits).
+        fn wait_qemu_exit(mut self) {
+            let start = Instant::now();
+            loop {
+                match self.qemu.try_wait() {
+                    Ok(Some(status)) => {
+                        if !status.success() {
+                            self.fail(&format!("qemu exited with {status}"));
+                        }
+                        let console = std::fs::read_to_string(self.dir.path().join("console.log"))
+                            .unwrap_or_default();
+                        assert!(
+                            console.contains("reboot: Restarting system"),
+                            "the guest did not reset by itself{}",
+                            self.logs()
+                        );
+                        return;
+                    }
+                    Ok(None) if start.elapsed() < EXIT_TIMEOUT => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Ok(None) => self.fail(&format!(
+                        "qemu still running {} s after the container ended",
+                        EXIT_TIMEOUT.as_secs()
+                    )),
+                    Err(e) => self.fail(&format!("waiting for qemu: {e}")),
+                }
+            }
+        }
+    }
+
+    impl Drop for Vm {
+        fn drop(&mut self) {
+            // Kill by pid (the Child's own), never by name.
+            if let Ok(None) = self.qemu.try_wait() {
+                let _ = self.qemu.kill();
+                let _ = self.qemu.wait();
+            }
+        }
+    }
+
+    fn process(args: &[&str]) -> ProcessSpec {
+        ProcessSpec {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec!["PATH=/bin".into(), "HOME=/".into()],
+            cwd: "/".into(),
+            ..ProcessSpec::default()
+        }
+    }
+
+    fn mount(destination: &str, fstype: &str, options: &[&str]) -> MountSpec {
+        MountSpec {
+            destination: destination.into(),
+            fstype: fstype.into(),
+            source: fstype.into(),
+            options: options.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn container(process: ProcessSpec) -> ContainerSpec {
+        ContainerSpec {
+            id: "e2e".into(),
+            hostname: Some("runm-e2e".into()),
+            root: RootSpec {
+                device: "/dev/vda".into(),
+                fstype: "ext4".into(),
+                readonly: false,
+            },
+            mounts: vec![mount("/proc", "proc", &["nosuid", "noexec", "nodev"])],
+            process,
+        }
+    }
+
+    #[test]
+    fn runs_the_container_process_and_resets_the_guest() {
+        let mut vm = Vm::boot();
+        vm.hello();
+        let mut p = process(&[
+            "sh",
+            "-c",
+            "echo hello; echo err >&2; hostname; id -u; id -G; pwd; echo \"$GREETING\"; \
+             ulimit -n; grep NoNewPrivs /proc/self/status; exit 7",
+        ]);
+        p.uid = 1000;
+        p.gid = 1000;
+        p.additional_gids = vec![10, 20];
+        p.cwd = "/tmp".into();
+        p.env.push("GREETING=hi there".into());
+        p.rlimits = vec![Rlimit {
+            kind: "RLIMIT_NOFILE".into(),
+            soft: 123,
+            hard: 456,
+        }];
+        p.no_new_privileges = true;
+        vm.expect(
+            Message::Create {
+                container: container(p),
+            },
+            &Message::Created,
+        );
+        vm.started(Message::Start, 0);
+        assert_eq!(vm.wait_exited(0), 7, "{:?}{}", vm.seen, vm.logs());
+        assert_eq!(
+            vm.seen.out(0),
+            "hello\nrunm-e2e\n1000\n1000 10 20\n/tmp\nhi there\n123\nNoNewPrivs:\t1\n",
+            "{}",
+            vm.logs()
+        );
+        assert_eq!(vm.seen.err(0), "err\n", "{}", vm.logs());
+        // No Shutdown: the agent resets the guest by itself after a second.
+        vm.wait_qemu_exit();
+    }
+
+    #[test]
+    fn exec_ps_and_signal_in_a_running_container() {
+        let mut vm = Vm::boot();
+        vm.hello();
+        vm.expect(
+            Message::Create {
+                container: container(process(&["sleep", "30"])),
+            },
+            &Message::Created,
+        );
+        let init = vm.started(Message::Start, 0);
+
+        vm.started(
+            Message::Exec {
+                process_id: 1,
+                process: process(&["sh", "-c", "echo second; hostname; cat /proc/1/comm"]),
+            },
+            1,
+        );
+        assert_eq!(vm.wait_exited(1), 0);
+        // Same machine, same hostname; /proc/1 is the agent (the guest's init).
+        assert_eq!(vm.seen.out(1), "second\nrunm-e2e\ninit\n", "{}", vm.logs());
+
+        match vm.request(Message::Ps) {
+            Message::Processes { pids } => assert!(
+                pids.contains(&init) && !pids.contains(&1),
+                "ps: {pids:?}, init {init}"
+            ),
+            other => vm.fail(&format!("ps: got {other:?}")),
+        }
+
+        vm.started(
+            Message::Exec {
+                process_id: 2,
+                process: process(&["no-such-command"]),
+            },
+            2,
+        );
+        assert_eq!(vm.wait_exited(2), 127);
+        assert!(
+            vm.seen
+                .err(2)
+                .contains("executable file not found in $PATH"),
+            "stderr: {:?}",
+            vm.seen.err(2)
+        );
+
+        // An id in use, an unknown id: errors, and the agent carries on.
+        match vm.request(Message::Signal {
+            process_id: 9,
+            signal: 15,
+            all: false,
+        }) {
+            Message::Error { message } => assert!(message.contains("no process"), "{message}"),
+            other => vm.fail(&format!("signal to nobody: got {other:?}")),
+        }
+
+        vm.send(Message::Signal {
+            process_id: 0,
+            signal: libc::SIGTERM,
+            all: false,
+        });
+        assert_eq!(vm.wait_exited(0), 143);
+        vm.send(Message::Shutdown);
+        vm.wait_qemu_exit();
+    }
+
+    #[test]
+    fn terminal_process_gets_a_pty_and_stdin() {
+        let mut vm = Vm::boot();
+        vm.hello();
+        let mut p = process(&["sh", "-c", "tty; read line; echo \"got $line\""]);
+        p.terminal = true;
+        let mut c = container(p);
+        c.mounts
+            .push(mount("/dev", "tmpfs", &["nosuid", "mode=755"]));
+        c.mounts.push(mount(
+            "/dev/pts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        ));
+        vm.expect(Message::Create { container: c }, &Message::Created);
+        vm.started(Message::Start, 0);
+        vm.send_stdin(0, b"typed\n");
+        assert_eq!(vm.wait_exited(0), 0);
+        let out = vm.seen.out(0);
+        assert!(out.contains("/dev/pts/0\r\n"), "terminal output {out:?}");
+        assert!(out.contains("got typed\r\n"), "terminal output {out:?}");
+        assert!(
+            vm.seen.err(0).is_empty(),
+            "a terminal has no separate stderr"
+        );
+        vm.wait_qemu_exit();
+    }
+
+    #[test]
+    fn failed_create_is_reported_and_can_be_retried() {
+        let mut vm = Vm::boot();
+        vm.hello();
+
+        let mut bad = container(process(&["true"]));
+        bad.mounts.push(mount("/mnt", "nfs", &[]));
+        match vm.request(Message::Create { container: bad }) {
+            Message::Error { message } => {
+                assert!(
+                    message.contains("nfs") && message.contains("/mnt"),
+                    "{message}"
+                )
+            }
+            other => vm.fail(&format!("create with nfs: got {other:?}")),
+        }
+
+        let mut bad_cwd = process(&["true"]);
+        bad_cwd.cwd = "/nowhere".into();
+        match vm.request(Message::Create {
+            container: container(bad_cwd),
+        }) {
+            Message::Error { message } => {
+                assert!(message.contains("chdir to /nowhere"), "{message}")
+            }
+            other => vm.fail(&format!("create with a bad cwd: got {other:?}")),
+        }
+
+        match vm.request(Message::Start) {
+            Message::Error { .. } => {}
+            other => vm.fail(&format!("start without a container: got {other:?}")),
+        }
+
+        vm.expect(
+            Message::Create {
+                container: container(process(&["/bin/missing"])),
+            },
+            &Message::Created,
+        );
+        vm.started(Message::Start, 0);
+        assert_eq!(vm.wait_exited(0), 127);
+        assert!(
+            vm.seen
+                .err(0)
+                .contains("\"/bin/missing\": no such file or directory"),
+            "stderr: {:?}",
+            vm.seen.err(0)
+        );
+        vm.wait_qemu_exit();
+    }
+}
