@@ -1,0 +1,235 @@
+//! The host end of the agent channel during set-up: `Hello`/`Ready` (the
+//! version check) and `Create`/`Created`, each bounded by a deadline.
+//!
+//! After set-up the sandbox reads the channel from one thread and writes it
+//! from several ([`AgentWriter`]), because the agent talks unprompted (stdio
+//! data, `Started`, `Exited`) while runm commands arrive on the control
+//! socket.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use guest_agent::proto::{self, ContainerSpec, Frame, Message, ProtoError, PROTOCOL_VERSION};
+
+/// Errors talking to the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The channel failed.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// The agent closed the channel.
+    #[error("the guest agent closed its channel")]
+    Closed,
+    /// No answer in time.
+    #[error("the guest agent did not answer {0} in time")]
+    Timeout(&'static str),
+    /// The agent speaks another protocol version.
+    #[error("the guest agent speaks protocol version {agent}, runm speaks {PROTOCOL_VERSION}")]
+    Version {
+        /// The agent's.
+        agent: u32,
+    },
+    /// The agent refused a request.
+    #[error("the guest agent failed: {0}")]
+    Refused(String),
+    /// An answer that does not fit the request.
+    #[error("unexpected message from the guest agent: {0}")]
+    Unexpected(String),
+}
+
+/// Reads the next control message before `deadline`, skipping data frames
+/// (the agent may write to the console streams while it sets up).
+fn next_control(
+    stream: &mut UnixStream,
+    deadline: Instant,
+    what: &'static str,
+) -> Result<Message, AgentError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(AgentError::Timeout(what));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(ProtoError::Io)?;
+        match proto::read_frame(stream) {
+            Ok(Some(Frame::Control(m))) => {
+                stream.set_read_timeout(None).map_err(ProtoError::Io)?;
+                return Ok(*m);
+            }
+            Ok(Some(Frame::Data { .. })) => continue,
+            Ok(None) => return Err(AgentError::Closed),
+            Err(ProtoError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(AgentError::Timeout(what))
+            }
+            Err(ProtoError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(AgentError::Closed)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `Hello` → `Ready`; returns the guest kernel's release.
+pub fn handshake(stream: &mut UnixStream, deadline: Instant) -> Result<String, AgentError> {
+    proto::send(
+        stream,
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    )?;
+    match next_control(stream, deadline, "Hello")? {
+        Message::Ready { version, kernel } if version == PROTOCOL_VERSION => Ok(kernel),
+        Message::Ready { version, .. } => Err(AgentError::Version { agent: version }),
+        Message::Error { message } => Err(AgentError::Refused(message)),
+        m => Err(AgentError::Unexpected(format!("{m:?}"))),
+    }
+}
+
+/// `Create` → `Created`.
+pub fn create(
+    stream: &mut UnixStream,
+    container: ContainerSpec,
+    deadline: Instant,
+) -> Result<(), AgentError> {
+    proto::send(stream, Message::Create { container })?;
+    match next_control(stream, deadline, "Create")? {
+        Message::Created => Ok(()),
+        Message::Error { message } => Err(AgentError::Refused(message)),
+        m => Err(AgentError::Unexpected(format!("{m:?}"))),
+    }
+}
+
+/// The write half of the channel, shared by the sandbox's threads. Each frame
+/// is one `write_all` under the lock, so frames never interleave.
+#[derive(Debug)]
+pub struct AgentWriter {
+    stream: Mutex<UnixStream>,
+}
+
+impl AgentWriter {
+    /// Wraps a clone of the channel.
+    pub fn new(stream: UnixStream) -> Self {
+        AgentWriter {
+            stream: Mutex::new(stream),
+        }
+    }
+
+    /// Sends one frame.
+    pub fn send_frame(&self, frame: &Frame) -> Result<(), AgentError> {
+        let mut s = self
+            .stream
+            .lock()
+            .map_err(|_| AgentError::Unexpected("writer lock poisoned".into()))?;
+        proto::write_frame(&mut *s, frame)?;
+        Ok(())
+    }
+
+    /// Sends a control message.
+    pub fn send(&self, m: Message) -> Result<(), AgentError> {
+        self.send_frame(&Frame::Control(Box::new(m)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest_agent::proto::{ProcessSpec, RootSpec, Stream};
+    use std::time::Duration;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            id: "c".into(),
+            hostname: None,
+            root: RootSpec {
+                device: "/dev/vda".into(),
+                fstype: "ext4".into(),
+                readonly: false,
+            },
+            mounts: vec![],
+            process: ProcessSpec {
+                args: vec!["true".into()],
+                ..ProcessSpec::default()
+            },
+        }
+    }
+
+    #[test]
+    fn handshake_and_create_with_a_scripted_agent() {
+        let (mut host, mut agent) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let hello = proto::read_frame(&mut agent).unwrap().unwrap();
+            assert_eq!(
+                hello,
+                Frame::Control(Box::new(Message::Hello {
+                    version: PROTOCOL_VERSION
+                }))
+            );
+            // Console noise before the answer is skipped.
+            proto::write_frame(
+                &mut agent,
+                &Frame::Data {
+                    process_id: 0,
+                    stream: Stream::Stdout,
+                    data: b"boot".to_vec(),
+                },
+            )
+            .unwrap();
+            proto::send(
+                &mut agent,
+                Message::Ready {
+                    version: PROTOCOL_VERSION,
+                    kernel: "6.12".into(),
+                },
+            )
+            .unwrap();
+            assert!(matches!(
+                proto::read_frame(&mut agent).unwrap(),
+                Some(Frame::Control(m)) if matches!(*m, Message::Create { .. })
+            ));
+            proto::send(
+                &mut agent,
+                Message::Error {
+                    message: "no /dev/vda".into(),
+                },
+            )
+            .unwrap();
+            agent
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert_eq!(handshake(&mut host, deadline).unwrap(), "6.12");
+        let e = create(&mut host, spec(), deadline).unwrap_err();
+        assert_eq!(e.to_string(), "the guest agent failed: no /dev/vda");
+        let agent = t.join().unwrap();
+        drop(agent);
+        assert!(matches!(
+            create(&mut host, spec(), deadline),
+            Err(AgentError::Closed | AgentError::Proto(_))
+        ));
+    }
+
+    #[test]
+    fn version_mismatch_and_timeout() {
+        let (mut host, mut agent) = UnixStream::pair().unwrap();
+        proto::send(
+            &mut agent,
+            Message::Ready {
+                version: 99,
+                kernel: String::new(),
+            },
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let e = handshake(&mut host, deadline).unwrap_err();
+        assert!(e.to_string().contains("version 99"), "{e}");
+        let e = handshake(&mut host, Instant::now() + Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(e, AgentError::Timeout("Hello")), "{e}");
+    }
+}

@@ -1,0 +1,703 @@
+//! The hypervisors runm can run a container's VM on, and how to reach the
+//! agent inside it.
+//!
+//! Owns the choice between runm-vmm and QEMU (`--hypervisor`,
+//! `io.runm.hypervisor`, or `auto` from what `/dev/kvm` is), where the guest
+//! kernel and agent initramfs are found, the command line (and for runm-vmm
+//! the `vm.json`) of the VM process, and connecting to the agent channel:
+//! a virtio-serial port under QEMU (a Unix socket QEMU serves), vsock under
+//! runm-vmm (its Unix socket, with Firecracker's `CONNECT <port>` handshake).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::VmSizing;
+use crate::state::ContainerDir;
+
+/// Guest kernel command line shared by both backends. `reboot=k` and
+/// `panic=-1` make every guest end (reset) rather than hang; the VM process
+/// then exits.
+const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
+/// vsock context id of the guest (each VM has its own vsock device, so every
+/// guest can use the same one).
+const GUEST_CID: u32 = 3;
+/// Default installed location of the guest kernel and agent initramfs.
+const SHARE_DIR: &str = "/usr/share/runm";
+
+/// Errors choosing or preparing a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Not `auto`, `runm-vmm` or `qemu`.
+    #[error("unknown hypervisor '{0}' (auto, runm-vmm or qemu)")]
+    UnknownHypervisor(String),
+    /// runm-vmm was asked for where KVM is unusable.
+    #[error("runm-vmm needs KVM, but {0}; use --hypervisor qemu (software emulation)")]
+    NoKvm(String),
+    /// Guest kernel or initramfs missing.
+    #[error("guest {what} {path} not found: set {env} or install it as {default}")]
+    GuestFile {
+        /// `kernel` or `agent initramfs`.
+        what: &'static str,
+        /// The path tried.
+        path: PathBuf,
+        /// The environment variable that overrides it.
+        env: &'static str,
+        /// The default location.
+        default: String,
+    },
+    /// The VM program was not found.
+    #[error("{program} not found ({hint})")]
+    NoProgram {
+        /// Which.
+        program: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// Writing the VM config failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The agent channel could not be opened in time.
+    #[error("cannot connect to the guest agent: {0}")]
+    Connect(String),
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HypervisorRequest {
+    /// Decide from the host's KVM.
+    #[default]
+    Auto,
+    /// runm's own VMM.
+    RunmVmm,
+    /// QEMU's microvm machine.
+    Qemu,
+}
+
+impl FromStr for HypervisorRequest {
+    type Err = BackendError;
+    fn from_str(s: &str) -> Result<Self, BackendError> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "runm-vmm" => Ok(Self::RunmVmm),
+            "qemu" => Ok(Self::Qemu),
+            _ => Err(BackendError::UnknownHypervisor(s.to_string())),
+        }
+    }
+}
+
+/// A VM program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hypervisor {
+    /// runm-vmm.
+    RunmVmm,
+    /// qemu-system-x86_64 -M microvm.
+    Qemu,
+}
+
+/// How guest code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Hardware virtualization.
+    Kvm,
+    /// QEMU's software emulation.
+    Tcg,
+}
+
+/// The decision, with its reason for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    /// Which VM program.
+    pub hypervisor: Hypervisor,
+    /// With which accelerator.
+    pub accel: Accel,
+    /// Why, in a few words.
+    pub reason: String,
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.hypervisor, self.accel) {
+            (Hypervisor::RunmVmm, _) => write!(f, "runm-vmm/kvm"),
+            (Hypervisor::Qemu, Accel::Kvm) => write!(f, "qemu/kvm"),
+            (Hypervisor::Qemu, Accel::Tcg) => write!(f, "qemu/tcg"),
+        }
+    }
+}
+
+/// What this host's KVM is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostKvm {
+    /// `/dev/kvm` exists.
+    pub present: bool,
+    /// `/dev/kvm` can be opened read-write by us.
+    pub usable: bool,
+    /// It is PVM (`/sys/module/kvm_pvm`): guest user space cannot run on it.
+    pub pvm: bool,
+}
+
+impl HostKvm {
+    /// Looks at this host.
+    pub fn probe() -> Self {
+        let dev = Path::new("/dev/kvm");
+        HostKvm {
+            present: dev.exists(),
+            usable: std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(dev)
+                .is_ok(),
+            pvm: Path::new("/sys/module/kvm_pvm").exists(),
+        }
+    }
+
+    fn real(&self) -> bool {
+        self.usable && !self.pvm
+    }
+
+    fn why_not_real(&self) -> &'static str {
+        if !self.present {
+            "/dev/kvm is missing"
+        } else if !self.usable {
+            "/dev/kvm cannot be opened"
+        } else {
+            "/dev/kvm is PVM (kvm_pvm), where guest user space cannot run"
+        }
+    }
+}
+
+/// Chooses the backend for `req` on a host with `kvm`.
+pub fn choose(req: HypervisorRequest, kvm: &HostKvm) -> Result<Choice, BackendError> {
+    let qemu = |why: String| {
+        let accel = if kvm.real() { Accel::Kvm } else { Accel::Tcg };
+        Choice {
+            hypervisor: Hypervisor::Qemu,
+            accel,
+            reason: why,
+        }
+    };
+    match req {
+        HypervisorRequest::RunmVmm => {
+            if !kvm.usable {
+                return Err(BackendError::NoKvm(kvm.why_not_real().to_string()));
+            }
+            let reason = if kvm.pvm {
+                "asked for; /dev/kvm is PVM: the guest kernel boots, guest user space will not run"
+            } else {
+                "asked for"
+            };
+            Ok(Choice {
+                hypervisor: Hypervisor::RunmVmm,
+                accel: Accel::Kvm,
+                reason: reason.into(),
+            })
+        }
+        HypervisorRequest::Qemu => Ok(qemu(if kvm.real() {
+            "asked for; /dev/kvm is real KVM".into()
+        } else {
+            format!(
+                "asked for; {}: software emulation, slow",
+                kvm.why_not_real()
+            )
+        })),
+        HypervisorRequest::Auto => {
+            if kvm.real() {
+                Ok(Choice {
+                    hypervisor: Hypervisor::RunmVmm,
+                    accel: Accel::Kvm,
+                    reason: "auto: /dev/kvm is real KVM".into(),
+                })
+            } else {
+                Ok(qemu(format!(
+                    "auto: {}: software emulation, slow",
+                    kvm.why_not_real()
+                )))
+            }
+        }
+    }
+}
+
+/// The guest kernel and the agent initramfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestImages {
+    /// vmlinux (or bzImage).
+    pub kernel: PathBuf,
+    /// Uncompressed cpio with the agent as `/init`.
+    pub initrd: PathBuf,
+}
+
+/// `$RUNM_KERNEL`/`$RUNM_INITRD`, else `/usr/share/runm/{vmlinux,agent.cpio}`.
+pub fn find_guest_images() -> Result<GuestImages, BackendError> {
+    let find = |env: &'static str, file: &str, what: &'static str| {
+        let default = Path::new(SHARE_DIR).join(file);
+        let path = std::env::var_os(env)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| default.clone());
+        if path.is_file() {
+            Ok(std::fs::canonicalize(&path).unwrap_or(path))
+        } else {
+            Err(BackendError::GuestFile {
+                what,
+                path,
+                env,
+                default: default.display().to_string(),
+            })
+        }
+    };
+    Ok(GuestImages {
+        kernel: find("RUNM_KERNEL", "vmlinux", "kernel")?,
+        initrd: find("RUNM_INITRD", "agent.cpio", "agent initramfs")?,
+    })
+}
+
+/// Finds a program: `$env`, else a file next to the runm executable (for
+/// runm-vmm, built and installed together), else `$PATH`.
+fn find_program(
+    name: &str,
+    env: &str,
+    beside_runm: bool,
+    hint: &str,
+) -> Result<PathBuf, BackendError> {
+    if let Some(p) = std::env::var_os(env).filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(BackendError::NoProgram {
+                program: p.display().to_string(),
+                hint: format!("named by ${env}"),
+            })
+        };
+    }
+    if beside_runm {
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(BackendError::NoProgram {
+        program: name.to_string(),
+        hint: hint.to_string(),
+    })
+}
+
+/// How the host reaches the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentChannel {
+    /// A Unix socket carrying the virtio-serial port's bytes (QEMU serves it).
+    Serial {
+        /// The socket.
+        socket: PathBuf,
+    },
+    /// runm-vmm's vsock Unix socket; `CONNECT <port>` reaches a guest port.
+    Vsock {
+        /// The socket.
+        socket: PathBuf,
+        /// The agent's vsock port.
+        port: u32,
+    },
+}
+
+/// A VM ready to be started: the program, its arguments, its agent channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// The VM program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Where the agent is.
+    pub channel: AgentChannel,
+}
+
+/// What the VM is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec<'a> {
+    /// Kernel and initramfs.
+    pub images: &'a GuestImages,
+    /// RAM and vCPUs.
+    pub sizing: VmSizing,
+    /// The container's directory (image, sockets, console log).
+    pub dir: &'a ContainerDir,
+    /// Attach the root image read-only.
+    pub readonly: bool,
+}
+
+/// The VM program for `hypervisor`: `$RUNM_QEMU` or `qemu-system-x86_64` on
+/// `PATH`; `$RUNM_VMM`, `runm-vmm` beside runm, or on `PATH`.
+pub fn find_vm_program(hypervisor: Hypervisor) -> Result<PathBuf, BackendError> {
+    match hypervisor {
+        Hypervisor::Qemu => find_program(
+            "qemu-system-x86_64",
+            "RUNM_QEMU",
+            false,
+            "install qemu-system-x86, or set RUNM_QEMU",
+        ),
+        Hypervisor::RunmVmm => find_program(
+            "runm-vmm",
+            "RUNM_VMM",
+            true,
+            "install it beside runm or on PATH, or set RUNM_VMM",
+        ),
+    }
+}
+
+/// Prepares the VM process for `choice` (writes `vm.json` for runm-vmm).
+pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launch, BackendError> {
+    match choice.hypervisor {
+        Hypervisor::Qemu => Ok(Launch {
+            program: program.to_path_buf(),
+            args: qemu_args(choice.accel, vm),
+            channel: AgentChannel::Serial {
+                socket: vm.dir.agent_socket(),
+            },
+        }),
+        Hypervisor::RunmVmm => {
+            let path = vm.dir.vm_config();
+            let mut text = serde_json::to_vec_pretty(&runm_vmm_config(vm)).unwrap_or_default();
+            text.push(b'\n');
+            std::fs::write(&path, text).map_err(|source| BackendError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(Launch {
+                program: program.to_path_buf(),
+                args: vec!["--config".into(), path.into()],
+                channel: AgentChannel::Vsock {
+                    socket: vm.dir.vsock_socket(),
+                    port: guest_agent::proto::AGENT_VSOCK_PORT,
+                },
+            })
+        }
+    }
+}
+
+/// QEMU's arguments: a microvm with the root image on virtio-blk and the
+/// agent on a virtio-serial port. `acpi=off`: the guest kernel has no ACPI,
+/// and only without it does QEMU announce the virtio-mmio devices on the
+/// kernel command line.
+pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
+    let dir = vm.dir;
+    let (accel, cpu) = match accel {
+        Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg => ("tcg", "max"),
+    };
+    let mut drive = OsString::from("id=root,format=raw,if=none,file=");
+    drive.push(escape_qemu_opt(&dir.rootfs_image()));
+    if vm.readonly {
+        drive.push(",readonly=on");
+    }
+    let mut serial = OsString::from("file:");
+    serial.push(dir.console_log());
+    let mut chardev = OsString::from("socket,id=agent,server=on,wait=off,path=");
+    chardev.push(escape_qemu_opt(&dir.agent_socket()));
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |s: &str| a.push(s.into());
+    for s in [
+        "-M",
+        "microvm,acpi=off",
+        "-accel",
+        accel,
+        "-cpu",
+        cpu,
+        "-m",
+        &vm.sizing.mem_mib.to_string(),
+        "-smp",
+        &vm.sizing.vcpus.to_string(),
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+    ] {
+        push(s);
+    }
+    a.push(vm.images.kernel.clone().into());
+    a.push("-initrd".into());
+    a.push(vm.images.initrd.clone().into());
+    a.push("-append".into());
+    a.push(format!("{BASE_CMDLINE} runm.channel=serial").into());
+    a.push("-serial".into());
+    a.push(serial);
+    a.push("-device".into());
+    a.push("virtio-blk-device,drive=root".into());
+    a.push("-drive".into());
+    a.push(drive);
+    a.push("-device".into());
+    a.push("virtio-serial-device".into());
+    a.push("-chardev".into());
+    a.push(chardev);
+    a.push("-device".into());
+    a.push(
+        format!(
+            "virtserialport,chardev=agent,name={}",
+            guest_agent::proto::AGENT_SERIAL_PORT_NAME
+        )
+        .into(),
+    );
+    a
+}
+
+/// QEMU option values separate on `,`; a literal comma is written twice.
+fn escape_qemu_opt(p: &Path) -> OsString {
+    let s = p.as_os_str().to_string_lossy();
+    OsString::from(s.replace(',', ",,"))
+}
+
+/// runm-vmm's `vm.json` (its `VmConfig`).
+pub fn runm_vmm_config(vm: &VmSpec<'_>) -> serde_json::Value {
+    serde_json::json!({
+        "kernel": vm.images.kernel,
+        "initrd": vm.images.initrd,
+        "cmdline": format!("{BASE_CMDLINE} 8250.nr_uarts=1 runm.channel=vsock"),
+        "mem_mib": vm.sizing.mem_mib,
+        "vcpus": vm.sizing.vcpus,
+        "console": {"file": vm.dir.console_log()},
+        "disks": [{"path": vm.dir.rootfs_image(), "read_only": vm.readonly}],
+        "vsock": {"cid": GUEST_CID, "uds": vm.dir.vsock_socket()},
+    })
+}
+
+/// Connects to the agent channel, retrying until `deadline` while
+/// `vm_running()` says the VM is still there (the socket appears when the VM
+/// process has started; a vsock port answers once the agent listens).
+pub fn connect_agent(
+    channel: &AgentChannel,
+    deadline: Instant,
+    vm_running: &mut dyn FnMut() -> bool,
+) -> Result<UnixStream, BackendError> {
+    loop {
+        let attempt = match channel {
+            AgentChannel::Serial { socket } => {
+                UnixStream::connect(socket).map_err(|e| e.to_string())
+            }
+            AgentChannel::Vsock { socket, port } => vsock_connect(socket, *port, deadline),
+        };
+        let last = match attempt {
+            Ok(s) => return Ok(s),
+            Err(e) => e,
+        };
+        if !vm_running() {
+            return Err(BackendError::Connect(format!("the VM exited ({last})")));
+        }
+        if Instant::now() >= deadline {
+            return Err(BackendError::Connect(format!("timed out ({last})")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Firecracker-style host-initiated vsock: write `CONNECT <port>\n` on the
+/// VMM's Unix socket, read `OK <host port>\n`.
+fn vsock_connect(socket: &Path, port: u32, deadline: Instant) -> Result<UnixStream, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100));
+    s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    // Byte by byte: nothing after the newline belongs to this handshake.
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 64 {
+        match s.read(&mut b) {
+            Ok(0) => {
+                return Err("the VMM closed the vsock connection (agent not listening yet?)".into())
+            }
+            Ok(_) if b[0] == b'\n' => break,
+            Ok(_) => line.push(b[0]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let line = String::from_utf8_lossy(&line);
+    if !line.starts_with("OK ") {
+        return Err(format!("vsock handshake answered '{line}'"));
+    }
+    s.set_read_timeout(None).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REAL: HostKvm = HostKvm {
+        present: true,
+        usable: true,
+        pvm: false,
+    };
+    const PVM: HostKvm = HostKvm {
+        present: true,
+        usable: true,
+        pvm: true,
+    };
+    const NONE: HostKvm = HostKvm {
+        present: false,
+        usable: false,
+        pvm: false,
+    };
+
+    #[test]
+    fn auto_picks_runm_vmm_on_real_kvm_and_qemu_elsewhere() {
+        let c = choose(HypervisorRequest::Auto, &REAL).unwrap();
+        assert_eq!((c.hypervisor, c.accel), (Hypervisor::RunmVmm, Accel::Kvm));
+        let c = choose(HypervisorRequest::Auto, &PVM).unwrap();
+        assert_eq!((c.hypervisor, c.accel), (Hypervisor::Qemu, Accel::Tcg));
+        assert!(c.reason.contains("PVM"), "{}", c.reason);
+        let c = choose(HypervisorRequest::Auto, &NONE).unwrap();
+        assert_eq!((c.hypervisor, c.accel), (Hypervisor::Qemu, Accel::Tcg));
+        assert!(c.reason.contains("missing"), "{}", c.reason);
+        assert_eq!(c.to_string(), "qemu/tcg");
+    }
+
+    #[test]
+    fn explicit_choices() {
+        let c = choose(HypervisorRequest::Qemu, &REAL).unwrap();
+        assert_eq!((c.hypervisor, c.accel), (Hypervisor::Qemu, Accel::Kvm));
+        let c = choose(HypervisorRequest::Qemu, &PVM).unwrap();
+        assert_eq!(c.accel, Accel::Tcg);
+        let c = choose(HypervisorRequest::RunmVmm, &PVM).unwrap();
+        assert_eq!(c.hypervisor, Hypervisor::RunmVmm);
+        assert!(c.reason.contains("user space will not run"));
+        let e = choose(HypervisorRequest::RunmVmm, &NONE)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/dev/kvm is missing"), "{e}");
+        assert!("runm-vmm".parse::<HypervisorRequest>().is_ok());
+        assert!("firecracker"
+            .parse::<HypervisorRequest>()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown hypervisor 'firecracker'"));
+    }
+
+    fn fixtures() -> (GuestImages, ContainerDir) {
+        (
+            GuestImages {
+                kernel: "/k/vmlinux".into(),
+                initrd: "/k/agent.cpio".into(),
+            },
+            ContainerDir::new(Path::new("/run/runm"), "c1").unwrap(),
+        )
+    }
+
+    #[test]
+    fn qemu_command_line() {
+        let (images, dir) = fixtures();
+        let vm = VmSpec {
+            images: &images,
+            sizing: VmSizing {
+                mem_mib: 256,
+                vcpus: 2,
+            },
+            dir: &dir,
+            readonly: true,
+        };
+        let args: Vec<String> = qemu_args(Accel::Tcg, &vm)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let line = args.join(" ");
+        assert_eq!(
+            line,
+            "-M microvm,acpi=off -accel tcg -cpu max -m 256 -smp 2 -nodefaults -no-user-config \
+             -nographic -no-reboot -kernel /k/vmlinux -initrd /k/agent.cpio \
+             -append console=ttyS0 reboot=k panic=-1 quiet runm.channel=serial \
+             -serial file:/run/runm/c1/console.log -device virtio-blk-device,drive=root \
+             -drive id=root,format=raw,if=none,file=/run/runm/c1/rootfs.img,readonly=on \
+             -device virtio-serial-device \
+             -chardev socket,id=agent,server=on,wait=off,path=/run/runm/c1/agent.sock \
+             -device virtserialport,chardev=agent,name=runm.agent"
+        );
+        let kvm: Vec<String> = qemu_args(Accel::Kvm, &vm)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert!(kvm.join(" ").contains("-accel kvm -cpu host"));
+        assert_eq!(escape_qemu_opt(Path::new("/a,b")), OsString::from("/a,,b"));
+    }
+
+    #[test]
+    fn runm_vmm_config_has_every_device() {
+        let (images, dir) = fixtures();
+        let vm = VmSpec {
+            images: &images,
+            sizing: VmSizing {
+                mem_mib: 300,
+                vcpus: 1,
+            },
+            dir: &dir,
+            readonly: false,
+        };
+        let v = runm_vmm_config(&vm);
+        assert_eq!(v["mem_mib"], 300);
+        assert_eq!(v["vsock"]["cid"], 3);
+        assert_eq!(v["vsock"]["uds"], "/run/runm/c1/vsock.sock");
+        assert_eq!(v["disks"][0]["path"], "/run/runm/c1/rootfs.img");
+        assert_eq!(v["console"]["file"], "/run/runm/c1/console.log");
+        assert!(v["cmdline"]
+            .as_str()
+            .unwrap()
+            .contains("runm.channel=vsock"));
+    }
+
+    #[test]
+    fn vsock_handshake() {
+        use std::os::unix::net::UnixListener;
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("v.sock");
+        let l = UnixListener::bind(&sock).unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = [0u8; 13];
+            c.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"CONNECT 1024\n");
+            c.write_all(b"OK 1073741824\nrest").unwrap();
+            let (mut c2, _) = l.accept().unwrap();
+            c2.read_exact(&mut buf).unwrap();
+            drop(c2);
+            c
+        });
+        let ch = AgentChannel::Vsock {
+            socket: sock.clone(),
+            port: 1024,
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut s = connect_agent(&ch, deadline, &mut || true).unwrap();
+        let mut rest = [0u8; 4];
+        s.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"rest", "nothing after the OK line is consumed");
+        let e = vsock_connect(&sock, 1024, deadline).unwrap_err();
+        assert!(e.contains("closed"), "{e}");
+        drop(t.join().unwrap());
+        let e = connect_agent(&ch, Instant::now(), &mut || false).unwrap_err();
+        assert!(e.to_string().contains("the VM exited"), "{e}");
+    }
+}

@@ -1,0 +1,738 @@
+//! The OCI bundle: `config.json` read with oci-spec and turned into what the
+//! guest agent builds ([`ContainerSpec`]) and how big the VM is ([`VmSizing`]).
+//!
+//! Owns the mapping from the OCI configuration to runm's world and the policy
+//! for what runm does not honour:
+//! - honoured: `process` (args, env, cwd, user uid/gid/additionalGids,
+//!   terminal, rlimits, noNewPrivileges), `root` (path, readonly),
+//!   `hostname`, `mounts` of kernel file systems (proc, sysfs, tmpfs, devpts,
+//!   mqueue, cgroup as cgroup2, ...) done inside the guest,
+//!   `linux.resources.memory.limit` (guest RAM) and `linux.resources.cpu`
+//!   quota/period (vCPUs), `annotations` (and runm's own `io.runm.*`);
+//! - refused with an error: bind mounts and other mounts of host paths, and
+//!   joining existing namespaces (`linux.namespaces[].path`): a VM cannot
+//!   share them with the host, and pretending would give the workload
+//!   something other than what it asked for;
+//! - accepted with a warning: in-guest hardening and host-side accounting
+//!   runm does not apply (capabilities, seccomp, AppArmor/SELinux labels,
+//!   masked/read-only paths, device lists and cgroup rules, id mappings,
+//!   sysctls, hooks, other resource limits, cgroupsPath, ...). None of them
+//!   weakens isolation from the host: the workload has its own kernel, and
+//!   the VM is a stronger boundary than what each of these adds to runc. They
+//!   do weaken isolation *inside* the VM (between processes of the same
+//!   container), which is why they are reported, never silently dropped.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use guest_agent::proto::{ContainerSpec, MountSpec, ProcessSpec, Rlimit, RootSpec};
+use oci_spec::runtime::{Process, Spec};
+use serde::{Deserialize, Serialize};
+
+/// Guest RAM when the bundle sets no memory limit.
+pub const DEFAULT_MEM_MIB: u64 = 256;
+/// Least guest RAM: the guest kernel and agent need room beside the workload.
+pub const MIN_MEM_MIB: u64 = 128;
+/// vCPUs when the bundle sets no CPU quota.
+pub const DEFAULT_VCPUS: u8 = 1;
+/// Most vCPUs runm-vmm supports.
+pub const MAX_VCPUS: u8 = 254;
+/// Annotation overriding guest RAM (MiB).
+pub const ANNOTATION_MEMORY: &str = "io.runm.vm.memory_mib";
+/// Annotation overriding the vCPU count.
+pub const ANNOTATION_VCPUS: &str = "io.runm.vm.vcpus";
+/// Annotation choosing the hypervisor (`runm-vmm`, `qemu`, `auto`).
+pub const ANNOTATION_HYPERVISOR: &str = "io.runm.hypervisor";
+/// The root file system's device inside the guest (the first virtio-blk disk).
+pub const GUEST_ROOT_DEVICE: &str = "/dev/vda";
+
+/// Errors in a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The bundle directory is not there.
+    #[error("bundle directory {path}: {source}")]
+    BundleDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// No readable `config.json`.
+    #[error("cannot read {path} (no config.json in the bundle?): {source}")]
+    NoConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `config.json` is not a valid OCI configuration.
+    #[error("malformed {path}: {source}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The root file system directory is missing.
+    #[error("root file system {rootfs} (root.path in {config}) {why}")]
+    Rootfs {
+        /// The directory.
+        rootfs: PathBuf,
+        /// The config file naming it.
+        config: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Something runm cannot do in a microVM.
+    #[error("{0}: not supported in a microVM")]
+    Unsupported(String),
+    /// A value is missing or wrong.
+    #[error("{config}: {what}")]
+    Invalid {
+        /// The config file.
+        config: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// How big the VM is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSizing {
+    /// Guest RAM in MiB.
+    pub mem_mib: u64,
+    /// vCPUs.
+    pub vcpus: u8,
+}
+
+/// Everything `create` needs from a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPlan {
+    /// The bundle directory (absolute).
+    pub bundle: PathBuf,
+    /// The root file system directory (absolute).
+    pub rootfs: PathBuf,
+    /// What the agent builds.
+    pub container: ContainerSpec,
+    /// VM size.
+    pub sizing: VmSizing,
+    /// `io.runm.hypervisor`, if given.
+    pub hypervisor: Option<String>,
+    /// The bundle's annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Configuration runm accepts but does not apply (see the module docs).
+    pub ignored: Vec<String>,
+}
+
+/// Reads `<bundle>/config.json` and maps it; checks the root file system exists.
+pub fn load(bundle: &Path, id: &str) -> Result<ContainerPlan, BundleError> {
+    let bundle = fs::canonicalize(bundle).map_err(|source| BundleError::BundleDir {
+        path: bundle.to_path_buf(),
+        source,
+    })?;
+    let (spec, raw) = read_config(&bundle)?;
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1);
+    let plan = plan(&spec, &raw, &bundle, id, host_cpus)?;
+    match fs::metadata(&plan.rootfs) {
+        Ok(m) if m.is_dir() => Ok(plan),
+        Ok(_) => Err(BundleError::Rootfs {
+            rootfs: plan.rootfs,
+            config: bundle.join("config.json"),
+            why: "is not a directory".into(),
+        }),
+        Err(e) => Err(BundleError::Rootfs {
+            rootfs: plan.rootfs,
+            config: bundle.join("config.json"),
+            why: if e.kind() == io::ErrorKind::NotFound {
+                "does not exist".into()
+            } else {
+                format!("cannot be read: {e}")
+            },
+        }),
+    }
+}
+
+/// Reads and parses `config.json` both as an oci-spec [`Spec`] (what runm
+/// uses) and as plain JSON (to find what it does not).
+pub fn read_config(bundle: &Path) -> Result<(Spec, serde_json::Value), BundleError> {
+    let path = bundle.join("config.json");
+    let text = fs::read(&path).map_err(|source| BundleError::NoConfig {
+        path: path.clone(),
+        source,
+    })?;
+    let malformed = |source| BundleError::Malformed {
+        path: path.clone(),
+        source,
+    };
+    let raw: serde_json::Value = serde_json::from_slice(&text).map_err(malformed)?;
+    let spec: Spec = serde_json::from_slice(&text).map_err(malformed)?;
+    Ok((spec, raw))
+}
+
+/// Maps a parsed configuration (no file system access).
+pub fn plan(
+    spec: &Spec,
+    raw: &serde_json::Value,
+    bundle: &Path,
+    id: &str,
+    host_cpus: u32,
+) -> Result<ContainerPlan, BundleError> {
+    let config = bundle.join("config.json");
+    let invalid = |what: &str| BundleError::Invalid {
+        config: config.clone(),
+        what: what.to_string(),
+    };
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("no root (root.path) given"))?;
+    if root.path().as_os_str().is_empty() {
+        return Err(invalid("root.path is empty"));
+    }
+    let rootfs = bundle.join(root.path());
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| invalid("no process given"))?;
+    let process = process_spec(process).map_err(|what| invalid(&what))?;
+
+    let mut mounts = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        if let Some(mount) = mount_spec(m)? {
+            mounts.push(mount);
+        }
+    }
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(path) = ns.path() {
+            return Err(BundleError::Unsupported(format!(
+                "joining the existing {:?} namespace {}",
+                ns.typ(),
+                path.display()
+            )));
+        }
+    }
+
+    let annotations: BTreeMap<String, String> = spec
+        .annotations()
+        .as_ref()
+        .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let sizing = sizing(spec, &annotations, host_cpus).map_err(|what| invalid(&what))?;
+    let hypervisor = annotations.get(ANNOTATION_HYPERVISOR).cloned();
+    let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
+
+    Ok(ContainerPlan {
+        bundle: bundle.to_path_buf(),
+        rootfs,
+        container: ContainerSpec {
+            id: id.to_string(),
+            hostname,
+            root: RootSpec {
+                device: GUEST_ROOT_DEVICE.to_string(),
+                fstype: "ext4".to_string(),
+                readonly: root.readonly().unwrap_or(false),
+            },
+            mounts,
+            process,
+        },
+        sizing,
+        hypervisor,
+        annotations,
+        ignored: ignored_fields(raw),
+    })
+}
+
+/// The OCI `process` as the agent needs it. The error is for people.
+pub fn process_spec(p: &Process) -> Result<ProcessSpec, String> {
+    let args = p.args().clone().unwrap_or_default();
+    if args.is_empty() || args[0].is_empty() {
+        return Err("process.args must not be empty".into());
+    }
+    let cwd = p.cwd().to_string_lossy().into_owned();
+    if !cwd.starts_with('/') {
+        return Err(format!("process.cwd '{cwd}' is not an absolute path"));
+    }
+    let mut rlimits = Vec::new();
+    for r in p.rlimits().iter().flatten() {
+        let kind = serde_json::to_value(r.typ())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .ok_or_else(|| "process.rlimits has a type runm cannot name".to_string())?;
+        rlimits.push(Rlimit {
+            kind,
+            soft: r.soft(),
+            hard: r.hard(),
+        });
+    }
+    let user = p.user();
+    Ok(ProcessSpec {
+        args,
+        env: p.env().clone().unwrap_or_default(),
+        cwd,
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        terminal: p.terminal().unwrap_or(false),
+        rlimits,
+        no_new_privileges: p.no_new_privileges().unwrap_or(false),
+    })
+}
+
+/// Kernel file systems the agent mounts inside the guest.
+const GUEST_FILESYSTEMS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "tmpfs",
+    "devpts",
+    "mqueue",
+    "cgroup2",
+    "devtmpfs",
+    "ramfs",
+    "securityfs",
+    "debugfs",
+    "hugetlbfs",
+    "binfmt_misc",
+    "configfs",
+    "tracefs",
+    "pstore",
+    "fusectl",
+];
+
+/// A mount the guest performs, `None` for one it skips, or the error for one
+/// that needs the host's files.
+fn mount_spec(m: &oci_spec::runtime::Mount) -> Result<Option<MountSpec>, BundleError> {
+    let options = m.options().clone().unwrap_or_default();
+    let destination = m.destination().to_string_lossy().into_owned();
+    let source = m
+        .source()
+        .as_ref()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let is_bind = options.iter().any(|o| o == "bind" || o == "rbind");
+    let fstype = m.typ().clone().unwrap_or_default();
+    if is_bind || fstype == "bind" || fstype == "rbind" {
+        return Err(BundleError::Unsupported(format!(
+            "bind mount of host path {source} at {destination}"
+        )));
+    }
+    // cgroup v1 hierarchies need named controllers; the guest kernel's
+    // unified hierarchy gives the workload the same view of its own limits.
+    let fstype = if fstype == "cgroup" {
+        "cgroup2".to_string()
+    } else {
+        fstype
+    };
+    if !GUEST_FILESYSTEMS.contains(&fstype.as_str()) {
+        let what = if fstype.is_empty() { "(none)" } else { &fstype };
+        return Err(BundleError::Unsupported(format!(
+            "mount of type {what} from host source {source} at {destination}"
+        )));
+    }
+    Ok(Some(MountSpec {
+        destination,
+        fstype,
+        source,
+        options,
+    }))
+}
+
+/// Guest RAM and vCPUs from the resources and the `io.runm.vm.*` annotations.
+fn sizing(
+    spec: &Spec,
+    annotations: &BTreeMap<String, String>,
+    host_cpus: u32,
+) -> Result<VmSizing, String> {
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let mut mem_mib = DEFAULT_MEM_MIB;
+    if let Some(limit) = resources
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+    {
+        if limit > 0 {
+            let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+            mem_mib = limit.div_ceil(1 << 20).max(MIN_MEM_MIB);
+        }
+    }
+    let mut vcpus = DEFAULT_VCPUS;
+    if let Some(cpu) = resources.and_then(|r| r.cpu().as_ref()) {
+        if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
+            if quota > 0 && period > 0 {
+                let quota = u64::try_from(quota).unwrap_or(u64::MAX);
+                let want = quota.div_ceil(period);
+                let cap = u64::from(host_cpus.clamp(1, u32::from(MAX_VCPUS)));
+                vcpus = u8::try_from(want.min(cap)).unwrap_or(MAX_VCPUS);
+            }
+        }
+    }
+    if let Some(v) = annotations.get(ANNOTATION_MEMORY) {
+        mem_mib = v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|m| *m >= MIN_MEM_MIB)
+            .ok_or_else(|| {
+                format!("annotation {ANNOTATION_MEMORY}='{v}': give a number of MiB, at least {MIN_MEM_MIB}")
+            })?;
+    }
+    if let Some(v) = annotations.get(ANNOTATION_VCPUS) {
+        vcpus = v
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|n| (1..=MAX_VCPUS).contains(n))
+            .ok_or_else(|| {
+                format!("annotation {ANNOTATION_VCPUS}='{v}': give a number from 1 to {MAX_VCPUS}")
+            })?;
+    }
+    Ok(VmSizing { mem_mib, vcpus })
+}
+
+/// Configuration runm accepts but does not apply, by JSON pointer.
+const NOT_APPLIED: &[&str] = &[
+    "/process/capabilities",
+    "/process/apparmorProfile",
+    "/process/selinuxLabel",
+    "/process/oomScoreAdj",
+    "/process/ioPriority",
+    "/process/scheduler",
+    "/process/execCPUAffinity",
+    "/process/consoleSize",
+    "/process/user/umask",
+    "/process/user/username",
+    "/domainname",
+    "/hooks",
+    "/linux/seccomp",
+    "/linux/maskedPaths",
+    "/linux/readonlyPaths",
+    "/linux/devices",
+    "/linux/uidMappings",
+    "/linux/gidMappings",
+    "/linux/sysctl",
+    "/linux/mountLabel",
+    "/linux/intelRdt",
+    "/linux/personality",
+    "/linux/timeOffsets",
+    "/linux/memoryPolicy",
+    "/linux/netDevices",
+    "/linux/cgroupsPath",
+    "/linux/resources/devices",
+    "/linux/resources/pids",
+    "/linux/resources/blockIO",
+    "/linux/resources/hugepageLimits",
+    "/linux/resources/network",
+    "/linux/resources/rdma",
+    "/linux/resources/unified",
+    "/linux/resources/memory/reservation",
+    "/linux/resources/memory/swap",
+    "/linux/resources/memory/kernel",
+    "/linux/resources/memory/kernelTCP",
+    "/linux/resources/memory/swappiness",
+    "/linux/resources/memory/disableOOMKiller",
+    "/linux/resources/cpu/shares",
+    "/linux/resources/cpu/cpus",
+    "/linux/resources/cpu/mems",
+    "/linux/resources/cpu/realtimeRuntime",
+    "/linux/resources/cpu/realtimePeriod",
+    "/linux/resources/cpu/idle",
+    "/linux/resources/cpu/burst",
+];
+
+/// Dotted names of the [`NOT_APPLIED`] fields present (non-empty) in `raw`,
+/// plus a user namespace request.
+pub fn ignored_fields(raw: &serde_json::Value) -> Vec<String> {
+    let present = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => false,
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::Object(o) => !o.is_empty(),
+        serde_json::Value::String(s) => !s.is_empty(),
+        _ => true,
+    };
+    let mut out: Vec<String> = NOT_APPLIED
+        .iter()
+        .filter(|p| raw.pointer(p).is_some_and(present))
+        .map(|p| p[1..].replace('/', "."))
+        .collect();
+    if raw
+        .pointer("/linux/namespaces")
+        .and_then(|n| n.as_array())
+        .is_some_and(|a| a.iter().any(|n| n["type"] == "user"))
+    {
+        out.push("linux.namespaces[user]".into());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> (Spec, serde_json::Value) {
+        (serde_json::from_value(v.clone()).unwrap(), v)
+    }
+
+    fn minimal() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        })
+    }
+
+    fn plan_of(v: serde_json::Value) -> Result<ContainerPlan, BundleError> {
+        let (spec, raw) = parse(v);
+        plan(&spec, &raw, Path::new("/b"), "c1", 4)
+    }
+
+    #[test]
+    fn minimal_config_maps_with_defaults() {
+        let p = plan_of(minimal()).unwrap();
+        assert_eq!(p.rootfs, Path::new("/b/rootfs"));
+        assert_eq!(
+            p.sizing,
+            VmSizing {
+                mem_mib: 256,
+                vcpus: 1
+            }
+        );
+        assert_eq!(p.container.id, "c1");
+        assert_eq!(p.container.root.device, "/dev/vda");
+        assert_eq!(p.container.root.fstype, "ext4");
+        assert!(!p.container.root.readonly);
+        assert_eq!(p.container.process.args, vec!["sh"]);
+        assert_eq!(p.container.hostname, None);
+        assert!(p.ignored.is_empty(), "{:?}", p.ignored);
+        assert!(p.hypervisor.is_none());
+    }
+
+    #[test]
+    fn process_fields_map_to_the_agent_spec() {
+        let mut v = minimal();
+        v["process"] = serde_json::json!({
+            "terminal": true,
+            "args": ["sh", "-c", "exit 7"],
+            "env": ["PATH=/bin", "A=b"],
+            "cwd": "/tmp",
+            "user": {"uid": 1000, "gid": 100, "additionalGids": [10, 20]},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024}],
+            "noNewPrivileges": true,
+        });
+        v["hostname"] = "box".into();
+        v["root"]["readonly"] = true.into();
+        let p = plan_of(v).unwrap();
+        let pr = &p.container.process;
+        assert_eq!(pr.args, vec!["sh", "-c", "exit 7"]);
+        assert_eq!(pr.env, vec!["PATH=/bin", "A=b"]);
+        assert_eq!(pr.cwd, "/tmp");
+        assert_eq!((pr.uid, pr.gid), (1000, 100));
+        assert_eq!(pr.additional_gids, vec![10, 20]);
+        assert!(pr.terminal && pr.no_new_privileges);
+        assert_eq!(
+            pr.rlimits,
+            vec![Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 512,
+                hard: 1024
+            }]
+        );
+        assert_eq!(p.container.hostname.as_deref(), Some("box"));
+        assert!(p.container.root.readonly);
+    }
+
+    #[test]
+    fn bad_process_and_root_are_errors_naming_the_file() {
+        let mut v = minimal();
+        v["process"]["args"] = serde_json::json!([]);
+        let e = plan_of(v).unwrap_err().to_string();
+        assert!(e.contains("/b/config.json") && e.contains("args"), "{e}");
+        let mut v = minimal();
+        v["process"]["cwd"] = "tmp".into();
+        assert!(plan_of(v).unwrap_err().to_string().contains("absolute"));
+        let mut v = minimal();
+        v.as_object_mut().unwrap().remove("process");
+        assert!(plan_of(v).unwrap_err().to_string().contains("no process"));
+        let mut v = minimal();
+        v.as_object_mut().unwrap().remove("root");
+        assert!(plan_of(v).unwrap_err().to_string().contains("no root"));
+    }
+
+    #[test]
+    fn resources_size_the_vm() {
+        let mut v = minimal();
+        v["linux"] = serde_json::json!({"resources": {
+            "memory": {"limit": 512u64 * 1024 * 1024 + 1},
+            "cpu": {"quota": 150000, "period": 100000},
+        }});
+        let p = plan_of(v.clone()).unwrap();
+        assert_eq!(
+            p.sizing,
+            VmSizing {
+                mem_mib: 513,
+                vcpus: 2
+            }
+        );
+        v["linux"]["resources"]["memory"]["limit"] = (64 * 1024 * 1024).into();
+        v["linux"]["resources"]["cpu"]["quota"] = 1_000_000.into();
+        let p = plan_of(v.clone()).unwrap();
+        assert_eq!(
+            p.sizing.mem_mib, MIN_MEM_MIB,
+            "small limits get the minimum"
+        );
+        assert_eq!(p.sizing.vcpus, 4, "capped at the host's CPUs");
+        v["linux"]["resources"]["memory"]["limit"] = (-1).into();
+        v["linux"]["resources"]["cpu"]["quota"] = (-1).into();
+        assert_eq!(
+            plan_of(v).unwrap().sizing,
+            VmSizing {
+                mem_mib: 256,
+                vcpus: 1
+            },
+            "unlimited means defaults"
+        );
+    }
+
+    #[test]
+    fn annotations_override_sizing_and_choose_the_hypervisor() {
+        let mut v = minimal();
+        v["linux"] = serde_json::json!({"resources": {"memory": {"limit": 1u64 << 30}}});
+        v["annotations"] = serde_json::json!({
+            "io.runm.vm.memory_mib": "300",
+            "io.runm.vm.vcpus": "3",
+            "io.runm.hypervisor": "qemu",
+        });
+        let p = plan_of(v.clone()).unwrap();
+        assert_eq!(
+            p.sizing,
+            VmSizing {
+                mem_mib: 300,
+                vcpus: 3
+            }
+        );
+        assert_eq!(p.hypervisor.as_deref(), Some("qemu"));
+        assert_eq!(p.annotations.len(), 3);
+        v["annotations"]["io.runm.vm.memory_mib"] = "lots".into();
+        let e = plan_of(v.clone()).unwrap_err().to_string();
+        assert!(e.contains("io.runm.vm.memory_mib='lots'"), "{e}");
+        v["annotations"]["io.runm.vm.memory_mib"] = "64".into();
+        assert!(plan_of(v.clone()).is_err());
+        v["annotations"]["io.runm.vm.memory_mib"] = "128".into();
+        v["annotations"]["io.runm.vm.vcpus"] = "0".into();
+        assert!(plan_of(v)
+            .unwrap_err()
+            .to_string()
+            .contains("io.runm.vm.vcpus"));
+    }
+
+    #[test]
+    fn guest_mounts_pass_host_mounts_fail() {
+        let mut v = minimal();
+        v["mounts"] = serde_json::json!([
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "size=65536k"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro"]},
+        ]);
+        let p = plan_of(v.clone()).unwrap();
+        let types: Vec<_> = p
+            .container
+            .mounts
+            .iter()
+            .map(|m| m.fstype.as_str())
+            .collect();
+        assert_eq!(types, vec!["proc", "tmpfs", "cgroup2"]);
+        assert_eq!(p.container.mounts[1].options, vec!["nosuid", "size=65536k"]);
+        v["mounts"] = serde_json::json!([
+            {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]}
+        ]);
+        let e = plan_of(v.clone()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "bind mount of host path /srv/data at /data: not supported in a microVM"
+        );
+        v["mounts"] = serde_json::json!([
+            {"destination": "/etc/hosts", "source": "/etc/hosts", "options": ["bind", "ro"]}
+        ]);
+        assert!(plan_of(v.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("bind mount"));
+        v["mounts"] = serde_json::json!([
+            {"destination": "/d", "type": "ext4", "source": "/dev/sdb"}
+        ]);
+        assert!(plan_of(v).unwrap_err().to_string().contains("type ext4"));
+    }
+
+    #[test]
+    fn joining_host_namespaces_is_refused() {
+        let mut v = minimal();
+        v["linux"] = serde_json::json!({"namespaces": [
+            {"type": "pid"},
+            {"type": "network", "path": "/var/run/netns/x"},
+        ]});
+        let e = plan_of(v).unwrap_err().to_string();
+        assert!(
+            e.contains("/var/run/netns/x") && e.contains("not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fields_not_applied_are_listed() {
+        let mut v = minimal();
+        v["process"]["capabilities"] = serde_json::json!({"bounding": ["CAP_KILL"]});
+        v["linux"] = serde_json::json!({
+            "seccomp": {"defaultAction": "SCMP_ACT_ERRNO"},
+            "maskedPaths": ["/proc/kcore"],
+            "readonlyPaths": [],
+            "namespaces": [{"type": "user"}, {"type": "pid"}],
+            "resources": {"devices": [{"allow": false, "access": "rwm"}], "memory": {"limit": 1}},
+        });
+        v["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]});
+        let p = plan_of(v).unwrap();
+        assert_eq!(
+            p.ignored,
+            vec![
+                "process.capabilities",
+                "hooks",
+                "linux.seccomp",
+                "linux.maskedPaths",
+                "linux.resources.devices",
+                "linux.namespaces[user]",
+            ]
+        );
+    }
+
+    #[test]
+    fn files_and_rootfs_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load(dir.path(), "c").unwrap_err().to_string();
+        assert!(
+            e.contains("config.json") && e.contains("cannot read"),
+            "{e}"
+        );
+        fs::write(dir.path().join("config.json"), "{ nope").unwrap();
+        let e = load(dir.path(), "c").unwrap_err().to_string();
+        assert!(
+            e.starts_with("malformed ") && e.contains("config.json"),
+            "{e}"
+        );
+        fs::write(dir.path().join("config.json"), minimal().to_string()).unwrap();
+        let e = load(dir.path(), "c").unwrap_err().to_string();
+        assert!(e.contains("rootfs") && e.contains("does not exist"), "{e}");
+        fs::create_dir(dir.path().join("rootfs")).unwrap();
+        load(dir.path(), "c").unwrap();
+        let e = load(&dir.path().join("nope"), "c").unwrap_err().to_string();
+        assert!(e.starts_with("bundle directory"), "{e}");
+    }
+}

@@ -1,0 +1,75 @@
+//! `runm delete ID [--force]`: tear a container down and remove everything
+//! runm keeps for it: its sandbox and VM processes, sockets, disk image,
+//! logs and state directory.
+
+use std::time::{Duration, Instant};
+
+use crate::commands::Ctx;
+use crate::control::{self, Request};
+use crate::error::RunmError;
+use crate::state::{ContainerDir, ContainerLock, ProcessRef, Status};
+
+/// Waits until `p` is gone; false on timeout.
+fn wait_gone(p: &ProcessRef, timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    while p.alive() {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Stops the container's processes: asks the sandbox to kill its VM, then
+/// kills what is left.
+pub fn stop_processes(dir: &ContainerDir, sandbox: Option<ProcessRef>, vm: Option<ProcessRef>) {
+    if let Some(sb) = sandbox.filter(ProcessRef::alive) {
+        if let Err(e) = control::request(
+            &dir.control_socket(),
+            &Request::Destroy,
+            Duration::from_secs(10),
+        ) {
+            log::debug!("container {}: destroy request: {e}", dir.id);
+        }
+        if !wait_gone(&sb, Duration::from_secs(10)) {
+            log::warn!(
+                "container {}: sandbox {} did not exit; killing it",
+                dir.id,
+                sb.pid
+            );
+            sb.signal(libc::SIGKILL);
+            wait_gone(&sb, Duration::from_secs(5));
+        }
+    }
+    // The VM dies with its sandbox; this covers a sandbox killed before it
+    // could arrange that.
+    if let Some(vm) = vm.filter(ProcessRef::alive) {
+        vm.signal(libc::SIGKILL);
+        wait_gone(&vm, Duration::from_secs(5));
+    }
+}
+
+/// Deletes the container.
+pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<(), RunmError> {
+    let dir = ctx.dir(id)?;
+    let _lock = ContainerLock::acquire(&dir)?;
+    let st = ctx.load(&dir)?;
+    if !force && !st.status.can_delete() {
+        let why = if st.status == Status::Running {
+            "stop it first or use --force"
+        } else {
+            "use --force"
+        };
+        return Err(st.wrong_status(format!("cannot delete it ({why})")).into());
+    }
+    stop_processes(&dir, st.runm.sandbox, st.runm.vm);
+    dir.remove()?;
+    Ok(())
+}
+
+/// The command.
+pub fn run(ctx: &Ctx, id: &str, force: bool) -> Result<i32, RunmError> {
+    delete(ctx, id, force)?;
+    Ok(0)
+}

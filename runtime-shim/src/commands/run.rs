@@ -1,0 +1,99 @@
+//! `runm run ID --bundle DIR [--detach] [--keep]`: create and start; without
+//! `--detach`, wait for the container's process, forward the signals runm
+//! receives to it, exit with its status and delete the container.
+
+use std::os::unix::process::ExitStatusExt;
+
+use crate::cli::RunArgs;
+use crate::commands::create::{self, CreateRequest, Created};
+use crate::commands::{delete, start, Ctx};
+use crate::error::RunmError;
+use crate::state::ProcessRef;
+use crate::sys;
+
+/// Signals `run` passes on to the container (through its sandbox).
+const FORWARDED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Tears down a container whose start failed.
+fn abandon(ctx: &Ctx, mut c: Created) {
+    if let Err(e) = delete::delete(ctx, &c.dir.id, true) {
+        log::error!("{e}");
+    }
+    let _ = c.sandbox.kill();
+    let _ = c.sandbox.wait();
+}
+
+/// The command.
+pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32, RunmError> {
+    let id = a.container_id.clone();
+    // Blocked before any thread exists, so the forwarding thread is the one
+    // that sees them; children get a clean mask from std's Command.
+    let sigset = if a.detach {
+        None
+    } else {
+        Some(sys::block_signals(FORWARDED).map_err(RunmError::io("cannot block signals", "run"))?)
+    };
+    let mut created = create::create(
+        ctx,
+        CreateRequest {
+            id: id.clone(),
+            bundle: a.bundle,
+            pid_file: a.pid_file,
+            console_socket: a.console_socket,
+            foreground: !a.detach,
+            preserve_fds: a.preserve_fds,
+        },
+    )?;
+    // A terminal container run in the foreground uses our terminal: raw, so
+    // that the guest's pty alone interprets keys and output.
+    let raw = if created.terminal && !a.detach && sys::isatty(0) {
+        sys::make_raw(0).ok()
+    } else {
+        None
+    };
+    if let Err(e) = start::start(ctx, &id) {
+        if let Some(t) = &raw {
+            sys::restore_termios(0, t);
+        }
+        abandon(ctx, created);
+        return Err(e);
+    }
+    if a.detach {
+        return Ok(0);
+    }
+    if let Some(set) = sigset {
+        let pid = i32::try_from(created.sandbox.id()).unwrap_or(0);
+        let sandbox = ProcessRef::of(pid);
+        std::thread::spawn(move || loop {
+            let sig = sys::sigwait(&set);
+            if let Some(sb) = &sandbox {
+                sb.signal(sig);
+            }
+        });
+    }
+    let status = created.sandbox.wait();
+    if let Some(t) = &raw {
+        sys::restore_termios(0, t);
+    }
+    let code = match status {
+        Ok(s) => s
+            .code()
+            .or_else(|| s.signal().map(|n| 128 + n))
+            .unwrap_or(255),
+        Err(e) => {
+            log::error!("cannot wait for the sandbox: {e}");
+            255
+        }
+    };
+    if !a.keep {
+        delete::delete(ctx, &id, true)?;
+    }
+    Ok(code)
+}
