@@ -181,6 +181,18 @@ pub fn fs_kind(mount: &MountSpec) -> Result<FsKind, MountError> {
         "tmpfs" => FsKind::Pseudo("tmpfs"),
         "devpts" => FsKind::Pseudo("devpts"),
         "mqueue" => FsKind::Pseudo("mqueue"),
+        // Less common kernel file systems: whether this guest kernel has
+        // them is its to say (ENODEV names the type in the error).
+        "devtmpfs" => FsKind::Pseudo("devtmpfs"),
+        "ramfs" => FsKind::Pseudo("ramfs"),
+        "securityfs" => FsKind::Pseudo("securityfs"),
+        "debugfs" => FsKind::Pseudo("debugfs"),
+        "tracefs" => FsKind::Pseudo("tracefs"),
+        "hugetlbfs" => FsKind::Pseudo("hugetlbfs"),
+        "binfmt_misc" => FsKind::Pseudo("binfmt_misc"),
+        "configfs" => FsKind::Pseudo("configfs"),
+        "pstore" => FsKind::Pseudo("pstore"),
+        "fusectl" => FsKind::Pseudo("fusectl"),
         // The guest is the container's machine: its one cgroup hierarchy is
         // the container's, whichever version the bundle names.
         "cgroup" | "cgroup2" => FsKind::Pseudo("cgroup2"),
@@ -474,8 +486,12 @@ pub fn teardown(rootfs: &Path) {
 /// instance if it has one at /dev/pts (so the slave's name exists in the
 /// container), else the guest's.
 pub fn container_ptmx(rootfs: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let dev_of = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
     let theirs = rootfs.join("dev/pts/ptmx");
-    if fs::symlink_metadata(&theirs).is_ok_and(|m| m.file_type().is_char_device()) {
+    // A file system of its own at /dev/pts (not a stray node in the image).
+    let mounted = dev_of(&rootfs.join("dev/pts")) != dev_of(&rootfs.join("dev"));
+    if mounted && fs::symlink_metadata(&theirs).is_ok_and(|m| m.file_type().is_char_device()) {
         theirs
     } else {
         PathBuf::from("/dev/pts/ptmx")

@@ -505,7 +505,22 @@ mod tests {
             vm.seen.err(2)
         );
 
-        // An id in use, an unknown id: errors, and the agent carries on.
+        // Found but not executable: 126, as shells say it.
+        vm.started(
+            Message::Exec {
+                process_id: 3,
+                process: process(&["/tmp"]),
+            },
+            3,
+        );
+        assert_eq!(vm.wait_exited(3), 126);
+        assert!(
+            vm.seen.err(3).contains("\"/tmp\": permission denied"),
+            "stderr: {:?}",
+            vm.seen.err(3)
+        );
+
+        // An unknown id, an id in use: errors, and the agent carries on.
         match vm.request(Message::Signal {
             process_id: 9,
             signal: 15,
@@ -514,12 +529,41 @@ mod tests {
             Message::Error { message } => assert!(message.contains("no process"), "{message}"),
             other => vm.fail(&format!("signal to nobody: got {other:?}")),
         }
+        vm.started(
+            Message::Exec {
+                process_id: 4,
+                process: process(&["sleep", "30"]),
+            },
+            4,
+        );
+        match vm.request(Message::Exec {
+            process_id: 4,
+            process: process(&["true"]),
+        }) {
+            Message::Error { message } => assert!(message.contains("in use"), "{message}"),
+            other => vm.fail(&format!("exec with an id in use: got {other:?}")),
+        }
 
+        // One process by id; then every process of the container.
+        vm.send(Message::Signal {
+            process_id: 4,
+            signal: libc::SIGKILL,
+            all: false,
+        });
+        assert_eq!(vm.wait_exited(4), 137);
+        vm.started(
+            Message::Exec {
+                process_id: 5,
+                process: process(&["sleep", "30"]),
+            },
+            5,
+        );
         vm.send(Message::Signal {
             process_id: 0,
             signal: libc::SIGTERM,
-            all: false,
+            all: true,
         });
+        assert_eq!(vm.wait_exited(5), 143);
         assert_eq!(vm.wait_exited(0), 143);
         vm.send(Message::Shutdown);
         vm.wait_qemu_exit();
@@ -556,6 +600,23 @@ mod tests {
             vm.seen.err(0).is_empty(),
             "a terminal has no separate stderr"
         );
+        vm.wait_qemu_exit();
+    }
+
+    #[test]
+    fn host_hang_up_resets_the_guest() {
+        let mut vm = Vm::boot();
+        vm.hello();
+        vm.expect(
+            Message::Create {
+                container: container(process(&["sleep", "30"])),
+            },
+            &Message::Created,
+        );
+        vm.started(Message::Start, 0);
+        vm.sock
+            .shutdown(std::net::Shutdown::Both)
+            .expect("closing the channel");
         vm.wait_qemu_exit();
     }
 
