@@ -29,7 +29,7 @@ use std::sync::Arc;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -148,16 +148,27 @@ pub struct TestQueue<'a> {
     mem: &'a GuestMemory,
     mock: MockSplitQueue<'a, GuestMemory>,
     size: u16,
+    // virtio-queue's mock places its used ring `size` bytes after the avail
+    // ring's start (it adds the entry count, not the ring's byte size), so
+    // its used ring overlaps avail slots from size/2 on. This queue keeps the
+    // mock's descriptor table and avail ring and puts the used ring after the
+    // avail ring's real end.
+    used: GuestAddress,
 }
 
 impl<'a> TestQueue<'a> {
     /// Lays out an empty queue of `size` entries (a power of two) at `start`:
     /// descriptor table, then available ring, then used ring.
     pub fn new(mem: &'a GuestMemory, start: GuestAddress, size: u16) -> Self {
+        let mock = MockSplitQueue::create(mem, start, size);
+        // flags, idx, ring[size], used_event; the used ring is 4-byte aligned.
+        let avail_end = mock.avail_addr().0 + 4 + 2 * u64::from(size) + 2;
+        let used = GuestAddress((avail_end + 3) & !3);
         Self {
             mem,
-            mock: MockSplitQueue::create(mem, start, size),
+            mock,
             size,
+            used,
         }
     }
 
@@ -178,13 +189,18 @@ impl<'a> TestQueue<'a> {
 
     /// Guest address of the used ring.
     pub fn used_addr(&self) -> GuestAddress {
-        self.mock.used_addr()
+        self.used
     }
 
     /// A device-side `Queue` for this layout, ready, as a driver would have
     /// configured it through the transport.
     pub fn create_queue(&self) -> Queue {
-        self.mock.create_queue().expect("queue")
+        let mut q: Queue = self.mock.create_queue().expect("queue");
+        q.set_used_ring_address(
+            Some((self.used.0 & 0xffff_ffff) as u32),
+            Some((self.used.0 >> 32) as u32),
+        );
+        q
     }
 
     /// Writes descriptor `index` verbatim (`flags` as VRING_DESC_F_*), for
@@ -252,12 +268,17 @@ impl<'a> TestQueue<'a> {
 
     /// The used ring's `idx` field.
     pub fn used_idx(&self) -> u16 {
-        u16::from_le(self.mock.used().idx().load())
+        self.mem
+            .read_obj::<u16>(GuestAddress(self.used.0 + 2))
+            .map(u16::from_le)
+            .expect("used ring in memory")
     }
 
     /// Overwrites the used ring's `idx` field, to start a test near a wrap.
     pub fn set_used_idx(&self, idx: u16) {
-        self.mock.used().idx().store(u16::to_le(idx));
+        self.mem
+            .write_obj(u16::to_le(idx), GuestAddress(self.used.0 + 2))
+            .expect("used ring in memory");
     }
 
     /// The used ring's flags (bit 0: VRING_USED_F_NO_NOTIFY).
@@ -271,14 +292,14 @@ impl<'a> TestQueue<'a> {
     /// `(id, len)` of the used ring element written `n`-th (counted from 0
     /// since the queue started, wrapping like the ring does).
     pub fn used_elem(&self, n: u16) -> (u32, u32) {
-        let elem = self
-            .mock
-            .used()
-            .ring()
-            .ref_at(usize::from(n % self.size))
-            .expect("ring slot")
-            .load();
-        (elem.id(), elem.len())
+        let at = self.used.0 + 4 + 8 * u64::from(n % self.size);
+        let read = |a: u64| {
+            self.mem
+                .read_obj::<u32>(GuestAddress(a))
+                .map(u32::from_le)
+                .expect("used ring in memory")
+        };
+        (read(at), read(at + 4))
     }
 }
 
