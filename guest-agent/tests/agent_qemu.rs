@@ -573,9 +573,15 @@ mod tests {
     fn terminal_process_gets_a_pty_and_stdin() {
         let mut vm = Vm::boot();
         vm.hello();
-        let mut p = process(&["sh", "-c", "tty; read line; echo \"got $line\""]);
+        let mut p = process(&[
+            "sh",
+            "-c",
+            "tty; echo x > /f; read line; echo \"got $line\"",
+        ]);
         p.terminal = true;
         let mut c = container(p);
+        // A read-only root: the mounts still go on (their points exist).
+        c.root.readonly = true;
         c.mounts
             .push(mount("/dev", "tmpfs", &["nosuid", "mode=755"]));
         c.mounts.push(mount(
@@ -596,6 +602,10 @@ mod tests {
         let out = vm.seen.out(0);
         assert!(out.contains("/dev/pts/0\r\n"), "terminal output {out:?}");
         assert!(out.contains("got typed\r\n"), "terminal output {out:?}");
+        assert!(
+            out.contains("Read-only file system"),
+            "terminal output {out:?}"
+        );
         assert!(
             vm.seen.err(0).is_empty(),
             "a terminal has no separate stderr"
