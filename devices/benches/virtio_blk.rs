@@ -116,15 +116,11 @@ fn through_device(image: &std::path::Path, offs: &[u64], size: u32) -> Duration 
         spent += t.elapsed();
         done = done.wrapping_add(batch.len() as u16);
         assert_eq!(q.used_idx(), done, "every request completed");
-        for i in 0..batch.len() {
+        for (i, off) in batch.iter().enumerate() {
             let status: u8 = mem
                 .read_obj(GuestAddress(STATUS_AT + i as u64))
                 .expect("status");
-            assert_eq!(
-                status, 0,
-                "request {i} of batch {b} at offset {} failed",
-                batch[i]
-            );
+            assert_eq!(status, 0, "request {i} of batch {b} at offset {off} failed");
         }
     }
     spent
