@@ -15,8 +15,10 @@ step() { echo "[test] $*" >&2; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy -D warnings"
-cargo clippy --quiet --workspace --all-targets -- -D warnings
+cargo clippy --quiet --workspace --all-targets --all-features -- -D warnings
 step "cargo build (binaries the integration tests drive)"
 cargo build --quiet --workspace --bins
 step "cargo test"
 cargo test --workspace -- --test-threads=2
+step "fuzzing the virtio device parsers (bounded: 20 s a target)"
+bash devices/fuzz/run.sh 20
