@@ -492,6 +492,7 @@ pub fn connect_agent(
     deadline: Instant,
     vm_running: &mut dyn FnMut() -> bool,
 ) -> Result<UnixStream, BackendError> {
+    let mut pause = Duration::from_millis(5);
     loop {
         let attempt = match channel {
             AgentChannel::Serial { socket } => {
@@ -509,7 +510,11 @@ pub fn connect_agent(
         if Instant::now() >= deadline {
             return Err(BackendError::Connect(format!("timed out ({last})")));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // The socket appears within milliseconds, the agent after the guest
+        // booted: start fast, then back off (each vsock attempt costs the
+        // VMM a connection).
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 

@@ -45,8 +45,8 @@ use crate::sys;
 
 /// How long an agent request (start, exec, ps) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// After the container's process exited, how long the agent gets to power
-/// the guest off before it is asked to, and then before the VM is killed.
+/// After the container's process exited and the agent was told to power
+/// the guest off, how long before the VM is killed.
 const POWEROFF_GRACE: Duration = Duration::from_secs(10);
 /// Signals the sandbox forwards to the container's process.
 const FORWARDED: &[i32] = &[
@@ -610,40 +610,29 @@ impl Shared {
         }
     }
 
-    /// The agent powers the guest off when the container's process ends; if
-    /// it does not, ask it, then kill the VM.
+    /// The container's process has exited: the agent waits for `Shutdown`
+    /// to reset the guest (it gives up waiting after a second by itself).
+    /// If the VM is still there after a grace period, it is killed.
     fn poweroff_watchdog(&self) {
-        for step in 0..2 {
-            let deadline = Instant::now() + POWEROFF_GRACE;
-            let mut inner = lock(&self.inner);
-            while !inner.vm_exited {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                inner = self
-                    .changed
-                    .wait_timeout(inner, left)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
-            if inner.vm_exited {
-                return;
-            }
-            drop(inner);
-            if step == 0 {
-                log::warn!(
-                    "container {}: the guest did not power off; asking the agent",
-                    self.dir.id
-                );
-                let _ = self.agent.send(Message::Shutdown);
-            } else {
+        let _ = self.agent.send(Message::Shutdown);
+        let deadline = Instant::now() + POWEROFF_GRACE;
+        let mut inner = lock(&self.inner);
+        while !inner.vm_exited {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(inner);
                 log::warn!(
                     "container {}: the guest did not power off; killing the VM",
                     self.dir.id
                 );
                 self.terminate(STATUS_UNKNOWN);
+                return;
             }
+            inner = self
+                .changed
+                .wait_timeout(inner, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 

@@ -1,0 +1,283 @@
+//! Helpers shared by runm's integration tests: running the `runm` binary with
+//! a private `--root` and bounded time, building bundles, and looking for
+//! processes a container left behind.
+
+// Each test file uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The runm binary under test.
+pub const RUNM: &str = env!("CARGO_BIN_EXE_runm");
+
+/// What a finished runm invocation left.
+#[derive(Debug)]
+pub struct Out {
+    /// Exit status (128 + signal if killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Out {
+    /// Panics unless the exit status is 0.
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "runm failed: {self:?}");
+        self
+    }
+
+    /// Panics unless runm failed with exactly one `runm: ` error line containing `needle`.
+    pub fn fails_with(self, needle: &str) -> Self {
+        assert_ne!(self.code, 0, "runm should have failed: {self:?}");
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| {
+                l.starts_with("runm: ")
+                    && !l.starts_with("runm: warning: ")
+                    && !l.contains(": backend ")
+            })
+            .collect();
+        assert_eq!(errors.len(), 1, "one error line expected: {self:?}");
+        assert!(
+            errors[0].contains(needle),
+            "error should mention {needle:?}: {self:?}"
+        );
+        self
+    }
+}
+
+/// A runm with its own temporary root and environment.
+pub struct Runm {
+    /// Keeps the temporary directory (root and scratch files) alive.
+    pub tmp: tempfile::TempDir,
+    /// The `--root`.
+    pub root: PathBuf,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// How long one invocation may take.
+    pub timeout: Duration,
+}
+
+impl Runm {
+    /// A fresh root under a new temporary directory.
+    pub fn new() -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("runm-test-")
+            .tempdir()
+            .unwrap();
+        let root = tmp.path().join("root");
+        Runm {
+            tmp,
+            root,
+            env: Vec::new(),
+            timeout: Duration::from_secs(240),
+        }
+    }
+
+    /// Sets an environment variable for every invocation.
+    pub fn with_env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.env
+            .push((k.into(), v.as_ref().to_string_lossy().into_owned()));
+        self
+    }
+
+    /// The command, with `--root`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(RUNM);
+        c.arg("--root").arg(&self.root).args(args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs runm to completion (bounded) with stdin closed and stdout/stderr
+    /// captured through files: a container's sandbox inherits them and may
+    /// keep writing after runm returned, which pipes would make us wait for.
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.run_cmd(self.command(args))
+    }
+
+    /// As [`Runm::run`], for a prepared command.
+    pub fn run_cmd(&self, mut cmd: Command) -> Out {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let out_path = self.tmp.path().join(format!("out.{n}"));
+        let err_path = self.tmp.path().join(format!("err.{n}"));
+        cmd.stdin(Stdio::null())
+            .stdout(fs::File::create(&out_path).unwrap())
+            .stderr(fs::File::create(&err_path).unwrap());
+        let mut child = cmd.spawn().expect("runm runs");
+        let code = wait_bounded(&mut child, self.timeout)
+            .unwrap_or_else(|| panic!("runm {cmd:?} did not finish in {:?}", self.timeout));
+        Out {
+            code,
+            stdout: fs::read_to_string(&out_path).unwrap_or_default(),
+            stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+        }
+    }
+
+    /// `runm state ID` as JSON.
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        let out = self.run(&["state", id]).ok();
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("state JSON: {e}: {out:?}"))
+    }
+
+    /// Waits until `runm state ID` says `status`.
+    pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> serde_json::Value {
+        let until = Instant::now() + timeout;
+        loop {
+            let st = self.state(id);
+            if st["status"] == status {
+                return st;
+            }
+            assert!(Instant::now() < until, "{id} never became {status}: {st}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Entries left under the root (container directories).
+    pub fn leftovers(&self) -> Vec<String> {
+        match fs::read_dir(&self.root) {
+            Ok(d) => d
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Host processes whose command line mentions this root (runm sandboxes,
+    /// exec relays and VM processes all do), waiting up to `grace` for them
+    /// to go away.
+    pub fn processes(&self, grace: Duration) -> Vec<String> {
+        let needle = self.root.to_string_lossy().into_owned();
+        let until = Instant::now() + grace;
+        loop {
+            let found = processes_mentioning(&needle);
+            if found.is_empty() || Instant::now() >= until {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Asserts that nothing of any container remains: no directory under the
+    /// root, no process.
+    pub fn assert_clean(&self) {
+        assert_eq!(
+            self.leftovers(),
+            Vec::<String>::new(),
+            "state left under the root"
+        );
+        assert_eq!(
+            self.processes(Duration::from_secs(10)),
+            Vec::<String>::new(),
+            "processes left"
+        );
+    }
+}
+
+impl Drop for Runm {
+    /// Kills whatever a failed test left running (by pid, only processes
+    /// that name this test's root).
+    fn drop(&mut self) {
+        let needle = self.root.to_string_lossy().into_owned();
+        for p in processes_mentioning(&needle) {
+            if let Some(pid) = p.split(' ').next().and_then(|s| s.parse::<i32>().ok()) {
+                // SAFETY: kill(2) on a pid we just found; no memory involved.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Waits for `child` at most `timeout`; kills it on timeout (returns None).
+pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let until = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            use std::os::unix::process::ExitStatusExt;
+            return Some(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)));
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `pid cmdline` of every live process (not zombies) whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) {
+            found.push(format!("{pid} {cmd}"));
+        }
+    }
+    found
+}
+
+/// Writes a bundle at `dir`: `config.json` from `runm spec`, made
+/// non-interactive (no terminal, writable root, `PATH=/bin`) with `args`,
+/// then passed to `edit`; `rootfs/` with a few files (and busybox if `busybox`).
+pub fn bundle(dir: &Path, args: &[&str], busybox: bool, edit: impl FnOnce(&mut serde_json::Value)) {
+    fs::create_dir_all(dir.join("rootfs")).unwrap();
+    let _ = fs::remove_file(dir.join("config.json"));
+    let out = Command::new(RUNM)
+        .arg("spec")
+        .arg("--bundle")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "runm spec: {out:?}");
+    let path = dir.join("config.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    c["process"]["terminal"] = false.into();
+    c["process"]["args"] = serde_json::json!(args);
+    c["process"]["env"] = serde_json::json!(["PATH=/bin", "HOME=/"]);
+    c["root"]["readonly"] = false.into();
+    edit(&mut c);
+    fs::write(&path, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    let rootfs = dir.join("rootfs");
+    for d in ["bin", "dev", "proc", "sys", "tmp", "etc"] {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+    if busybox {
+        let bb = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox (busybox-static) is needed for these tests");
+        fs::copy(bb, rootfs.join("bin/busybox")).unwrap();
+        let list = Command::new(bb).arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" && !applet.is_empty() {
+                let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+            }
+        }
+    }
+}

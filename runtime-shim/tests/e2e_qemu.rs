@@ -1,0 +1,532 @@
+//! runm end to end: busybox bundles run in real microVMs with the real guest
+//! agent, under the QEMU backend (`--hypervisor qemu`: software emulation
+//! where KVM cannot run guest user space, as on PVM hosts; KVM elsewhere).
+//!
+//! The guest kernel and the agent initramfs come from `$RUNM_KERNEL` and
+//! `$RUNM_INITRD`, else from the project's build scripts
+//! (`guest-kernel-config/build.sh`, `guest-agent/build-initramfs.sh`), which
+//! cache their results (the first kernel build takes minutes). Needs
+//! `qemu-system-x86_64`, `mkfs.ext4` and a static busybox. Tests run one at a
+//! time (each boots at least one emulated machine); every runm call and wait
+//! is bounded, and whatever a failed test leaves running is killed by pid.
+
+mod common;
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::{Mutex, MutexGuard, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use crate::common::{bundle, Runm};
+
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    }
+
+    /// The last stdout line of a build script.
+    fn script_output(script: &str) -> String {
+        let out = Command::new("bash")
+            .arg(repo().join(script))
+            .output()
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+        assert!(
+            out.status.success(),
+            "{script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// (kernel, initramfs), built once per test run.
+    fn guest_images() -> &'static (PathBuf, PathBuf) {
+        static IMAGES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+        IMAGES.get_or_init(|| {
+            let kernel = std::env::var_os("RUNM_KERNEL")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(script_output("guest-kernel-config/build.sh")).join("vmlinux")
+                });
+            let initrd = std::env::var_os("RUNM_INITRD")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(script_output("guest-agent/build-initramfs.sh")));
+            assert!(kernel.is_file(), "no guest kernel at {}", kernel.display());
+            assert!(
+                initrd.is_file(),
+                "no agent initramfs at {}",
+                initrd.display()
+            );
+            (kernel, initrd)
+        })
+    }
+
+    /// A runm for VM tests, holding the one-at-a-time lock.
+    fn vm_runm() -> (MutexGuard<'static, ()>, Runm) {
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let (k, i) = guest_images();
+        let r = Runm::new()
+            .with_env("RUNM_KERNEL", k)
+            .with_env("RUNM_INITRD", i)
+            .with_env("RUNM_BOOT_TIMEOUT", "180");
+        (guard, r)
+    }
+
+    fn s(p: &Path) -> &str {
+        p.to_str().unwrap()
+    }
+
+    #[test]
+    fn run_prints_what_the_workload_prints_and_exits_with_its_status() {
+        let (_g, r) = vm_runm();
+        let b = r.tmp.path().join("b");
+        bundle(
+            &b,
+            &[
+                "sh",
+                "-c",
+                "echo hello from the guest; echo to-stderr >&2; exit 7",
+            ],
+            true,
+            |_| {},
+        );
+        let out = r.run(&["--hypervisor", "qemu", "run", "r1", "--bundle", s(&b)]);
+        assert_eq!(out.code, 7, "{out:?}");
+        assert_eq!(out.stdout, "hello from the guest\n", "{out:?}");
+        assert!(out.stderr.contains("to-stderr\n"), "{out:?}");
+        let said: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains("backend qemu"))
+            .collect();
+        assert_eq!(said.len(), 1, "{out:?}");
+        r.assert_clean();
+        // A clean exit is 0.
+        bundle(&b, &["true"], true, |_| {});
+        r.run(&["--hypervisor", "qemu", "run", "r2", "--bundle", s(&b)])
+            .ok();
+        r.assert_clean();
+    }
+
+    #[test]
+    fn env_cwd_user_groups_rlimits_and_hostname_follow_config_json() {
+        let (_g, r) = vm_runm();
+        let b = r.tmp.path().join("b");
+        let script = "echo \"FOO=$FOO\"; pwd; id -u; id -g; id -G; hostname; ulimit -n; cat /proc/self/status | grep NoNewPrivs";
+        bundle(&b, &["sh", "-c", script], true, |c| {
+            c["process"]["env"] = serde_json::json!(["PATH=/bin", "FOO=bar baz"]);
+            c["process"]["cwd"] = "/tmp".into();
+            c["process"]["user"] =
+                serde_json::json!({"uid": 1000, "gid": 100, "additionalGids": [10, 20]});
+            c["process"]["rlimits"] =
+                serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 512}]);
+            c["process"]["noNewPrivileges"] = true.into();
+            c["hostname"] = "box".into();
+        });
+        let out = r
+            .run(&["--hypervisor", "qemu", "run", "cfg", "--bundle", s(&b)])
+            .ok();
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(
+            lines,
+            vec![
+                "FOO=bar baz",
+                "/tmp",
+                "1000",
+                "100",
+                "100 10 20",
+                "box",
+                "512",
+                "NoNewPrivs:\t1"
+            ],
+            "{out:?}"
+        );
+        r.assert_clean();
+    }
+
+    #[test]
+    fn stdin_reaches_the_workload() {
+        let (_g, r) = vm_runm();
+        let b = r.tmp.path().join("b");
+        bundle(
+            &b,
+            &["sh", "-c", "read line; echo \"got $line\"; cat | wc -l"],
+            true,
+            |_| {},
+        );
+        let input = r.tmp.path().join("input");
+        fs::write(&input, "first\na\nb\nc\n").unwrap();
+        let mut cmd = r.command(&["--hypervisor", "qemu", "run", "in1", "--bundle", s(&b)]);
+        let out_path = r.tmp.path().join("stdin.out");
+        cmd.stdin(fs::File::open(&input).unwrap())
+            .stdout(fs::File::create(&out_path).unwrap());
+        let mut child = cmd.spawn().unwrap();
+        let code = crate::common::wait_bounded(&mut child, Duration::from_secs(240));
+        assert_eq!(code, Some(0));
+        assert_eq!(fs::read_to_string(&out_path).unwrap(), "got first\n3\n");
+        r.assert_clean();
+    }
+
+    #[test]
+    fn lifecycle_create_start_exec_kill_delete_with_bad_inputs_on_the_way() {
+        let (_g, r) = vm_runm();
+        let b = r.tmp.path().join("b");
+        bundle(
+            &b,
+            &[
+                "sh",
+                "-c",
+                "trap 'echo got-term; exit 0' TERM; echo ready; sleep 1000 & wait",
+            ],
+            true,
+            |c| c["annotations"] = serde_json::json!({"purpose": "lifecycle"}),
+        );
+        let pid_file = r.tmp.path().join("c1.pid");
+        let out = r.run(&[
+            "--hypervisor",
+            "qemu",
+            "create",
+            "c1",
+            "--bundle",
+            s(&b),
+            "--pid-file",
+            s(&pid_file),
+        ]);
+        let out = out.ok();
+        assert!(out.stdout.is_empty(), "nothing runs before start: {out:?}");
+
+        let st = r.state("c1");
+        assert_eq!(st["ociVersion"], "1.2.0");
+        assert_eq!(st["id"], "c1");
+        assert_eq!(st["status"], "created");
+        assert_eq!(st["bundle"], s(&fs::canonicalize(&b).unwrap()));
+        assert_eq!(st["annotations"]["purpose"], "lifecycle");
+        let pid = st["pid"].as_i64().unwrap();
+        assert!(pid > 0);
+        assert_eq!(
+            fs::read_to_string(&pid_file).unwrap().trim(),
+            pid.to_string()
+        );
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "the container's pid is a live process"
+        );
+
+        // Bad inputs while it is created.
+        r.run(&["--hypervisor", "qemu", "create", "c1", "--bundle", s(&b)])
+            .fails_with("container 'c1' already exists");
+        r.run(&["create", "../x", "--bundle", s(&b)])
+            .fails_with("invalid container id '../x'");
+        assert_eq!(
+            r.state("c1")["status"],
+            "created",
+            "refused commands change nothing"
+        );
+
+        r.run(&["start", "c1"]).ok();
+        let st = r.state("c1");
+        assert_eq!(st["status"], "running");
+        assert_eq!(st["pid"].as_i64().unwrap(), pid);
+        r.run(&["start", "c1"])
+            .fails_with("container 'c1' is running");
+        r.run(&["delete", "c1"])
+            .fails_with("container 'c1' is running: cannot delete it");
+        r.run(&["kill", "c1", "NOPE"])
+            .fails_with("unknown signal 'NOPE'");
+
+        let out = r.run(&[
+            "exec",
+            "c1",
+            "--",
+            "sh",
+            "-c",
+            "echo exec-out; echo exec-err >&2; exit 3",
+        ]);
+        assert_eq!(out.code, 3, "{out:?}");
+        assert_eq!(out.stdout, "exec-out\n");
+        assert!(out.stderr.contains("exec-err"), "{out:?}");
+        let out = r
+            .run(&[
+                "exec",
+                "--env",
+                "X=y",
+                "--cwd",
+                "/etc",
+                "c1",
+                "sh",
+                "-c",
+                "echo $X; pwd",
+            ])
+            .ok();
+        assert_eq!(out.stdout, "y\n/etc\n");
+
+        let out = r.run(&["ps", "c1", "--format", "json"]).ok();
+        let pids: Vec<u32> = serde_json::from_str(out.stdout.trim()).unwrap();
+        assert!(!pids.is_empty(), "{out:?}");
+        let list = r.run(&["list", "--format", "json"]).ok();
+        let l: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+        assert_eq!(l[0]["id"], "c1");
+        assert_eq!(l[0]["status"], "running");
+
+        r.run(&["kill", "c1", "SIGTERM"]).ok();
+        let st = r.wait_status("c1", "stopped", Duration::from_secs(60));
+        assert_eq!(st["pid"], 0);
+        r.run(&["kill", "c1", "KILL"])
+            .fails_with("container 'c1' is stopped");
+        r.run(&["start", "c1"])
+            .fails_with("container 'c1' is stopped");
+        r.run(&["exec", "c1", "true"]).fails_with("is stopped");
+        r.run(&["delete", "c1"]).ok();
+        r.run(&["state", "c1"]).fails_with("does not exist");
+        r.assert_clean();
+    }
+
+    #[test]
+    fn two_containers_at_once() {
+        let (_g, r) = vm_runm();
+        let mut handles = Vec::new();
+        let r = std::sync::Arc::new(r);
+        for id in ["twin-a", "twin-b"] {
+            let b = r.tmp.path().join(id);
+            bundle(&b, &["sh", "-c", "sleep 1000 & wait"], true, |c| {
+                c["hostname"] = id.into()
+            });
+            let r = std::sync::Arc::clone(&r);
+            handles.push(std::thread::spawn(move || {
+                r.run(&[
+                    "--hypervisor",
+                    "qemu",
+                    "run",
+                    "--detach",
+                    id,
+                    "--bundle",
+                    s(&b),
+                ])
+                .ok();
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        for id in ["twin-a", "twin-b"] {
+            assert_eq!(r.state(id)["status"], "running");
+            let out = r.run(&["exec", id, "hostname"]).ok();
+            assert_eq!(out.stdout.trim(), id);
+        }
+        let pa = r.state("twin-a")["pid"].as_i64().unwrap();
+        let pb = r.state("twin-b")["pid"].as_i64().unwrap();
+        assert_ne!(pa, pb);
+        r.run(&["delete", "--force", "twin-a"]).ok();
+        assert_eq!(
+            r.state("twin-b")["status"],
+            "running",
+            "deleting one leaves the other"
+        );
+        r.run(&["delete", "twin-b", "--force"]).ok();
+        r.assert_clean();
+    }
+
+    #[test]
+    fn detached_exec_leaves_a_relay_whose_pid_is_in_the_pid_file() {
+        let (_g, r) = vm_runm();
+        let b = r.tmp.path().join("b");
+        bundle(&b, &["sh", "-c", "sleep 1000 & wait"], true, |_| {});
+        r.run(&["--hypervisor", "qemu", "run", "-d", "d1", "--bundle", s(&b)])
+            .ok();
+        let pid_file = r.tmp.path().join("exec.pid");
+        r.run(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            s(&pid_file),
+            "d1",
+            "--",
+            "sh",
+            "-c",
+            "sleep 2; exit 5",
+        ])
+        .ok();
+        let pid: i32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            String::from_utf8_lossy(&cmdline).contains("exec-relay"),
+            "pid {pid} is the relay"
+        );
+        let until = Instant::now() + Duration::from_secs(60);
+        while Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            && !fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        {
+            assert!(Instant::now() < until, "the relay outlived its process");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        r.run(&["delete", "-f", "d1"]).ok();
+        r.assert_clean();
+    }
+
+    /// Receives the pty master runm sends over the console socket.
+    fn recv_fd(sock: &UnixStream) -> OwnedFd {
+        use std::os::fd::AsRawFd;
+        let space = 64usize;
+        let mut cbuf = vec![0u8; space];
+        let mut data = [0u8; 256];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: an all-zero msghdr is valid; the pointers set below outlive recvmsg.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: recvmsg writes only into the buffers `msg` describes.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+        assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+        assert!(
+            String::from_utf8_lossy(&data[..usize::try_from(n).unwrap()]).starts_with("/dev/pts/")
+        );
+        // SAFETY: recvmsg filled the control buffer; CMSG_FIRSTHDR checks its length.
+        let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        assert!(!c.is_null());
+        // SAFETY: `c` points at a complete SCM_RIGHTS header inside `cbuf`,
+        // followed by the descriptor the kernel installed for us.
+        let fd: RawFd = unsafe {
+            assert_eq!((*c).cmsg_type, libc::SCM_RIGHTS);
+            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>())
+        };
+        // SAFETY: the descriptor is new and ours alone.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    #[test]
+    fn a_terminal_process_works_through_the_console_socket() {
+        let (_g, r) = vm_runm();
+        let b = r.tmp.path().join("b");
+        bundle(
+            &b,
+            &["sh", "-c", "tty; read x; echo \"term-ok $x\""],
+            true,
+            |c| {
+                c["process"]["terminal"] = true.into();
+            },
+        );
+        let sock_path = r.tmp.path().join("console.sock");
+        let listener = UnixListener::bind(&sock_path).unwrap();
+        let receiver = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            recv_fd(&conn)
+        });
+        r.run(&[
+            "--hypervisor",
+            "qemu",
+            "create",
+            "t1",
+            "--bundle",
+            s(&b),
+            "--console-socket",
+            s(&sock_path),
+        ])
+        .ok();
+        let master = receiver.join().unwrap();
+        let mut master = fs::File::from(master);
+        let mut writer = master.try_clone().unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        {
+            let seen = std::sync::Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = master.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        r.run(&["start", "t1"]).ok();
+        use std::io::Write;
+        writer.write_all(b"typed\r").unwrap();
+        r.wait_status("t1", "stopped", Duration::from_secs(60));
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+            if text.contains("term-ok typed") {
+                assert!(text.contains("/dev/pts/"), "tty names a pty: {text:?}");
+                break;
+            }
+            assert!(Instant::now() < until, "terminal output: {text:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r.run(&["delete", "t1"]).ok();
+        r.assert_clean();
+    }
+
+    #[test]
+    fn a_vm_that_does_not_boot_in_time_is_torn_down() {
+        let (_g, r) = vm_runm();
+        let r = r.with_env("RUNM_BOOT_TIMEOUT", "1");
+        let b = r.tmp.path().join("b");
+        bundle(&b, &["true"], true, |_| {});
+        let out = r
+            .run(&["--hypervisor", "qemu", "create", "slow", "--bundle", s(&b)])
+            .fails_with("in time");
+        assert!(out.stderr.contains("guest agent"), "{out:?}");
+        r.assert_clean();
+        // A kernel QEMU cannot load: the VM exits at once, and the error says so.
+        let bad = r.tmp.path().join("bad-kernel");
+        fs::write(&bad, "not a kernel").unwrap();
+        let r2 = Runm::new()
+            .with_env("RUNM_KERNEL", &bad)
+            .with_env("RUNM_INITRD", &guest_images().1);
+        r2.run(&["--hypervisor", "qemu", "create", "bad", "--bundle", s(&b)])
+            .fails_with("the VM exited");
+        r2.assert_clean();
+    }
+
+    #[test]
+    fn delete_force_and_kill_all_end_a_running_container() {
+        let (_g, r) = vm_runm();
+        let b = r.tmp.path().join("b");
+        bundle(
+            &b,
+            &["sh", "-c", "sleep 1000 & sleep 1000 & wait"],
+            true,
+            |_| {},
+        );
+        r.run(&["--hypervisor", "qemu", "run", "-d", "k1", "--bundle", s(&b)])
+            .ok();
+        r.run(&["kill", "--all", "k1", "KILL"]).ok();
+        r.wait_status("k1", "stopped", Duration::from_secs(60));
+        r.run(&["delete", "k1"]).ok();
+        r.assert_clean();
+        r.run(&["--hypervisor", "qemu", "run", "-d", "k2", "--bundle", s(&b)])
+            .ok();
+        assert_eq!(r.state("k2")["status"], "running");
+        r.run(&["delete", "--force", "k2"]).ok();
+        r.assert_clean();
+        // A created container is deleted without --force (its VM is torn down).
+        r.run(&["--hypervisor", "qemu", "create", "k3", "--bundle", s(&b)])
+            .ok();
+        r.run(&["delete", "k3"]).ok();
+        r.assert_clean();
+    }
+}
