@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use guest_agent::proto::{self, ContainerSpec, Frame, Message, ProcessSpec, Stream, INIT_PROCESS};
 use serde::{Deserialize, Serialize};
 
-use crate::agent_client::{self, AgentError, AgentWriter};
+use crate::agent_client::{self, AgentWriter};
 use crate::backend::{self, BackendError, Choice, GuestImages, VmSpec};
 use crate::bundle::VmSizing;
 use crate::control::{self, Request, Response};
@@ -86,23 +86,13 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
-    /// The agent failed during set-up.
-    #[error("{source}{console}")]
-    Agent {
-        /// What failed.
-        #[source]
-        source: AgentError,
-        /// The end of the guest console, for context.
-        console: String,
-    },
-    /// Connecting to the agent failed.
-    #[error("{source}{console}")]
+    /// The VM did not come up: the agent channel failed or the VM exited.
+    #[error("{what}{context}")]
     Boot {
         /// What failed.
-        #[source]
-        source: BackendError,
-        /// The end of the guest console, for context.
-        console: String,
+        what: String,
+        /// The end of the VM's own output and of the guest console.
+        context: String,
     },
     /// A system call failed.
     #[error("{what}: {source}")]
@@ -152,20 +142,35 @@ pub struct ReadyMessage {
     pub error: Option<String>,
 }
 
-/// The last lines of the guest console, as context for a boot failure.
-fn console_tail(dir: &ContainerDir) -> String {
-    let text = fs::read(dir.console_log()).unwrap_or_default();
+/// The last non-empty lines of `path`, joined, or `None`.
+fn tail(path: &Path, lines: usize) -> Option<String> {
+    let text = fs::read(path).ok()?;
     let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return String::new();
+    let all: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if all.is_empty() {
+        return None;
     }
-    let tail = &lines[lines.len().saturating_sub(5)..];
-    format!(
-        "; guest console ({}) ends with: {}",
-        dir.console_log().display(),
-        tail.join(" | ")
-    )
+    Some(all[all.len().saturating_sub(lines)..].join(" | "))
+}
+
+/// The end of the VM process's output and of the guest console, as context
+/// for a boot failure.
+fn console_tail(dir: &ContainerDir) -> String {
+    let mut out = String::new();
+    if let Some(t) = tail(&dir.vmm_log(), 3) {
+        out.push_str(&format!("; the VM process said: {t}"));
+    }
+    if let Some(t) = tail(&dir.console_log(), 5) {
+        out.push_str(&format!(
+            "; guest console ({}) ends with: {t}",
+            dir.console_log().display()
+        ));
+    }
+    out
 }
 
 /// Entry point of `runm sandbox`: returns the exit status.
@@ -220,6 +225,36 @@ pub fn report_ready(fd: &OwnedFd, result: Result<i32, &str>) {
 /// A VM child that is killed unless set-up completes.
 struct VmGuard {
     child: Option<Child>,
+}
+
+impl VmGuard {
+    /// How the VM process ended, if it did within `wait` (a VM whose
+    /// channel just failed is often on its way out).
+    fn exited(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + wait;
+        let child = self.child.as_mut()?;
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) => return Some(s),
+                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The error for a boot that failed with `what`.
+    fn boot_error(&mut self, dir: &ContainerDir, what: String) -> SandboxError {
+        let what = match self.exited(Duration::from_secs(1)) {
+            Some(status) => {
+                format!("the VM exited ({status}) before the guest agent answered ({what})")
+            }
+            None => what,
+        };
+        SandboxError::Boot {
+            what,
+            context: console_tail(dir),
+        }
+    }
 }
 
 impl Drop for VmGuard {
@@ -303,23 +338,22 @@ fn setup(dir: &ContainerDir) -> Result<Sandbox, SandboxError> {
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     };
-    let mut stream =
-        backend::connect_agent(&launch.channel, deadline, &mut vm_running).map_err(|source| {
-            SandboxError::Boot {
-                source,
-                console: console_tail(dir),
-            }
-        })?;
-    let agent_failed = |source| SandboxError::Agent {
-        source,
-        console: console_tail(dir),
+    let connected = backend::connect_agent(&launch.channel, deadline, &mut vm_running);
+    let mut stream = match connected {
+        Ok(s) => s,
+        Err(e) => return Err(guard.boot_error(dir, e.to_string())),
     };
-    let kernel = agent_client::handshake(&mut stream, deadline).map_err(agent_failed)?;
+    let kernel = match agent_client::handshake(&mut stream, deadline) {
+        Ok(k) => k,
+        Err(e) => return Err(guard.boot_error(dir, e.to_string())),
+    };
     log::info!(
         "container {}: guest agent ready, guest kernel {kernel}",
         dir.id
     );
-    agent_client::create(&mut stream, plan.container.clone(), deadline).map_err(agent_failed)?;
+    if let Err(e) = agent_client::create(&mut stream, plan.container.clone(), deadline) {
+        return Err(guard.boot_error(dir, e.to_string()));
+    }
 
     let sock = dir.control_socket();
     let _ = fs::remove_file(&sock);

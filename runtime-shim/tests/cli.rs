@@ -100,6 +100,10 @@ mod tests {
         r.run(&["start", "nope"]).fails_with("does not exist");
         r.run(&["kill", "nope"]).fails_with("does not exist");
         r.run(&["delete", "nope"]).fails_with("does not exist");
+        r.run(&["delete", "--force", "nope"]).ok();
+        // What an aborted create leaves (a directory, no state) is removed.
+        fs::create_dir_all(r.root.join("aborted")).unwrap();
+        r.run(&["delete", "--force", "aborted"]).ok();
         r.run(&["ps", "nope"]).fails_with("does not exist");
         r.run(&["exec", "nope", "true"])
             .fails_with("does not exist");

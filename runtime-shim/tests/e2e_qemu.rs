@@ -480,26 +480,68 @@ mod tests {
         r.assert_clean();
     }
 
+    /// An initramfs whose `/init` never answers the host (it sleeps).
+    fn silent_initramfs(dir: &Path) -> PathBuf {
+        let stage = dir.join("silent");
+        fs::create_dir_all(stage.join("bin")).unwrap();
+        let bb = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox");
+        fs::copy(bb, stage.join("bin/busybox")).unwrap();
+        for applet in ["sh", "sleep"] {
+            std::os::unix::fs::symlink("busybox", stage.join("bin").join(applet)).unwrap();
+        }
+        fs::write(stage.join("init"), "#!/bin/sh\nexec sleep 100000\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(stage.join("init"), fs::Permissions::from_mode(0o755)).unwrap();
+        let cpio = dir.join("silent.cpio");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cd {} && find . | cpio --quiet -o -H newc > {}",
+                stage.display(),
+                cpio.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cpio");
+        cpio
+    }
+
     #[test]
-    fn a_vm_that_does_not_boot_in_time_is_torn_down() {
+    fn a_vm_that_does_not_come_up_is_torn_down() {
         let (_g, r) = vm_runm();
-        let r = r.with_env("RUNM_BOOT_TIMEOUT", "1");
         let b = r.tmp.path().join("b");
         bundle(&b, &["true"], true, |_| {});
-        let out = r
-            .run(&["--hypervisor", "qemu", "create", "slow", "--bundle", s(&b)])
-            .fails_with("in time");
-        assert!(out.stderr.contains("guest agent"), "{out:?}");
-        r.assert_clean();
-        // A kernel QEMU cannot load: the VM exits at once, and the error says so.
+        // The guest boots but nothing answers: the boot timeout ends it.
+        let silent = silent_initramfs(r.tmp.path());
+        let r1 = Runm::new()
+            .with_env("RUNM_KERNEL", &guest_images().0)
+            .with_env("RUNM_INITRD", &silent)
+            .with_env("RUNM_BOOT_TIMEOUT", "5");
+        r1.run(&["--hypervisor", "qemu", "create", "mute", "--bundle", s(&b)])
+            .fails_with("the guest agent did not answer Hello in time");
+        r1.assert_clean();
+        // A kernel QEMU cannot load: the VM exits at once, and the error
+        // says so, with what QEMU said.
         let bad = r.tmp.path().join("bad-kernel");
         fs::write(&bad, "not a kernel").unwrap();
         let r2 = Runm::new()
             .with_env("RUNM_KERNEL", &bad)
             .with_env("RUNM_INITRD", &guest_images().1);
-        r2.run(&["--hypervisor", "qemu", "create", "bad", "--bundle", s(&b)])
+        let out = r2
+            .run(&["--hypervisor", "qemu", "create", "bad", "--bundle", s(&b)])
             .fails_with("the VM exited");
+        assert!(out.stderr.contains("the VM process said"), "{out:?}");
         r2.assert_clean();
+        // The workload cannot be started: the agent's error comes back, and
+        // the container is gone.
+        bundle(&b, &["/no/such/program"], true, |_| {});
+        let out = r.run(&["--hypervisor", "qemu", "run", "noexec", "--bundle", s(&b)]);
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(out.stderr.contains("/no/such/program"), "{out:?}");
+        r.assert_clean();
     }
 
     #[test]

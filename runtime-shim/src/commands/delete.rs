@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::commands::Ctx;
 use crate::control::{self, Request};
 use crate::error::RunmError;
-use crate::state::{ContainerDir, ContainerLock, ProcessRef, Status};
+use crate::state::{ContainerDir, ContainerLock, ProcessRef, StateError, Status};
 
 /// Waits until `p` is gone; false on timeout.
 fn wait_gone(p: &ProcessRef, timeout: Duration) -> bool {
@@ -53,8 +53,25 @@ pub fn stop_processes(dir: &ContainerDir, sandbox: Option<ProcessRef>, vm: Optio
 /// Deletes the container.
 pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<(), RunmError> {
     let dir = ctx.dir(id)?;
-    let _lock = ContainerLock::acquire(&dir)?;
-    let st = ctx.load(&dir)?;
+    // As runc: `delete --force` of a container that is not there succeeds
+    // (containerd cleans up with it after failures).
+    let _lock = match ContainerLock::acquire(&dir) {
+        Err(StateError::NotFound(_)) if force => return Ok(()),
+        other => other?,
+    };
+    let st = match ctx.load(&dir) {
+        // A directory without a state: what an aborted create left. Ours
+        // now (we hold its lock), and nothing in it runs.
+        Err(RunmError::State(StateError::NotFound(_))) => {
+            dir.remove()?;
+            return if force {
+                Ok(())
+            } else {
+                Err(StateError::NotFound(id.to_string()).into())
+            };
+        }
+        other => other?,
+    };
     if !force && !st.status.can_delete() {
         let why = if st.status == Status::Running {
             "stop it first or use --force"

@@ -1,0 +1,101 @@
+//! runm with its own VMM (`--hypervisor runm-vmm`), as far as this host's
+//! KVM lets it go:
+//! - real KVM: a busybox bundle runs end to end;
+//! - PVM KVM (guest user space cannot run): runm-vmm accepts the `vm.json`
+//!   runm writes and boots the guest kernel; the agent never answers, and
+//!   runm tears everything down with a clear error;
+//! - no KVM: runm refuses with a clear error.
+//!
+//! Uses the runm-vmm binary beside runm (`cargo build --workspace --bins`)
+//! or `$RUNM_VMM`, the guest kernel and agent initramfs as the QEMU tests do.
+
+mod common;
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use crate::common::{bundle, Runm};
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    }
+
+    fn script_output(script: &str) -> PathBuf {
+        let out = Command::new("bash")
+            .arg(repo().join(script))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn runm_vmm_backend_runs_or_explains() {
+        let kernel = std::env::var_os("RUNM_KERNEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| script_output("guest-kernel-config/build.sh").join("vmlinux"));
+        let initrd = std::env::var_os("RUNM_INITRD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| script_output("guest-agent/build-initramfs.sh"));
+        let kvm_usable = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        let pvm = Path::new("/sys/module/kvm_pvm").exists();
+        // Under PVM the guest kernel alone needs tens of seconds: stop waiting
+        // well before the agent could ever answer.
+        let boot = if pvm { "15" } else { "120" };
+        let r = Runm::new()
+            .with_env("RUNM_KERNEL", &kernel)
+            .with_env("RUNM_INITRD", &initrd)
+            .with_env("RUNM_BOOT_TIMEOUT", boot);
+        let b = r.tmp.path().join("b");
+        bundle(
+            &b,
+            &["sh", "-c", "echo hello from runm-vmm; exit 3"],
+            true,
+            |_| {},
+        );
+        let out = r.run(&[
+            "--hypervisor",
+            "runm-vmm",
+            "run",
+            "v1",
+            "--bundle",
+            b.to_str().unwrap(),
+        ]);
+        assert!(
+            !out.stderr.contains("runm-vmm not found"),
+            "build runm-vmm first (cargo build --workspace --bins): {out:?}"
+        );
+        if !kvm_usable {
+            out.fails_with("runm-vmm needs KVM");
+        } else if pvm {
+            assert!(
+                out.stderr.contains("guest user space will not run"),
+                "{out:?}"
+            );
+            // Not "the VM exited": runm-vmm took the config and was booting.
+            out.fails_with("cannot connect to the guest agent: timed out");
+        } else {
+            assert_eq!(out.code, 3, "{out:?}");
+            assert_eq!(out.stdout, "hello from runm-vmm\n");
+        }
+        r.assert_clean();
+    }
+}
