@@ -179,13 +179,9 @@ fn busybox_initramfs(dir: &Path) -> Option<PathBuf> {
         }
         data.extend_from_slice(name.as_bytes());
         data.push(0);
-        while data.len() % 4 != 0 {
-            data.push(0);
-        }
+        data.resize(data.len().next_multiple_of(4), 0);
         data.extend_from_slice(body);
-        while data.len() % 4 != 0 {
-            data.push(0);
-        }
+        data.resize(data.len().next_multiple_of(4), 0);
     };
     entry("bin", 0o040755, (0, 0), &[]);
     entry("dev", 0o040755, (0, 0), &[]);
@@ -193,9 +189,7 @@ fn busybox_initramfs(dir: &Path) -> Option<PathBuf> {
     entry("bin/busybox", 0o100755, (0, 0), &busybox);
     entry("init", 0o100755, (0, 0), init);
     entry("TRAILER!!!", 0, (0, 0), &[]);
-    while data.len() % 512 != 0 {
-        data.push(0);
-    }
+    data.resize(data.len().next_multiple_of(512), 0);
     let path = dir.join("initramfs.cpio");
     std::fs::write(&path, data).ok()?;
     Some(path)
@@ -414,10 +408,10 @@ fn mib(kb: f64) -> f64 {
 fn row(label: &str, values: &[f64], unit: &str, published: &str, peer: &str) {
     match stats::summarize(values) {
         Some(s) => println!(
-            "  {label:<34} {:>8.1} {unit:<3} {:>7.1}-{:<7.1}  {published:<20} {peer}",
+            "  {label:<40} {:>8.1} {unit:<3} {:>7.1}-{:<7.1}  {published:<20} {peer}",
             s.median, s.min, s.max
         ),
-        None => println!("  {label:<34} {:>8}", "n/a"),
+        None => println!("  {label:<40} {:>8}", "n/a"),
     }
 }
 
@@ -511,8 +505,8 @@ fn measure(o: &Options, s: &Setup) -> Result<(), String> {
     let col = |f: &dyn Fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
     println!();
     println!(
-        "  {:<34} {:>8} {:<3} {:<15}  {:<20} {}",
-        "", "median", "", "min-max", "Firecracker (pub.)", "Firecracker on this host"
+        "  {:<40} {:>8}     {:<15}  {:<20} Firecracker on this host",
+        "", "median", "min-max", "Firecracker (pub.)"
     );
     row(
         "exec -> first KVM_RUN",
@@ -564,17 +558,15 @@ fn measure(o: &Options, s: &Setup) -> Result<(), String> {
         "",
     );
     if o.boot_to_init {
-        let label = if pvm {
-            "exec -> `Run /init` [PVM-emulated, not a performance figure]"
-        } else {
-            "exec -> `Run /init`"
-        };
-        let inits = col(&|r| r.init_s.map_or(f64::NAN, |s| s * 1000.0));
+        let inits = col(&|r| r.init_s.unwrap_or(f64::NAN));
         println!();
+        if pvm {
+            println!("  [PVM-emulated, not a performance figure]");
+        }
         row(
-            label,
+            "exec -> `Run /init` on the console",
             &inits,
-            "ms",
+            "s",
             &format!("~{FC_PUBLISHED_START_TO_INIT_MS} ms"),
             PEER_FC_INIT,
         );

@@ -264,10 +264,11 @@ mod tests {
         /// all of them ended in time.
         fn stop_all(&mut self) -> bool {
             self.stop.store(true, Ordering::Release);
-            self.handles
-                .iter_mut()
-                .map(|h| h.stop_and_join(Duration::from_secs(2)))
-                .fold(true, |a, b| a && b)
+            let mut all = true;
+            for h in &mut self.handles {
+                all &= h.stop_and_join(Duration::from_secs(2));
+            }
+            all
         }
     }
 
@@ -358,7 +359,7 @@ mod tests {
         code.extend([0x66, 0xef]); // out dx, eax
         code.push(HLT);
         let tiny = TinyVm::new(&code);
-        assert!(
+        const _: () = assert!(
             MMIO_BASE >= MEM_MIB << 20,
             "the device sits outside guest RAM"
         );
