@@ -99,9 +99,16 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        // Without a log file, routine records stay quiet unless --debug: stderr
-        // is for people, who get the notices and errors as `runm:` lines.
+        // Without a log file, stderr is for people: warnings and errors as
+        // `runm:` lines, routine records only with --debug.
         if self.file.is_none() && self.level < log::LevelFilter::Debug {
+            if self.stderr_notices {
+                match record.level() {
+                    log::Level::Error => eprintln!("runm: {}", record.args()),
+                    log::Level::Warn => eprintln!("runm: warning: {}", record.args()),
+                    _ => {}
+                }
+            }
             return;
         }
         let level = match record.level() {
