@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::interrupt::VirtioInterrupt;
@@ -65,6 +65,27 @@ pub struct ActivateContext {
     pub queues: Vec<Queue>,
     /// One notification eventfd per queue (KVM ioeventfds on QueueNotify).
     pub queue_evts: Vec<EventFd>,
+}
+
+impl ActivateContext {
+    /// Checks that the driver set up exactly `count` queues, each with its
+    /// eventfd, each ready and inside guest memory. Every device starts its
+    /// `activate` with this, so a bad setup is refused the same way everywhere.
+    pub fn check_queues(&self, device: &str, count: usize) -> Result<(), ActivateError> {
+        if self.queues.len() != count || self.queue_evts.len() != count {
+            return Err(ActivateError::BadQueues(format!(
+                "{device} needs {count} queues with their eventfds, got {} and {}",
+                self.queues.len(),
+                self.queue_evts.len()
+            )));
+        }
+        if let Some(i) = self.queues.iter().position(|q| !q.is_valid(&self.mem)) {
+            return Err(ActivateError::BadQueues(format!(
+                "{device}: queue {i} is not ready or lies outside guest memory"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Why a device could not be activated.

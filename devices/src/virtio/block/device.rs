@@ -297,14 +297,7 @@ impl VirtioDevice for Block {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        match ctx.queues.first() {
-            Some(q) if q.ready() => {}
-            _ => {
-                return Err(ActivateError::BadQueues(
-                    "the request queue is not ready".into(),
-                ))
-            }
-        }
+        ctx.check_queues(&format!("virtio-blk {}", self.id), 1)?;
         self.queue_broken = false;
         self.activation.activate(ctx)
     }

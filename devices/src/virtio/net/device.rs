@@ -572,20 +572,7 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        if ctx.queues.len() != 2 || ctx.queue_evts.len() != 2 {
-            return Err(ActivateError::BadQueues(format!(
-                "net {} needs 2 queues and 2 eventfds, got {} and {}",
-                self.id,
-                ctx.queues.len(),
-                ctx.queue_evts.len()
-            )));
-        }
-        if let Some(i) = ctx.queues.iter().position(|q| !q.is_valid(&ctx.mem)) {
-            return Err(ActivateError::BadQueues(format!(
-                "net {}: queue {i} is not ready or lies outside guest memory",
-                self.id
-            )));
-        }
+        ctx.check_queues(&format!("virtio-net {}", self.id), 2)?;
         // A frame kept for an earlier activation's buffers is stale.
         self.rx_pending = None;
         self.activation.activate(ctx)

@@ -221,14 +221,7 @@ impl VirtioDevice for Rng {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        match ctx.queues.first() {
-            Some(q) if q.ready() => {}
-            _ => {
-                return Err(ActivateError::BadQueues(
-                    "the request queue is not ready".into(),
-                ))
-            }
-        }
+        ctx.check_queues(&format!("virtio-rng {}", self.id), 1)?;
         self.queue_broken = false;
         self.activation.activate(ctx)
     }

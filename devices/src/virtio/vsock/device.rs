@@ -371,12 +371,7 @@ impl VirtioDevice for Vsock {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        if ctx.queues.len() != QUEUE_SIZES.len() {
-            return Err(ActivateError::BadQueues(format!(
-                "vsock needs 3 queues, got {}",
-                ctx.queues.len()
-            )));
-        }
+        ctx.check_queues("virtio-vsock", QUEUE_SIZES.len())?;
         // Activating again without a reset: the old connections go.
         if self.activation.is_active() {
             self.reset_pending = true;
