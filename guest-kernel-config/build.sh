@@ -53,6 +53,12 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
 
+# One build at a time per cache: concurrent callers (parallel tests, two
+# shells) wait here and then find the result cached.
+mkdir -p "$cache"
+exec 9>"$cache/.build.lock"
+flock 9
+
 srcver=$(dpkg-query -W -f '${Version}' linux-source-6.12 2>/dev/null || stat -c %s "$tarball")
 key=$( { echo "$srcver"; echo "$flavor"; cat "${fragments[@]}" "$here"/patches/*.patch "$here/build.sh"; } | sha256sum | cut -c1-16)
 out="$cache/kernel/$flavor-$key"
