@@ -14,6 +14,8 @@ packages=(
     busybox-static cpio e2fsprogs erofs-utils qemu-system-x86
     # the container column of the comparisons, and tap/netns tests
     runc iproute2
+    # containerd drives runm through its runc shim (tests/tests/containerd.rs)
+    containerd
 )
 missing=()
 for p in "${packages[@]}"; do

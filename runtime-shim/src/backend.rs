@@ -334,6 +334,8 @@ pub struct Launch {
     pub args: Vec<OsString>,
     /// Where the agent is.
     pub channel: AgentChannel,
+    /// How the VM is paused and resumed.
+    pub control: crate::vmctl::VmControl,
 }
 
 /// What the VM is made of.
@@ -377,6 +379,9 @@ pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launc
             channel: AgentChannel::Serial {
                 socket: vm.dir.agent_socket(),
             },
+            control: crate::vmctl::VmControl::Qmp {
+                socket: vm.dir.qmp_socket(),
+            },
         }),
         Hypervisor::RunmVmm => {
             let path = vm.dir.vm_config();
@@ -393,6 +398,8 @@ pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launc
                     socket: vm.dir.vsock_socket(),
                     port: guest_agent::proto::AGENT_VSOCK_PORT,
                 },
+                // runm-vmm has no control API (yet): the process is stopped.
+                control: crate::vmctl::VmControl::Signals,
             })
         }
     }
@@ -401,7 +408,7 @@ pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launc
 /// QEMU's arguments: a microvm with the root image on virtio-blk and the
 /// agent on a virtio-serial port. `acpi=off`: the guest kernel has no ACPI,
 /// and only without it does QEMU announce the virtio-mmio devices on the
-/// kernel command line.
+/// kernel command line. The QMP monitor socket is for pause and resume.
 pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
     let dir = vm.dir;
     let (accel, cpu) = match accel {
@@ -417,6 +424,9 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
     serial.push(dir.console_log());
     let mut chardev = OsString::from("socket,id=agent,server=on,wait=off,path=");
     chardev.push(escape_qemu_opt(&dir.agent_socket()));
+    let mut qmp = OsString::from("unix:");
+    qmp.push(escape_qemu_opt(&dir.qmp_socket()));
+    qmp.push(",server=on,wait=off");
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
     for s in [
@@ -461,6 +471,8 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
         )
         .into(),
     );
+    a.push("-qmp".into());
+    a.push(qmp);
     a
 }
 
@@ -639,7 +651,8 @@ mod tests {
              -drive id=root,format=raw,if=none,file=/run/runm/c1/rootfs.img,readonly=on \
              -device virtio-serial-device \
              -chardev socket,id=agent,server=on,wait=off,path=/run/runm/c1/agent.sock \
-             -device virtserialport,chardev=agent,name=runm.agent"
+             -device virtserialport,chardev=agent,name=runm.agent \
+             -qmp unix:/run/runm/c1/qmp.sock,server=on,wait=off"
         );
         let kvm: Vec<String> = qemu_args(Accel::Kvm, &vm)
             .into_iter()

@@ -9,6 +9,9 @@
 //!   mqueue, cgroup as cgroup2, ...) done inside the guest,
 //!   `linux.resources.memory.limit` (guest RAM) and `linux.resources.cpu`
 //!   quota/period (vCPUs), `annotations` (and runm's own `io.runm.*`);
+//!   `linux.cgroupsPath` with the memory limit and CPU quota, period and
+//!   shares are also applied on the host, to the sandbox and VM processes
+//!   (`create` does that with [`crate::cgroup`], or warns where it cannot);
 //! - refused with an error: bind mounts and other mounts of host paths, and
 //!   joining existing namespaces (`linux.namespaces[].path`): a VM cannot
 //!   share them with the host, and pretending would give the workload
@@ -16,7 +19,7 @@
 //! - accepted with a warning: in-guest hardening and host-side accounting
 //!   runm does not apply (capabilities, seccomp, AppArmor/SELinux labels,
 //!   masked/read-only paths, device lists and cgroup rules, id mappings,
-//!   sysctls, hooks, other resource limits, cgroupsPath, ...). None of them
+//!   sysctls, hooks, other resource limits, ...). None of them
 //!   weakens isolation from the host: the workload has its own kernel, and
 //!   the VM is a stronger boundary than what each of these adds to runc. They
 //!   do weaken isolation *inside* the VM (between processes of the same
@@ -43,6 +46,9 @@ pub const MAX_VCPUS: u8 = 254;
 pub const ANNOTATION_MEMORY: &str = "io.runm.vm.memory_mib";
 /// Annotation overriding the vCPU count.
 pub const ANNOTATION_VCPUS: &str = "io.runm.vm.vcpus";
+/// Annotation overriding the memory the VM process may use on the host
+/// beyond guest RAM (MiB), added to the host cgroup's memory limit.
+pub const ANNOTATION_HOST_OVERHEAD: &str = "io.runm.vm.host_overhead_mib";
 /// Annotation choosing the hypervisor (`runm-vmm`, `qemu`, `auto`).
 pub const ANNOTATION_HYPERVISOR: &str = "io.runm.hypervisor";
 /// The root file system's device inside the guest (the first virtio-blk disk).
@@ -127,6 +133,41 @@ pub struct ContainerPlan {
     pub annotations: BTreeMap<String, String>,
     /// Configuration runm accepts but does not apply (see the module docs).
     pub ignored: Vec<String>,
+    /// `linux.cgroupsPath`, if given and not empty.
+    pub cgroups_path: Option<String>,
+    /// What of `linux.resources` can also be applied on the host.
+    pub host: HostResources,
+}
+
+/// The part of `linux.resources` runm applies to the host cgroup of the
+/// sandbox and VM (as given; `create` turns it into host limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostResources {
+    /// `memory.limit` (bytes; positive only).
+    pub memory_limit: Option<u64>,
+    /// `cpu.shares`.
+    pub cpu_shares: Option<u64>,
+    /// `cpu.quota` (microseconds per period; positive only).
+    pub cpu_quota: Option<i64>,
+    /// `cpu.period` (microseconds).
+    pub cpu_period: Option<u64>,
+}
+
+impl HostResources {
+    /// Reads them from `linux.resources`.
+    pub fn of(r: Option<&oci_spec::runtime::LinuxResources>) -> Self {
+        let mem = r.and_then(|r| r.memory().as_ref());
+        let cpu = r.and_then(|r| r.cpu().as_ref());
+        HostResources {
+            memory_limit: mem
+                .and_then(|m| m.limit())
+                .and_then(|l| u64::try_from(l).ok())
+                .filter(|l| *l > 0),
+            cpu_shares: cpu.and_then(|c| c.shares()).filter(|s| *s > 0),
+            cpu_quota: cpu.and_then(|c| c.quota()).filter(|q| *q > 0),
+            cpu_period: cpu.and_then(|c| c.period()).filter(|p| *p > 0),
+        }
+    }
 }
 
 /// Reads `<bundle>/config.json` and maps it; checks the root file system exists.
@@ -252,6 +293,13 @@ pub fn plan(
         hypervisor,
         annotations,
         ignored: ignored_fields(raw),
+        cgroups_path: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| !p.is_empty()),
+        host: HostResources::of(spec.linux().as_ref().and_then(|l| l.resources().as_ref())),
     })
 }
 
@@ -427,7 +475,6 @@ const NOT_APPLIED: &[&str] = &[
     "/linux/timeOffsets",
     "/linux/memoryPolicy",
     "/linux/netDevices",
-    "/linux/cgroupsPath",
     "/linux/resources/devices",
     "/linux/resources/pids",
     "/linux/resources/blockIO",
@@ -441,7 +488,6 @@ const NOT_APPLIED: &[&str] = &[
     "/linux/resources/memory/kernelTCP",
     "/linux/resources/memory/swappiness",
     "/linux/resources/memory/disableOOMKiller",
-    "/linux/resources/cpu/shares",
     "/linux/resources/cpu/cpus",
     "/linux/resources/cpu/mems",
     "/linux/resources/cpu/realtimeRuntime",
@@ -696,7 +742,9 @@ mod tests {
             "maskedPaths": ["/proc/kcore"],
             "readonlyPaths": [],
             "namespaces": [{"type": "user"}, {"type": "pid"}],
-            "resources": {"devices": [{"allow": false, "access": "rwm"}], "memory": {"limit": 1}},
+            "resources": {"devices": [{"allow": false, "access": "rwm"}], "memory": {"limit": 1},
+                          "cpu": {"shares": 1024}},
+            "cgroupsPath": "/default/c1",
         });
         v["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]});
         let p = plan_of(v).unwrap();
@@ -710,6 +758,16 @@ mod tests {
                 "linux.resources.devices",
                 "linux.namespaces[user]",
             ]
+        );
+        // Applied on the host where a cgroup can be made (create decides).
+        assert_eq!(p.cgroups_path.as_deref(), Some("/default/c1"));
+        assert_eq!(
+            p.host,
+            HostResources {
+                memory_limit: Some(1),
+                cpu_shares: Some(1024),
+                ..HostResources::default()
+            }
         );
     }
 

@@ -49,7 +49,8 @@ pub struct GlobalOpts {
     /// Overrides the bundle's io.runm.hypervisor annotation.
     #[arg(long, global = true, value_name = "auto|runm-vmm|qemu")]
     pub hypervisor: Option<String>,
-    /// Accepted for runc compatibility; runm does not use host cgroups.
+    /// Accepted for runc compatibility: runm does not drive systemd, so
+    /// with it `linux.cgroupsPath` is not applied (a warning says so).
     #[arg(long, global = true, hide = true)]
     pub systemd_cgroup: bool,
 }
@@ -91,8 +92,14 @@ pub enum Command {
     Exec(ExecArgs),
     /// List containers.
     List(ListArgs),
-    /// List a container's processes (pids inside its VM).
+    /// List a container's processes (host pids; the table adds guest pids).
     Ps(PsArgs),
+    /// Stop a running container's VM (its vCPUs).
+    Pause(IdArg),
+    /// Continue a paused container's VM.
+    Resume(IdArg),
+    /// Change a container's resources (what a running VM allows).
+    Update(UpdateArgs),
     /// Write a default config.json for a new bundle.
     Spec(SpecArgs),
     /// Print what runm supports (JSON, like `runc features`).
@@ -236,6 +243,31 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// `update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// OCI `linux.resources` as JSON, from a file or `-` for stdin.
+    #[arg(short, long, value_name = "FILE")]
+    pub resources: Option<PathBuf>,
+    /// Memory limit in bytes (guest RAM cannot change: only the current size is accepted).
+    #[arg(short, long)]
+    pub memory: Option<i64>,
+    /// CPU CFS quota in microseconds (host cgroup).
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds (host cgroup).
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPU shares (host cgroup).
+    #[arg(long)]
+    pub cpu_share: Option<u64>,
+    /// Pids limit (refused: the workload's processes are in the VM).
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Container id.
+    pub container_id: String,
+}
+
 /// `list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -375,6 +407,79 @@ mod tests {
             Command::Exec(e) => assert_eq!(e.command, vec!["ls", "-l"]),
             c => panic!("{c:?}"),
         }
+    }
+
+    #[test]
+    fn containerd_shapes() {
+        // As containerd's runc shim calls them (global options first).
+        let g = [
+            "--root",
+            "/r",
+            "--log",
+            "/b/log.json",
+            "--log-format",
+            "json",
+        ];
+        let with = |rest: &[&'static str]| {
+            let mut v: Vec<&str> = g.to_vec();
+            v.extend_from_slice(rest);
+            parse(&v)
+        };
+        match with(&[
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/b/init.pid",
+            "--no-pivot",
+            "--no-new-keyring",
+            "--preserve-fds",
+            "0",
+            "c1",
+        ])
+        .command
+        {
+            Command::Create(c) => {
+                assert!(c.no_pivot && c.no_new_keyring);
+                assert_eq!(c.pid_file, Some(PathBuf::from("/b/init.pid")));
+            }
+            c => panic!("{c:?}"),
+        }
+        match with(&["kill", "--all", "c1", "9"]).command {
+            Command::Kill(k) => assert!(k.all && k.signal.as_deref() == Some("9")),
+            c => panic!("{c:?}"),
+        }
+        match with(&[
+            "exec",
+            "--process",
+            "/tmp/p.json",
+            "--detach",
+            "--pid-file",
+            "/b/e1.pid",
+            "c1",
+        ])
+        .command
+        {
+            Command::Exec(e) => assert!(e.detach && e.process.is_some() && e.command.is_empty()),
+            c => panic!("{c:?}"),
+        }
+        match with(&["ps", "--format", "json", "c1"]).command {
+            Command::Ps(p) => assert_eq!(p.format, ListFormat::Json),
+            c => panic!("{c:?}"),
+        }
+        match with(&["update", "--resources", "-", "c1"]).command {
+            Command::Update(u) => assert_eq!(u.resources, Some(PathBuf::from("-"))),
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(with(&["pause", "c1"]).command, Command::Pause(_)));
+        assert!(matches!(
+            with(&["resume", "c1"]).command,
+            Command::Resume(_)
+        ));
+        assert!(matches!(
+            with(&["delete", "--force", "c1"]).command,
+            Command::Delete(DeleteArgs { force: true, .. })
+        ));
     }
 
     #[test]

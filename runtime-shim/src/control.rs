@@ -67,11 +67,45 @@ pub enum Request {
     Exec {
         /// The process.
         process: ProcessSpec,
+        /// The host process relaying its stdio (the pid `exec --pid-file`
+        /// names), listed by `ps` as the exec'd process's host pid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_pid: Option<i32>,
     },
     /// List the container's processes (guest pids).
     Ps,
+    /// List the container's host processes (answered without the guest).
+    HostPids,
+    /// Stop the VM's vCPUs.
+    Pause,
+    /// Continue a paused VM.
+    Resume,
     /// Tear the VM down now (`delete` of a created container, `delete --force`).
     Destroy,
+}
+
+/// One host process of a container, as `HostPids` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostProcess {
+    /// Host pid.
+    pub pid: i32,
+    /// What it is.
+    pub role: HostRole,
+    /// For an exec relay: the exec'd process's pid inside the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_pid: Option<u32>,
+}
+
+/// What a container's host process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostRole {
+    /// The sandbox: the container's pid.
+    Sandbox,
+    /// The VM process (runm-vmm or QEMU).
+    Vm,
+    /// The relay of an exec'd process (`runm exec`, or its detached relay).
+    Exec,
 }
 
 /// The sandbox's answer.
@@ -89,6 +123,9 @@ pub struct Response {
     /// `start`/`exec`: the process's pid inside the guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_pid: Option<u32>,
+    /// `host_pids`: the container's host processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Vec<HostProcess>>,
 }
 
 impl Response {

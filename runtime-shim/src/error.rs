@@ -4,6 +4,7 @@
 use crate::agent_client::AgentError;
 use crate::backend::BackendError;
 use crate::bundle::BundleError;
+use crate::cgroup::CgroupError;
 use crate::control::ControlError;
 use crate::logging::LogError;
 use crate::rootfs::RootfsError;
@@ -29,6 +30,9 @@ pub enum RunmError {
     /// The sandbox process.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// Host cgroups.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
     /// The guest agent.
     #[error(transparent)]
     Agent(#[from] AgentError),

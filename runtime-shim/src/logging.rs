@@ -4,8 +4,11 @@
 //! msg="..."`), `json` writes one JSON object per line
 //! (`{"level":"error","msg":"...","time":"..."}`); containerd reads the last
 //! `error` line of the log to report why a runtime command failed. People see
-//! a plain `runm: ...` line on stderr for errors, warnings and notices
-//! ([`notice`], [`warn`]); the log gets a record of each as well.
+//! a plain `runm: ...` line on stderr for errors, and without `--log` for
+//! warnings and notices ([`notice`], [`warn`]) too; the log gets a record of
+//! each. With `--log`, warnings and notices go to the log only, as runc's
+//! do: containerd hands `create` and `exec` the workload's own stdio, so a
+//! line on stderr would land in the container's output.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -145,9 +148,10 @@ impl Logger {
         }
     }
 
-    /// Records `msg` at `level` and tells people on stderr.
+    /// Records `msg` at `level` and tells people on stderr (errors always,
+    /// the rest only when there is no log file).
     fn tell(&self, level: &str, prefix: &str, msg: &str) {
-        if self.stderr_notices {
+        if self.stderr_notices && (self.file.is_none() || level == "error") {
             eprintln!("runm: {prefix}{msg}");
         }
         // The log file always gets the record; with no file, a JSON record is

@@ -3,14 +3,16 @@
 //! `runm create` starts it (`runm sandbox ID --ready-fd N`, a re-execution of
 //! runm in its own session, with create's stdio or the console pty as its
 //! own). The sandbox:
-//! 1. starts the VM process (runm-vmm or QEMU) as its child, which dies with it;
+//! 1. joins the container's host cgroups (`linux.cgroupsPath`, see
+//!    [`crate::cgroup`]) and starts the VM process (runm-vmm or QEMU) as its
+//!    child, which is placed with it and dies with it;
 //! 2. connects to the agent, checks the protocol version, sends `Create`;
 //! 3. writes its own pid to `--pid-file` (the container's pid: what `state`
 //!    reports and containerd waits on), marks the container `created`, and
 //!    tells `create` on the ready pipe (or tells it what failed, after
 //!    tearing its VM down);
-//! 4. serves `<root>/<id>/control.sock` for `start`, `kill`, `exec`, `ps`
-//!    and `delete` ([`crate::control`]);
+//! 4. serves `<root>/<id>/control.sock` for `start`, `kill`, `exec`, `ps`,
+//!    `pause`, `resume` and `delete` ([`crate::control`]);
 //! 5. relays stdio between its own descriptors and the agent's data frames
 //!    for the container's process, and between exec clients and theirs;
 //! 6. forwards the signals it receives (TERM, INT, HUP, ...) to the
@@ -39,9 +41,10 @@ use serde::{Deserialize, Serialize};
 use crate::agent_client::{self, AgentWriter};
 use crate::backend::{self, BackendError, Choice, GuestImages, VmSpec};
 use crate::bundle::VmSizing;
-use crate::control::{self, Request, Response};
+use crate::control::{self, HostProcess, HostRole, Request, Response};
 use crate::state::{ContainerDir, ProcessRef, State, StateError, Status};
 use crate::sys;
+use crate::vmctl::VmControl;
 
 /// How long an agent request (start, exec, ps) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,6 +97,9 @@ pub enum SandboxError {
         /// The end of the VM's own output and of the guest console.
         context: String,
     },
+    /// The host cgroups could not be joined.
+    #[error("cannot join the container's cgroups: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     /// A system call failed.
     #[error("{what}: {source}")]
     Io {
@@ -129,6 +135,13 @@ pub struct SandboxPlan {
     pub pid_file: Option<PathBuf>,
     /// Seconds the VM gets to boot and prepare the container.
     pub boot_timeout_secs: u64,
+    /// Host cgroups to join before the VM starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroups: Option<crate::cgroup::Cgroups>,
+    /// Host memory the VM process may use beyond guest RAM (MiB), part of
+    /// the host cgroup's memory limit.
+    #[serde(default)]
+    pub host_overhead_mib: u64,
 }
 
 /// What the sandbox tells `create` on the ready pipe (one JSON line).
@@ -285,6 +298,11 @@ fn setup(dir: &ContainerDir) -> Result<Sandbox, SandboxError> {
             why,
         })?;
     let own = ProcessRef::current();
+    // Before the VM process exists: it is placed in our cgroups by being
+    // forked from us, with none of its memory charged elsewhere.
+    if let Some(cg) = &plan.cgroups {
+        cg.join(own.pid)?;
+    }
     let mut state = dir.load()?;
     state.runm.sandbox = Some(own);
     state.runm.backend = plan.choice.to_string();
@@ -389,11 +407,15 @@ fn setup(dir: &ContainerDir) -> Result<Sandbox, SandboxError> {
             waiting: None,
             reply: None,
             execs: HashMap::new(),
+            exec_hosts: HashMap::new(),
             next_exec: INIT_PROCESS + 1,
+            paused: false,
         }),
         changed: Condvar::new(),
         request: Mutex::new(()),
         vm_pid: i32::try_from(vm.id()).unwrap_or(0),
+        own_pid: own.pid,
+        control: launch.control.clone(),
     });
     Ok(Sandbox {
         shared,
@@ -462,7 +484,11 @@ struct Inner {
     waiting: Option<Waiting>,
     reply: Option<Reply>,
     execs: HashMap<u32, Arc<Mutex<ExecSink>>>,
+    /// Running exec'd processes: (host pid of their relay, guest pid).
+    exec_hosts: HashMap<u32, (i32, u32)>,
     next_exec: u32,
+    /// The VM's vCPUs are stopped.
+    paused: bool,
 }
 
 struct Shared {
@@ -474,6 +500,8 @@ struct Shared {
     /// belong to the request that is waiting.
     request: Mutex<()>,
     vm_pid: i32,
+    own_pid: i32,
+    control: VmControl,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -600,6 +628,7 @@ impl Shared {
                 }
             }
             Message::Exited { process_id, status } => {
+                inner.exec_hosts.remove(&process_id);
                 if let Some(sink) = inner.execs.remove(&process_id) {
                     let mut sink = lock(&sink);
                     sink.forward(Frame::Control(Box::new(Message::Exited {
@@ -700,6 +729,10 @@ impl Shared {
                 Ok(()) => Response::default(),
                 Err(e) => Response::error(e.to_string()),
             },
+            Request::Ps if lock(&self.inner).paused => Response::error(format!(
+                "container '{}' is paused: its guest cannot answer",
+                self.dir.id
+            )),
             Request::Ps => match self.ask(Message::Ps, Waiting::Processes) {
                 Reply::Processes(pids) => Response {
                     pids: Some(pids),
@@ -707,11 +740,20 @@ impl Shared {
                 },
                 r => reply_error(r),
             },
+            Request::HostPids => Response {
+                host: Some(self.host_processes()),
+                ..Response::default()
+            },
+            Request::Pause => self.pause(),
+            Request::Resume => self.resume(),
             Request::Destroy => {
                 self.terminate(128 + libc::SIGKILL);
                 Response::default()
             }
-            Request::Exec { process } => return self.exec(conn, process),
+            Request::Exec {
+                process,
+                client_pid,
+            } => return self.exec(conn, process, client_pid),
         };
         let _ = control::write_line(&mut conn, &resp);
     }
@@ -752,6 +794,13 @@ impl Shared {
             self.terminate(128 + signal);
             return Response::default();
         }
+        if signal == libc::SIGKILL && lock(&self.inner).paused {
+            // A stopped guest cannot act on it; SIGKILL cannot be ignored,
+            // so its outcome is known: the VM goes, as a frozen cgroup's
+            // processes would be killed.
+            self.terminate(128 + libc::SIGKILL);
+            return Response::default();
+        }
         match self.agent.send(Message::Signal {
             process_id: INIT_PROCESS,
             signal,
@@ -762,7 +811,76 @@ impl Shared {
         }
     }
 
-    fn exec(self: &Arc<Self>, mut conn: UnixStream, process: ProcessSpec) {
+    /// The container's host processes: this sandbox, the VM, exec relays.
+    fn host_processes(&self) -> Vec<HostProcess> {
+        let inner = lock(&self.inner);
+        let mut out = vec![HostProcess {
+            pid: self.own_pid,
+            role: HostRole::Sandbox,
+            guest_pid: None,
+        }];
+        if !inner.vm_exited {
+            out.push(HostProcess {
+                pid: self.vm_pid,
+                role: HostRole::Vm,
+                guest_pid: None,
+            });
+        }
+        let mut execs: Vec<(i32, u32)> = inner.exec_hosts.values().copied().collect();
+        execs.sort_unstable();
+        out.extend(execs.into_iter().map(|(pid, guest)| HostProcess {
+            pid,
+            role: HostRole::Exec,
+            guest_pid: Some(guest),
+        }));
+        out
+    }
+
+    fn pause(&self) -> Response {
+        let mut inner = lock(&self.inner);
+        if inner.paused {
+            return Response::error(format!("container '{}' is already paused", self.dir.id));
+        }
+        if !inner.init_started
+            || inner.init_exit.is_some()
+            || inner.killed_status.is_some()
+            || inner.vm_exited
+        {
+            return Response::error(format!("container '{}' is not running", self.dir.id));
+        }
+        // Under the lock: the VM cannot be reaped meanwhile, so the pid is
+        // still our child's.
+        if let Err(e) = self.control.pause(self.vm_pid) {
+            return Response::error(e.to_string());
+        }
+        inner.paused = true;
+        inner.state.status = Status::Paused;
+        self.save(&inner);
+        log::info!("container {}: paused", self.dir.id);
+        Response::default()
+    }
+
+    fn resume(&self) -> Response {
+        let mut inner = lock(&self.inner);
+        if !inner.paused {
+            return Response::error(format!("container '{}' is not paused", self.dir.id));
+        }
+        if inner.vm_exited {
+            return Response::error(format!("container '{}' is stopped", self.dir.id));
+        }
+        if let Err(e) = self.control.resume(self.vm_pid) {
+            return Response::error(e.to_string());
+        }
+        inner.paused = false;
+        if inner.state.status == Status::Paused {
+            inner.state.status = Status::Running;
+            self.save(&inner);
+        }
+        log::info!("container {}: resumed", self.dir.id);
+        Response::default()
+    }
+
+    fn exec(self: &Arc<Self>, mut conn: UnixStream, process: ProcessSpec, client_pid: Option<i32>) {
         let Ok(out) = conn.try_clone() else { return };
         let sink = Arc::new(Mutex::new(ExecSink {
             stream: out,
@@ -777,6 +895,17 @@ impl Shared {
                 let _ = control::write_line(
                     &mut conn,
                     &Response::error(format!("container '{}' is stopped", self.dir.id)),
+                );
+                return;
+            }
+            if inner.paused {
+                drop(inner);
+                let _ = control::write_line(
+                    &mut conn,
+                    &Response::error(format!(
+                        "container '{}' is paused: resume it first",
+                        self.dir.id
+                    )),
                 );
                 return;
             }
@@ -797,6 +926,13 @@ impl Shared {
             let _ = control::write_line(&mut conn, &reply_error(reply));
             return;
         };
+        if let Some(host) = client_pid {
+            let mut inner = lock(&self.inner);
+            // Unless it has already exited (its Exited came first).
+            if inner.execs.contains_key(&process_id) {
+                inner.exec_hosts.insert(process_id, (host, pid));
+            }
+        }
         {
             let mut s = lock(&sink);
             let resp = Response {
@@ -815,34 +951,52 @@ impl Shared {
                 let _ = s.stream.shutdown(Shutdown::Both);
             }
         }
-        // The client's stdin, until it closes or the process has exited.
+        // The client's stdin until it ends; then its connection until it
+        // closes (after the process exited, we close it ourselves).
+        let mut stdin_open = true;
         loop {
             match proto::read_frame(&mut conn) {
                 Ok(Some(Frame::Data {
                     stream: Stream::Stdin,
                     data,
                     ..
-                })) => {
-                    let eof = data.is_empty();
+                })) if stdin_open => {
+                    stdin_open = !data.is_empty();
                     let frame = Frame::Data {
                         process_id,
                         stream: Stream::Stdin,
                         data,
                     };
-                    if self.agent.send_frame(&frame).is_err() || eof {
-                        break;
+                    if self.agent.send_frame(&frame).is_err() {
+                        return;
                     }
                 }
                 Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => {
-                    let _ = self.agent.send_frame(&Frame::Data {
-                        process_id,
-                        stream: Stream::Stdin,
-                        data: Vec::new(),
-                    });
-                    break;
-                }
+                Ok(None) | Err(_) => break,
             }
+        }
+        if stdin_open {
+            let _ = self.agent.send_frame(&Frame::Data {
+                process_id,
+                stream: Stream::Stdin,
+                data: Vec::new(),
+            });
+        }
+        // The client hung up while the process runs: its relay is gone
+        // (containerd's shim sends signals for an exec'd process to the
+        // relay's pid, so SIGKILL lands there). The pid containerd was given
+        // has ended; the process it stands for ends too, rather than run on
+        // with nobody to report it.
+        if lock(&self.inner).execs.contains_key(&process_id) {
+            log::debug!(
+                "container {}: exec client of process {process_id} went away; killing it",
+                self.dir.id
+            );
+            let _ = self.agent.send(Message::Signal {
+                process_id,
+                signal: libc::SIGKILL,
+                all: false,
+            });
         }
     }
 }
@@ -950,6 +1104,7 @@ impl Sandbox {
             shared.dir.control_socket(),
             shared.dir.agent_socket(),
             shared.dir.vsock_socket(),
+            shared.dir.qmp_socket(),
         ] {
             remove_socket(&sock);
         }

@@ -101,6 +101,9 @@ pub enum Status {
     Created,
     /// The container's process runs.
     Running,
+    /// The VM's vCPUs are stopped (`runm pause`); `resume` continues them.
+    /// Not in the OCI specification's list; runc and containerd use it.
+    Paused,
     /// The container's process has exited (or its VM is gone).
     Stopped,
 }
@@ -111,6 +114,7 @@ impl std::fmt::Display for Status {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         })
     }
@@ -121,18 +125,23 @@ impl Status {
     pub fn can_start(self) -> bool {
         self == Status::Created
     }
-    /// Signals go to created or running containers.
+    /// Signals go to created, running or paused containers (to a paused
+    /// one they are delivered on resume, except SIGKILL, which ends its VM).
     pub fn can_kill(self) -> bool {
-        matches!(self, Status::Created | Status::Running)
+        matches!(self, Status::Created | Status::Running | Status::Paused)
     }
     /// Without `--force`, only containers that are not running can be deleted
     /// (a created one is torn down, as runc does).
     pub fn can_delete(self) -> bool {
         matches!(self, Status::Created | Status::Stopped)
     }
-    /// `exec` and `ps` need a VM with a prepared container.
+    /// `exec` needs a VM with a prepared container whose vCPUs run.
     pub fn can_exec(self) -> bool {
         matches!(self, Status::Created | Status::Running)
+    }
+    /// `ps` needs a sandbox (a paused one answers from the host's view).
+    pub fn has_sandbox(self) -> bool {
+        matches!(self, Status::Created | Status::Running | Status::Paused)
     }
 }
 
@@ -209,6 +218,30 @@ pub struct RuntimeInfo {
     /// The workload's exit status once stopped.
     #[serde(default)]
     pub exit_status: Option<i32>,
+    /// The host cgroups of the sandbox and VM (from `linux.cgroupsPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroups: Option<crate::cgroup::Cgroups>,
+}
+
+/// The OCI state as `runm state` prints it, fields in the specification's
+/// order. Our own type rather than oci-spec's `State`: that one's status
+/// cannot say `paused`, which runc prints and containerd expects.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState<'a> {
+    /// OCI runtime spec version.
+    pub oci_version: &'a str,
+    /// Container id.
+    pub id: &'a str,
+    /// Lifecycle status.
+    pub status: Status,
+    /// The container's host pid.
+    pub pid: i32,
+    /// Absolute bundle path.
+    pub bundle: &'a Path,
+    /// The bundle's annotations.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: &'a BTreeMap<String, String>,
 }
 
 /// `state.json`: the OCI state plus runm's own fields under `runm`.
@@ -256,35 +289,21 @@ impl State {
         }
     }
 
-    /// The OCI state document (`runm state` prints this), fields in the
-    /// specification's order.
-    pub fn oci_state(&self) -> Option<oci_spec::runtime::State> {
-        oci_spec::runtime::StateBuilder::default()
-            .version(self.oci_version.clone())
-            .id(self.id.clone())
-            .status(match self.status {
-                Status::Creating => oci_spec::runtime::ContainerState::Creating,
-                Status::Created => oci_spec::runtime::ContainerState::Created,
-                Status::Running => oci_spec::runtime::ContainerState::Running,
-                Status::Stopped => oci_spec::runtime::ContainerState::Stopped,
-            })
-            .pid(self.pid)
-            .bundle(self.bundle.clone())
-            .annotations(
-                self.annotations
-                    .clone()
-                    .into_iter()
-                    .collect::<std::collections::HashMap<_, _>>(),
-            )
-            .build()
-            .ok()
+    /// The OCI state document (`runm state` prints this).
+    pub fn oci_state(&self) -> OciState<'_> {
+        OciState {
+            oci_version: &self.oci_version,
+            id: &self.id,
+            status: self.status,
+            pid: self.pid,
+            bundle: &self.bundle,
+            annotations: &self.annotations,
+        }
     }
 
     /// [`State::oci_state`] as JSON text (pretty, fields in order).
     pub fn oci_json_text(&self) -> String {
-        self.oci_state()
-            .and_then(|s| serde_json::to_string_pretty(&s).ok())
-            .unwrap_or_default()
+        serde_json::to_string_pretty(&self.oci_state()).unwrap_or_default()
     }
 
     /// Turns a created/running/creating container whose sandbox process is
@@ -374,6 +393,10 @@ impl ContainerDir {
     /// runm-vmm's vsock socket.
     pub fn vsock_socket(&self) -> PathBuf {
         self.path.join("vsock.sock")
+    }
+    /// QEMU's QMP monitor socket (pause and resume).
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.path.join("qmp.sock")
     }
 
     /// Creates the directory; fails with [`StateError::Exists`] if it is there.
@@ -558,15 +581,17 @@ mod tests {
     fn status_machine() {
         use Status::*;
         assert!(Created.can_start());
-        for s in [Creating, Running, Stopped] {
+        for s in [Creating, Running, Paused, Stopped] {
             assert!(!s.can_start(), "{s}");
         }
-        assert!(Created.can_kill() && Running.can_kill());
+        assert!(Created.can_kill() && Running.can_kill() && Paused.can_kill());
         assert!(!Stopped.can_kill() && !Creating.can_kill());
         assert!(Created.can_delete() && Stopped.can_delete());
-        assert!(!Running.can_delete() && !Creating.can_delete());
+        assert!(!Running.can_delete() && !Creating.can_delete() && !Paused.can_delete());
         assert!(Running.can_exec() && Created.can_exec() && !Stopped.can_exec());
+        assert!(!Paused.can_exec() && Paused.has_sandbox() && !Stopped.has_sandbox());
         assert_eq!(serde_json::to_string(&Running).unwrap(), "\"running\"");
+        assert_eq!(serde_json::to_string(&Paused).unwrap(), "\"paused\"");
     }
 
     #[test]
@@ -601,6 +626,11 @@ mod tests {
         assert_eq!(oci["bundle"], "/b");
         assert_eq!(oci["annotations"]["k"], "v");
         assert!(oci.get("runm").is_none());
+        // oci-spec reads it back (for every status it knows).
+        let back: oci_spec::runtime::State = serde_json::from_str(&st.oci_json_text()).unwrap();
+        assert_eq!(*back.pid(), Some(42));
+        st.status = Status::Paused;
+        assert!(st.oci_json_text().contains("\"status\": \"paused\""));
         fs::write(dir.state_file(), "{").unwrap();
         assert!(matches!(dir.load(), Err(StateError::Corrupt { .. })));
         dir.remove().unwrap();

@@ -20,59 +20,12 @@ mod tests {
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::path::{Path, PathBuf};
     use std::process::Command;
-    use std::sync::{Mutex, MutexGuard, OnceLock};
+    use std::sync::{Mutex, MutexGuard};
     use std::time::{Duration, Instant};
 
-    use crate::common::{bundle, Runm};
+    use crate::common::{bundle, guest_images, Runm};
 
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-    fn repo() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf()
-    }
-
-    /// The last stdout line of a build script.
-    fn script_output(script: &str) -> String {
-        let out = Command::new("bash")
-            .arg(repo().join(script))
-            .output()
-            .unwrap_or_else(|e| panic!("{script}: {e}"));
-        assert!(
-            out.status.success(),
-            "{script} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    /// (kernel, initramfs), built once per test run.
-    fn guest_images() -> &'static (PathBuf, PathBuf) {
-        static IMAGES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-        IMAGES.get_or_init(|| {
-            let kernel = std::env::var_os("RUNM_KERNEL")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(script_output("guest-kernel-config/build.sh")).join("vmlinux")
-                });
-            let initrd = std::env::var_os("RUNM_INITRD")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(script_output("guest-agent/build-initramfs.sh")));
-            assert!(kernel.is_file(), "no guest kernel at {}", kernel.display());
-            assert!(
-                initrd.is_file(),
-                "no agent initramfs at {}",
-                initrd.display()
-            );
-            (kernel, initrd)
-        })
-    }
 
     /// A runm for VM tests, holding the one-at-a-time lock.
     fn vm_runm() -> (MutexGuard<'static, ()>, Runm) {

@@ -1,7 +1,8 @@
 //! `runm create ID --bundle DIR [--pid-file F] [--console-socket S]`: build
-//! the container's disk image, start its sandbox (which boots the VM and has
-//! the agent prepare the container) and return once it is `created`, or with
-//! the error, leaving nothing behind.
+//! the container's disk image, make its host cgroups (`linux.cgroupsPath`),
+//! start its sandbox (which joins them, boots the VM and has the agent
+//! prepare the container) and return once it is `created`, or with the
+//! error, leaving nothing behind.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -9,8 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::backend::{self, HostKvm, HypervisorRequest};
-use crate::bundle;
+use crate::backend::{self, Accel, Choice, HostKvm, Hypervisor, HypervisorRequest};
+use crate::bundle::{self, ContainerPlan};
+use crate::cgroup::{Cgroups, HostLimits};
 use crate::cli::CreateArgs;
 use crate::commands::{absolute, Ctx};
 use crate::error::RunmError;
@@ -24,6 +26,96 @@ use crate::sys;
 /// (`$RUNM_BOOT_TIMEOUT` overrides): generous, for software emulation on a
 /// busy host.
 const DEFAULT_BOOT_TIMEOUT: u64 = 120;
+
+/// Host memory a VM process may use beyond guest RAM, by backend (MiB):
+/// QEMU's software emulation keeps a translation cache and device state
+/// (measured: about 100 MiB beside a 256 MiB guest running busybox); QEMU
+/// with KVM less; runm-vmm is small. The sandbox (a few MiB) is in it too.
+const OVERHEAD_QEMU_TCG_MIB: u64 = 256;
+/// See [`OVERHEAD_QEMU_TCG_MIB`].
+const OVERHEAD_QEMU_KVM_MIB: u64 = 128;
+/// See [`OVERHEAD_QEMU_TCG_MIB`].
+const OVERHEAD_RUNM_VMM_MIB: u64 = 64;
+
+/// The host memory allowance beyond guest RAM for `choice`, or the bundle's
+/// `io.runm.vm.host_overhead_mib`.
+pub fn host_overhead_mib(plan: &ContainerPlan, choice: &Choice) -> Result<u64, RunmError> {
+    if let Some(v) = plan.annotations.get(bundle::ANNOTATION_HOST_OVERHEAD) {
+        return v.trim().parse().map_err(|_| {
+            RunmError::Usage(format!(
+                "annotation {}='{v}': give a number of MiB",
+                bundle::ANNOTATION_HOST_OVERHEAD
+            ))
+        });
+    }
+    Ok(match (choice.hypervisor, choice.accel) {
+        (Hypervisor::Qemu, Accel::Tcg) => OVERHEAD_QEMU_TCG_MIB,
+        (Hypervisor::Qemu, Accel::Kvm) => OVERHEAD_QEMU_KVM_MIB,
+        (Hypervisor::RunmVmm, _) => OVERHEAD_RUNM_VMM_MIB,
+    })
+}
+
+/// The limits written into the host cgroups: guest RAM plus the VM
+/// process's overhead when the bundle limits memory (the guest alone may
+/// use all of its RAM, so the bundle's limit itself would get the VM
+/// process killed by the host), CPU quota, period and shares as given.
+pub fn host_limits(plan: &ContainerPlan, overhead_mib: u64) -> HostLimits {
+    HostLimits {
+        memory_bytes: plan
+            .host
+            .memory_limit
+            .map(|_| (plan.sizing.mem_mib + overhead_mib) << 20),
+        cpu_shares: plan.host.cpu_shares,
+        cpu_quota: plan.host.cpu_quota,
+        cpu_period: plan.host.cpu_quota.and(plan.host.cpu_period),
+    }
+}
+
+/// Makes the container's host cgroups, or says why none are made: what the
+/// bundle asked for that then goes unapplied is reported as a warning.
+fn host_cgroups(
+    ctx: &Ctx,
+    plan: &ContainerPlan,
+    limits: &HostLimits,
+) -> Result<Option<Cgroups>, RunmError> {
+    let not_applied = |why: String| {
+        let mut what = vec!["linux.cgroupsPath"];
+        if plan.host.cpu_shares.is_some() {
+            what.push("linux.resources.cpu.shares");
+        }
+        logging::warn(&format!(
+            "not applied on the host: {} ({why})",
+            what.join(", ")
+        ));
+    };
+    let Some(path) = &plan.cgroups_path else {
+        if plan.host.cpu_shares.is_some() {
+            logging::warn(
+                "not applied: linux.resources.cpu.shares (no linux.cgroupsPath to apply it to)",
+            );
+        }
+        return Ok(None);
+    };
+    if ctx.systemd_cgroup {
+        not_applied("the systemd cgroup driver is not supported; use cgroupfs".into());
+        return Ok(None);
+    }
+    match Cgroups::create(path, limits) {
+        Ok(cg) => {
+            log::debug!(
+                "container {}: host cgroups {:?}",
+                plan.container.id,
+                cg.dirs
+            );
+            Ok(Some(cg))
+        }
+        Err(e) if e.unsupported() => {
+            not_applied(e.to_string());
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -78,6 +170,9 @@ impl Drop for Cleanup<'_> {
         }
         if let Ok(st) = self.dir.load() {
             crate::commands::delete::stop_processes(self.dir, None, st.runm.vm);
+            if let Some(cg) = &st.runm.cgroups {
+                cg.remove();
+            }
         }
         if let Err(e) = self.dir.remove() {
             log::error!("{e}");
@@ -172,13 +267,20 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         sandbox: None,
         armed: true,
     };
-    let state = State::new(
+    let mut state = State::new(
         &req.id,
         &plan.bundle,
         &plan.rootfs,
         plan.annotations.clone(),
     );
     dir.save(&state)?;
+    let host_overhead_mib = host_overhead_mib(&plan, &choice)?;
+    let cgroups = host_cgroups(ctx, &plan, &host_limits(&plan, host_overhead_mib))?;
+    if cgroups.is_some() {
+        // Saved before anything can fail, so the cleanup finds them.
+        state.runm.cgroups.clone_from(&cgroups);
+        dir.save(&state)?;
+    }
     let size = rootfs::build_image(&plan.rootfs, &dir.rootfs_image())?;
     log::debug!("container {}: root image {} MiB", req.id, size >> 20);
     let boot_timeout_secs = boot_timeout();
@@ -190,6 +292,8 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         images,
         pid_file: req.pid_file.as_deref().map(absolute),
         boot_timeout_secs,
+        cgroups,
+        host_overhead_mib,
     };
     let text = serde_json::to_vec_pretty(&sb_plan).unwrap_or_default();
     crate::state::write_atomic(&dir.plan_file(), &text)?;

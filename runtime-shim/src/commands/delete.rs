@@ -1,6 +1,6 @@
 //! `runm delete ID [--force]`: tear a container down and remove everything
-//! runm keeps for it: its sandbox and VM processes, sockets, disk image,
-//! logs and state directory.
+//! runm keeps for it: its sandbox and VM processes, the host cgroups runm
+//! made, sockets, disk image, logs and state directory.
 
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,10 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<(), RunmError> {
         return Err(st.wrong_status(format!("cannot delete it ({why})")).into());
     }
     stop_processes(&dir, st.runm.sandbox, st.runm.vm);
+    // Empty now: its processes are gone.
+    if let Some(cg) = &st.runm.cgroups {
+        cg.remove();
+    }
     dir.remove()?;
     Ok(())
 }

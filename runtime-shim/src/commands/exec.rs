@@ -141,6 +141,7 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<i32, RunmError> {
         &dir.control_socket(),
         &Request::Exec {
             process: process.clone(),
+            client_pid: i32::try_from(std::process::id()).ok(),
         },
         Duration::from_secs(90),
     )?;
@@ -239,7 +240,10 @@ pub fn relay_main(ctx: &Ctx, a: ExecRelayArgs) -> Result<i32, RunmError> {
     let dir = ctx.dir(&a.container_id)?;
     match control::request(
         &dir.control_socket(),
-        &Request::Exec { process },
+        &Request::Exec {
+            process,
+            client_pid: i32::try_from(std::process::id()).ok(),
+        },
         Duration::from_secs(90),
     ) {
         Ok((resp, conn)) => {

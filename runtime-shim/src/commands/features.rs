@@ -22,7 +22,8 @@ pub fn features() -> serde_json::Value {
             // from the host's by construction.
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
             "capabilities": [],
-            "cgroup": {"v1": false, "v2": false, "systemd": false, "systemdUser": false, "rdma": false},
+            // linux.cgroupsPath holds the sandbox and VM processes (v1 only).
+            "cgroup": {"v1": true, "v2": false, "systemd": false, "systemdUser": false, "rdma": false},
             "seccomp": {"enabled": false},
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
@@ -36,6 +37,7 @@ pub fn features() -> serde_json::Value {
             "io.runm.hypervisors": "runm-vmm,qemu",
             "io.runm.vm.memory_mib": "guest RAM in MiB (default: linux.resources.memory.limit, else 256; at least 128)",
             "io.runm.vm.vcpus": "vCPU count (default: ceil(cpu quota / period), else 1)",
+            "io.runm.vm.host_overhead_mib": "host memory for the VM process beyond guest RAM, added to the host cgroup's limit (default by backend: 256 qemu/tcg, 128 qemu/kvm, 64 runm-vmm)",
             "io.runm.hypervisor": "auto, runm-vmm or qemu"
         },
         "potentiallyUnsafeConfigAnnotations": []

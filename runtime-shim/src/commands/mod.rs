@@ -8,11 +8,13 @@ pub mod exec;
 pub mod features;
 pub mod kill;
 pub mod list;
+pub mod pause;
 pub mod ps;
 pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod update;
 
 use std::path::{Path, PathBuf};
 use std::process::Command as ProcessCommand;
@@ -35,6 +37,8 @@ pub struct Ctx {
     pub debug: bool,
     /// `--hypervisor`.
     pub hypervisor: Option<String>,
+    /// `--systemd-cgroup` (not supported: cgroups are then not applied).
+    pub systemd_cgroup: bool,
 }
 
 /// `p` made absolute against the current directory (child processes run
@@ -57,6 +61,7 @@ impl Ctx {
             log_format: g.log_format,
             debug: g.debug,
             hypervisor: g.hypervisor.clone(),
+            systemd_cgroup: g.systemd_cgroup,
         }
     }
 
@@ -88,6 +93,9 @@ impl Ctx {
         });
         if self.debug {
             cmd.arg("--debug");
+        }
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
         }
         Ok(cmd)
     }
@@ -125,6 +133,9 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Exec(a) => exec::run(&ctx, a),
         Command::List(a) => list::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
+        Command::Pause(a) => pause::run(&ctx, &a.container_id, true),
+        Command::Resume(a) => pause::run(&ctx, &a.container_id, false),
+        Command::Update(a) => update::run(&ctx, a),
         Command::Spec(a) => spec::run(&a.bundle),
         Command::Features => features::run(),
         Command::Sandbox(a) => Ok(crate::sandbox::main(&ctx.root, &a.container_id, a.ready_fd)),

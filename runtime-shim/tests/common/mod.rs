@@ -262,22 +262,77 @@ pub fn bundle(dir: &Path, args: &[&str], busybox: bool, edit: impl FnOnce(&mut s
     c["root"]["readonly"] = false.into();
     edit(&mut c);
     fs::write(&path, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
-    let rootfs = dir.join("rootfs");
+    rootfs(&dir.join("rootfs"), busybox);
+}
+
+/// A minimal root file system at `dir`: the usual mount points, an
+/// `/etc/passwd`, and with `busybox` a static busybox with its applets as
+/// symbolic links in `/bin`.
+pub fn rootfs(dir: &Path, busybox: bool) {
     for d in ["bin", "dev", "proc", "sys", "tmp", "etc"] {
-        fs::create_dir_all(rootfs.join(d)).unwrap();
+        fs::create_dir_all(dir.join(d)).unwrap();
     }
-    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
     if busybox {
         let bb = ["/bin/busybox", "/usr/bin/busybox"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("busybox (busybox-static) is needed for these tests");
-        fs::copy(bb, rootfs.join("bin/busybox")).unwrap();
+        fs::copy(bb, dir.join("bin/busybox")).unwrap();
         let list = Command::new(bb).arg("--list").output().unwrap();
         for applet in String::from_utf8_lossy(&list.stdout).lines() {
             if applet != "busybox" && !applet.is_empty() {
-                let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+                let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
             }
         }
     }
+}
+
+/// The workspace's top directory.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The last stdout line of a build script.
+fn script_output(script: &str) -> String {
+    let out = Command::new("bash")
+        .arg(repo().join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// (kernel, initramfs): `$RUNM_KERNEL`/`$RUNM_INITRD`, else what the
+/// project's build scripts make (cached by them), found once per test run.
+pub fn guest_images() -> &'static (PathBuf, PathBuf) {
+    static IMAGES: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let kernel = std::env::var_os("RUNM_KERNEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(script_output("guest-kernel-config/build.sh")).join("vmlinux")
+            });
+        let initrd = std::env::var_os("RUNM_INITRD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(script_output("guest-agent/build-initramfs.sh")));
+        assert!(kernel.is_file(), "no guest kernel at {}", kernel.display());
+        assert!(
+            initrd.is_file(),
+            "no agent initramfs at {}",
+            initrd.display()
+        );
+        (kernel, initrd)
+    })
 }
