@@ -107,7 +107,33 @@ mod tests {
         r.run(&["ps", "nope"]).fails_with("does not exist");
         r.run(&["exec", "nope", "true"])
             .fails_with("does not exist");
+        r.run(&["pause", "nope"]).fails_with("does not exist");
+        r.run(&["resume", "nope"]).fails_with("does not exist");
+        r.run(&["update", "nope", "--memory", "1"])
+            .fails_with("does not exist");
+        r.run(&["update", "nope"]).fails_with("nothing to update");
         r.assert_clean();
+    }
+
+    #[test]
+    fn usage_errors_reach_the_log_too() {
+        // containerd reads a failed call's reason from the last line of --log.
+        let r = Runm::new();
+        let log = r.tmp.path().join("log.json");
+        let out = r.run(&[
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "checkpoint",
+            "c1",
+        ]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains("unrecognized subcommand"), "{out:?}");
+        let text = fs::read_to_string(&log).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["level"], "error");
+        assert_eq!(last["msg"], "unrecognized subcommand 'checkpoint'");
     }
 
     #[test]

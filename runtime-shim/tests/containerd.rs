@@ -13,7 +13,7 @@
 //! Shown: output arrives; `exit 3` gives 3; the pid containerd got is the
 //! sandbox, a child of the shim, in the container's host cgroup with the
 //! host-side memory limit; `ctr task exec` runs a second process (its exit
-//! status too); `ctr task ps` lists host pids and names the exec; `ctr task
+//! status too; with a terminal as well); `ctr task ps` lists host pids and names the exec; `ctr task
 //! kill` ends the exec'd process and then the container (137 for SIGKILL);
 //! pause stops the workload's output, resume continues it; `runm update`
 //! accepts what a VM can change and refuses the rest; after `ctr task rm`
@@ -24,7 +24,8 @@
 //!
 //! Needs root, `containerd` and `ctr` (Debian's `containerd`, installed by
 //! `scripts/setup.sh`), `qemu-system-x86_64`, `mkfs.ext4`, `tar`,
-//! `sha256sum` and a static busybox. Every command and wait is bounded.
+//! `sha256sum`, `script` (util-linux) and a static busybox. Every command
+//! and wait is bounded.
 //!
 //! containerd 1.6 puts its shims' sockets in `/run/containerd/s/` whatever
 //! its configuration says; the test removes those directories afterwards if
@@ -68,6 +69,8 @@ mod tests {
         cgroup: String,
         /// Whether `/run/containerd/s` and its parent were there before.
         socket_dirs_existed: Vec<bool>,
+        /// The container ids used (to find their shims' sockets).
+        ids: std::cell::RefCell<Vec<String>>,
         env: Vec<(String, PathBuf)>,
     }
 
@@ -143,6 +146,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
                 tmp,
                 child: Some(child),
                 socket_dirs_existed,
+                ids: Default::default(),
                 env,
             };
             let until = Instant::now() + Duration::from_secs(30);
@@ -214,6 +218,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 
         /// `ctr run` with runm as the runc binary of containerd's runc shim.
         fn ctr_run(&self, extra: &[&str], id: &str, args: &[&str]) -> Out {
+            self.ids.borrow_mut().push(id.to_string());
             let (runm_root, fifo) = (self.runm_root(), self.path("fifo"));
             let mut v: Vec<&str> = vec![
                 "run",
@@ -352,6 +357,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
                     }
                 }
             }
+            // A shim killed above left its socket: containerd 1.6 names it
+            // sha256("<containerd address>/<namespace>/<id>").
+            for id in self.ids.borrow().iter() {
+                let key = self.path("containerd.sock").join("default").join(id);
+                let name = digest_of(key.to_string_lossy().as_bytes());
+                let sock = Path::new(SHIM_SOCKET_DIRS[0]).join(name);
+                if fs::symlink_metadata(&sock)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                {
+                    let _ = fs::remove_file(&sock);
+                }
+            }
             for (dir, existed) in SHIM_SOCKET_DIRS.iter().zip(&self.socket_dirs_existed) {
                 if !existed {
                     // Only if empty: another containerd may be using it now.
@@ -370,6 +387,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
             .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
             .filter(|m| m.starts_with(&d))
             .collect()
+    }
+
+    /// The hex SHA-256 of `data`.
+    fn digest_of(data: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// `sha256:<hex>` and size of `path`.
@@ -642,6 +676,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         ]);
         assert_eq!(out.code, 5, "{out:?}");
         assert_eq!(out.stdout.trim_end(), "exec says hi", "{out:?}");
+        // With a terminal: the shim passes --console-socket and relays the
+        // pty master; ctr wants a terminal of its own, which script(1) gives.
+        let ctr_line = format!(
+            "ctr --address {} task exec -t --fifo-dir {fifo} --exec-id t1 {id} sh -c 'tty; exit 4'",
+            c.path("containerd.sock").display()
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &ctr_line, "/dev/null"]);
+        let out = c.run(cmd, CTR_TIMEOUT);
+        assert_eq!(out.code, 4, "{out:?}");
+        assert!(out.stdout.contains("/dev/pts/"), "{out:?}");
         let out = c.ctr(&[
             "task",
             "exec",

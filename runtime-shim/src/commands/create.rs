@@ -276,10 +276,13 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
     dir.save(&state)?;
     let host_overhead_mib = host_overhead_mib(&plan, &choice)?;
     let cgroups = host_cgroups(ctx, &plan, &host_limits(&plan, host_overhead_mib))?;
-    if cgroups.is_some() {
-        // Saved before anything can fail, so the cleanup finds them.
-        state.runm.cgroups.clone_from(&cgroups);
-        dir.save(&state)?;
+    if let Some(cg) = &cgroups {
+        // Saved before anything else can fail, so the cleanup finds them.
+        state.runm.cgroups = Some(cg.clone());
+        if let Err(e) = dir.save(&state) {
+            cg.remove();
+            return Err(e.into());
+        }
     }
     let size = rootfs::build_image(&plan.rootfs, &dir.rootfs_image())?;
     log::debug!("container {}: root image {} MiB", req.id, size >> 20);
