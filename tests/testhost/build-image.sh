@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Builds the initramfs of the runm test host (see run.sh).
+#
+#   tests/testhost/build-image.sh [--vmm PATH | --no-vmm] [--no-qemu] [--guest-kernel DIR]
+#
+# --vmm PATH          the runm-vmm binary to put in the image (default: the newest
+#                     of target/release/runm-vmm and target/debug/runm-vmm; when
+#                     there is none the image has no runm-vmm and its tests FAIL)
+# --no-vmm            leave runm-vmm out
+# --no-qemu           leave out QEMU, which serves only the reference check
+#                     qemu-in-testhost-kvm
+# --guest-kernel DIR  directory with the guest kernel's vmlinux (default: the
+#                     output of guest-kernel-config/build.sh --flavor guest)
+#
+# Two uncompressed newc cpio archives, cached under $RUNM_CACHE_DIR/testhost
+# (default ~/.cache/runm) by the hash of everything that goes into them:
+#   guest-initramfs-<hash>.cpio   the inner guest: busybox, /init = guest-init.sh
+#   image-<hash>/testhost.cpio    the test host: busybox, runm-vmm and the shared
+#                                 libraries it loads, the guest kernel and initramfs,
+#                                 test data (/data/disk.ext4), QEMU (optional),
+#                                 /init = init.sh
+# Progress goes to stderr; the last line on stdout is the test host cpio's path.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+vmm=auto
+with_qemu=1
+guest_kernel=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --vmm) vmm=${2:?--vmm needs a path}; shift 2 ;;
+        --vmm=*) vmm=${1#*=}; shift ;;
+        --no-vmm) vmm=none; shift ;;
+        --no-qemu) with_qemu=0; shift ;;
+        --guest-kernel) guest_kernel=${2:?--guest-kernel needs a directory}; shift 2 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        *) echo "build-image.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+done
+
+say() { echo "[testhost-image] $*" >&2; }
+
+cache=${RUNM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/runm}/testhost
+
+# --- tools ---------------------------------------------------------------------
+busybox=$(command -v busybox || true)
+need=()
+if [ -z "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
+    need+=(busybox-static)     # a dynamically linked busybox would need its libraries
+fi
+command -v cpio >/dev/null || need+=(cpio)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+if [ "$with_qemu" = 1 ] && ! command -v qemu-system-x86_64 >/dev/null; then
+    need+=(qemu-system-x86)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    say "installing ${need[*]} (apt-get)"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "build-image.sh: need root to install ${need[*]}" >&2
+        exit 1
+    fi
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+    busybox=$(command -v busybox)
+fi
+
+# --- inputs --------------------------------------------------------------------
+if [ "$vmm" = auto ]; then
+    vmm=none
+    target=${CARGO_TARGET_DIR:-$repo/target}
+    for candidate in "$target/release/runm-vmm" "$target/debug/runm-vmm"; do
+        if [ -x "$candidate" ] && { [ "$vmm" = none ] || [ "$candidate" -nt "$vmm" ]; }; then
+            vmm=$candidate
+        fi
+    done
+    [ "$vmm" != none ] || say "no runm-vmm under $target/{release,debug}: the image has none, its tests will FAIL"
+elif [ "$vmm" != none ] && [ ! -x "$vmm" ]; then
+    echo "build-image.sh: runm-vmm binary '$vmm' does not exist or is not executable" >&2
+    exit 2
+fi
+if [ -z "$guest_kernel" ]; then
+    guest_kernel=$("$repo/guest-kernel-config/build.sh" --flavor guest | tail -n 1)
+fi
+[ -f "$guest_kernel/vmlinux" ] || { echo "build-image.sh: no vmlinux in '$guest_kernel'" >&2; exit 2; }
+
+# The staging tree is described as a list of "source<TAB>destination" lines;
+# the cache key is the hash of the destinations and the sources' contents.
+manifest=()
+add() { manifest+=("$1	$2"); }
+# add_with_libs FILE DEST: FILE and every shared library ldd says it loads,
+# each library at the path it has here (the loader's default search path).
+add_with_libs() {
+    add "$1" "$2"
+    local lib
+    while read -r lib; do
+        add "$lib" "${lib#/}"
+    done < <(ldd "$1" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+}
+key_of() { # key_of EXTRA...: hash of the manifest's contents, the extras and this script
+    {
+        printf '%s\n' "$@"
+        sha256sum "$here/build-image.sh" | cut -d' ' -f1
+        local line
+        for line in "${manifest[@]}"; do
+            echo "${line#*	} $(sha256sum < "${line%%	*}" | cut -d' ' -f1)"
+        done
+    } | sha256sum | cut -c1-16
+}
+# stage DIR: copy the manifest into DIR, with busybox's applet links and /dev/console.
+stage() {
+    local dir=$1 line dest
+    mkdir -p "$dir"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run}
+    for line in "${manifest[@]}"; do
+        dest=$dir/${line#*	}
+        mkdir -p "$(dirname "$dest")"
+        cp -L "${line%%	*}" "$dest"
+    done
+    local applet
+    for applet in $("$busybox" --list-full); do
+        [ -e "$dir/$applet" ] || ln -s /bin/busybox "$dir/$applet"
+    done
+    # The kernel opens /dev/console for /init; without the node (not root here)
+    # the init scripts reopen it after mounting devtmpfs.
+    mknod -m 600 "$dir/dev/console" c 5 1 2>/dev/null || true
+}
+# pack DIR OUT: an uncompressed newc cpio, files owned by root.
+pack() {
+    (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$2"
+}
+
+# --- the inner guest's initramfs -----------------------------------------------
+manifest=()
+add "$busybox" bin/busybox
+add "$here/guest-init.sh" init
+guest_cpio=$cache/guest-initramfs-$(key_of guest).cpio
+if [ ! -f "$guest_cpio" ]; then
+    say "building the inner guest initramfs"
+    mkdir -p "$cache"
+    tmp=$(mktemp -d "$cache/.guest.XXXXXX")
+    trap 'rm -rf "$tmp"' EXIT
+    stage "$tmp/root"
+    chmod 755 "$tmp/root/init"
+    pack "$tmp/root" "$tmp/initramfs.cpio"
+    mv "$tmp/initramfs.cpio" "$guest_cpio"
+    rm -rf "$tmp"
+    trap - EXIT
+fi
+say "inner guest initramfs: $guest_cpio ($(( $(stat -c %s "$guest_cpio") / 1024 )) KiB)"
+
+# --- the test host's initramfs -------------------------------------------------
+manifest=()
+add "$busybox" bin/busybox
+add "$here/init.sh" init
+add "$guest_kernel/vmlinux" guest/vmlinux
+add "$guest_cpio" guest/initramfs.cpio
+[ "$vmm" = none ] || add_with_libs "$vmm" usr/bin/runm-vmm
+if [ "$with_qemu" = 1 ]; then
+    add_with_libs "$(command -v qemu-system-x86_64)" usr/bin/qemu-system-x86_64
+    for fw in bios-microvm.bin pvh.bin linuxboot_dma.bin; do
+        add "/usr/share/qemu/$fw" "usr/share/qemu/$fw"
+    done
+fi
+image=$cache/image-$(key_of "$(mkfs.ext4 -V 2>&1 | head -n 1)")
+if [ -f "$image/testhost.cpio" ]; then
+    say "cached: $image/testhost.cpio"
+    echo "$image/testhost.cpio"
+    exit 0
+fi
+
+say "building the test host initramfs (runm-vmm: $vmm, QEMU: $([ "$with_qemu" = 1 ] && echo yes || echo no))"
+mkdir -p "$cache"
+tmp=$(mktemp -d "$cache/.image.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+stage "$tmp/root"
+chmod 755 "$tmp/root/init"
+
+# Test data for the disk tests: a small ext4 with a known file.
+mkdir -p "$tmp/disk" "$tmp/root/data"
+echo "RUNM-DISK-DATA-OK" > "$tmp/disk/runm-test-data.txt"
+mkfs.ext4 -q -F -L runm-test -E root_owner=0:0 -d "$tmp/disk" "$tmp/root/data/disk.ext4" 8M >/dev/null
+
+pack "$tmp/root" "$tmp/testhost.cpio"
+mkdir -p "$tmp/out"
+mv "$tmp/testhost.cpio" "$tmp/out/"
+mv -T "$tmp/out" "$image" 2>/dev/null || true    # a concurrent build may have won
+rm -rf "$tmp"
+trap - EXIT
+say "test host initramfs: $image/testhost.cpio ($(( $(stat -c %s "$image/testhost.cpio") / 1048576 )) MiB)"
+
+# Keep the three newest images; each runm-vmm build makes a new one.
+find "$cache" -maxdepth 1 -name 'image-*' -type d -printf '%T@ %p\n' | sort -rn | tail -n +4 |
+    cut -d' ' -f2- | while read -r old; do rm -rf "$old"; done
+echo "$image/testhost.cpio"

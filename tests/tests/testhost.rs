@@ -1,0 +1,156 @@
+//! runm-vmm's whole path, guest user space included, under ordinary KVM: the
+//! test host is a Linux with kvm_amd booted under QEMU's software emulation
+//! (`tests/testhost/run.sh`), and the tests run inside it (`tests/testhost/init.sh`).
+//!
+//! Builds nothing of the workspace: it tests the runm-vmm binary found at
+//! `$RUNM_VMM`, else `target/<profile>/runm-vmm` (so `cargo build` first). The
+//! guest and test host kernels and the image are built by the scripts on first
+//! use (minutes the first time, cached after that).
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    /// The tests that must PASS inside the test host, in the order they run.
+    const EXPECTED: &[&str] = &[
+        "kvm-available",
+        "runm-vmm-boots-userspace",
+        "two-vcpus",
+        "qemu-in-testhost-kvm",
+    ];
+
+    /// Each test boots a software-emulated machine with 2 vCPUs: one at a time.
+    static ONE_MACHINE: Mutex<()> = Mutex::new(());
+
+    fn repo_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the tests crate lives in the workspace")
+            .to_path_buf()
+    }
+
+    /// `$RUNM_VMM`, else the workspace's `target/<this profile>/runm-vmm`.
+    fn runm_vmm_path() -> PathBuf {
+        if let Some(path) = std::env::var_os("RUNM_VMM") {
+            return PathBuf::from(path);
+        }
+        let root = repo_root();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(|dir| root.join(dir))
+            .unwrap_or_else(|| root.join("target"));
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        target.join(profile).join("runm-vmm")
+    }
+
+    struct Run {
+        success: bool,
+        stdout: String,
+    }
+
+    fn run_testhost(args: &[&str]) -> Run {
+        let script = repo_root().join("tests/testhost/run.sh");
+        let start = Instant::now();
+        // stderr is inherited: the build and boot progress shows as it happens.
+        let output = Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        eprintln!(
+            "run.sh {} -> {} in {:.0} s (software emulation)\n{stdout}",
+            args.join(" "),
+            output.status,
+            start.elapsed().as_secs_f64()
+        );
+        Run {
+            success: output.status.success(),
+            stdout,
+        }
+    }
+
+    #[test]
+    fn testhost_suite_passes() {
+        let vmm = runm_vmm_path();
+        assert!(
+            vmm.is_file(),
+            "runm-vmm not found at {}: build it first (`cargo build -p vmm`, with --release for a \
+             release test run) or point RUNM_VMM at the binary",
+            vmm.display()
+        );
+        let _machine = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+        let vmm = vmm.to_str().expect("runm-vmm path is UTF-8");
+        let run = run_testhost(&["--vmm", vmm]);
+
+        let missing: Vec<&str> = EXPECTED
+            .iter()
+            .copied()
+            .filter(|name| {
+                !run.stdout
+                    .lines()
+                    .any(|line| line.starts_with(&format!("RESULT {name} PASS")))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "tests without a PASS line: {missing:?}\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .lines()
+                .any(|line| line == format!("testhost: {} passed, 0 failed", EXPECTED.len())),
+            "no summary line with {} passed, 0 failed:\n{}",
+            EXPECTED.len(),
+            run.stdout
+        );
+        assert!(run.success, "run.sh failed:\n{}", run.stdout);
+    }
+
+    /// The runner must turn a failed test into a failure: force one and look.
+    #[test]
+    fn testhost_runner_reports_a_failed_test() {
+        let vmm = runm_vmm_path();
+        let vmm_arg = vmm.to_str().expect("runm-vmm path is UTF-8");
+        // The same image as the suite's when runm-vmm exists; this test does not use it.
+        let image_args: &[&str] = if vmm.is_file() {
+            &["--vmm", vmm_arg]
+        } else {
+            &["--no-vmm"]
+        };
+        let _machine = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut args = image_args.to_vec();
+        args.extend(["--only", "kvm-available", "--force-fail", "kvm-available"]);
+        let run = run_testhost(&args);
+
+        assert!(
+            !run.success,
+            "run.sh exited 0 with a failed test:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .lines()
+                .any(|line| line.starts_with("RESULT kvm-available FAIL forced")),
+            "no forced FAIL line:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .lines()
+                .any(|line| line == "testhost: 0 passed, 1 failed"),
+            "no summary line with 0 passed, 1 failed:\n{}",
+            run.stdout
+        );
+    }
+}
