@@ -7,6 +7,7 @@
 //! guests run through KVM's instruction emulator), and are labelled so.
 
 mod procfs;
+mod report;
 mod stats;
 
 use std::io::{BufRead, BufReader};
@@ -417,6 +418,9 @@ fn row(label: &str, values: &[f64], unit: &str, published: &str, peer: &str) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("report") {
+        return report::main(&args[1..]);
+    }
     let o = match parse_args(&args) {
         Ok(o) => o,
         Err(msg) => {
