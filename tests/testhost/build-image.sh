@@ -161,7 +161,7 @@ if [ "$with_qemu" = 1 ]; then
         add "/usr/share/qemu/$fw" "usr/share/qemu/$fw"
     done
 fi
-image=$cache/image-$(key_of "$(mkfs.ext4 -V 2>&1 | head -n 1)")
+image=$cache/image-$(key_of "$(mkfs.ext4 -V 2>&1 | sed -n 1p)")
 if [ -f "$image/testhost.cpio" ]; then
     say "cached: $image/testhost.cpio"
     echo "$image/testhost.cpio"
@@ -174,6 +174,10 @@ tmp=$(mktemp -d "$cache/.image.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 stage "$tmp/root"
 chmod 755 "$tmp/root/init"
+# A debug build carries ~20 MiB of debug info the test host does not need.
+if [ "$vmm" != none ] && command -v strip >/dev/null; then
+    strip --strip-debug "$tmp/root/usr/bin/runm-vmm"
+fi
 
 # Test data for the disk tests: a small ext4 with a known file.
 mkdir -p "$tmp/disk" "$tmp/root/data"

@@ -91,7 +91,7 @@ trap 'exit 143' TERM
 host_tsc_khz() {
     local mhz
     mhz=$(dmesg 2>/dev/null | sed -n -e 's/.*tsc: Refined TSC clocksource calibration: \([0-9.]*\) MHz.*/\1/p' \
-        -e 's/.*tsc: Detected \([0-9.]*\) MHz processor.*/\1/p' | tail -n 1)
+        -e 's/.*tsc: Detected \([0-9.]*\) MHz processor.*/\1/p' | tail -n 1) || true
     [ -n "$mhz" ] || mhz=$(awk -F': *' '/^cpu MHz/ { print $2; exit }' /proc/cpuinfo)
     [ -z "$mhz" ] || awk -v mhz="$mhz" 'BEGIN { printf "%d\n", mhz * 1000 }'
 }
@@ -126,7 +126,7 @@ timed_out=0
 summary_at=
 while kill -0 "$qemu_pid" 2>/dev/null; do
     now=$(date +%s)
-    if [ -z "$summary_at" ] && grep -qE "$summary_re" "$log"; then
+    if [ -z "$summary_at" ] && grep -qE "^$summary_re"$'\r?$' "$log"; then
         summary_at=$now
     fi
     # After the summary the guest resets at once; do not wait on a guest that hangs there.
@@ -138,7 +138,9 @@ while kill -0 "$qemu_pid" 2>/dev/null; do
         timed_out=1
         break
     fi
-    sleep 1
+    # In the background so that a signal runs the trap at once.
+    sleep 1 &
+    wait $! || true
 done
 if kill -0 "$qemu_pid" 2>/dev/null; then
     kill "$qemu_pid" 2>/dev/null || true
@@ -153,8 +155,8 @@ fi
 elapsed=$(( $(date +%s) - start ))
 
 console=$(tr -d '\r' < "$log")
-results=$(grep -oE 'RESULT [^ ]+ (PASS|FAIL).*' <<<"$console" || true)
-summary=$(grep -oE "$summary_re" <<<"$console" | tail -n 1 || true)
+results=$(grep -E '^RESULT [^ ]+ (PASS|FAIL)' <<<"$console" || true)
+summary=$(grep -xE "$summary_re" <<<"$console" | tail -n 1 || true)
 [ -z "$results" ] || echo "$results"
 [ -z "$summary" ] || echo "$summary"
 
