@@ -192,7 +192,9 @@ rm -rf "$tmp"
 trap - EXIT
 say "test host initramfs: $image/testhost.cpio ($(( $(stat -c %s "$image/testhost.cpio") / 1048576 )) MiB)"
 
-# Keep the three newest images; each runm-vmm build makes a new one.
-find "$cache" -maxdepth 1 -name 'image-*' -type d -printf '%T@ %p\n' | sort -rn | tail -n +4 |
-    cut -d' ' -f2- | while read -r old; do rm -rf "$old"; done
+# Keep the three newest of each; each runm-vmm build makes a new image.
+for pattern in 'image-*' 'guest-initramfs-*'; do
+    find "$cache" -maxdepth 1 -name "$pattern" -printf '%T@ %p\n' | sort -rn | tail -n +4 |
+        cut -d' ' -f2- | while read -r old; do rm -rf "$old"; done
+done
 echo "$image/testhost.cpio"
