@@ -14,10 +14,12 @@
 #
 # Two uncompressed newc cpio archives, cached under $RUNM_CACHE_DIR/testhost
 # (default ~/.cache/runm) by the hash of everything that goes into them:
-#   guest-initramfs-<hash>.cpio   the inner guest: busybox, /init = guest-init.sh
+#   vsock-echo-<hash>             vsock-echo.c compiled with gcc -static
+#   guest-initramfs-<hash>.cpio   the inner guest: busybox, vsock-echo, /init = guest-init.sh
 #   image-<hash>/testhost.cpio    the test host: busybox, runm-vmm and the shared
 #                                 libraries it loads, the guest kernel and initramfs,
-#                                 test data (/data/disk.ext4), QEMU (optional),
+#                                 test data (/data/disk.ext4), debugfs, vsock-echo,
+#                                 QEMU (optional),
 #                                 /init = init.sh
 # Progress goes to stderr; the last line on stdout is the test host cpio's path.
 set -euo pipefail
@@ -129,10 +131,21 @@ pack() {
     (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$2"
 }
 
+# --- vsock-echo: the vsock test's relay, for both the test host and the guest ----
+command -v gcc >/dev/null || { echo "build-image.sh: need gcc (with static libc) for vsock-echo" >&2; exit 1; }
+vsock_echo=$cache/vsock-echo-$( { sha256sum < "$here/vsock-echo.c"; gcc --version | head -n 1; } | sha256sum | cut -c1-16)
+if [ ! -x "$vsock_echo" ]; then
+    say "compiling vsock-echo (gcc -static)"
+    mkdir -p "$cache"
+    gcc -static -Os -s -Wall -o "$vsock_echo.tmp" "$here/vsock-echo.c"
+    mv "$vsock_echo.tmp" "$vsock_echo"
+fi
+
 # --- the inner guest's initramfs -----------------------------------------------
 manifest=()
 add "$busybox" bin/busybox
 add "$here/guest-init.sh" init
+add "$vsock_echo" usr/bin/vsock-echo
 guest_cpio=$cache/guest-initramfs-$(key_of guest).cpio
 if [ ! -f "$guest_cpio" ]; then
     say "building the inner guest initramfs"
@@ -154,6 +167,9 @@ add "$busybox" bin/busybox
 add "$here/init.sh" init
 add "$guest_kernel/vmlinux" guest/vmlinux
 add "$guest_cpio" guest/initramfs.cpio
+add "$vsock_echo" usr/bin/vsock-echo
+# debugfs reads the disk tests' images after the guest wrote them.
+add_with_libs "$(command -v debugfs)" usr/sbin/debugfs
 [ "$vmm" = none ] || add_with_libs "$vmm" usr/bin/runm-vmm
 if [ "$with_qemu" = 1 ]; then
     add_with_libs "$(command -v qemu-system-x86_64)" usr/bin/qemu-system-x86_64
@@ -193,7 +209,7 @@ trap - EXIT
 say "test host initramfs: $image/testhost.cpio ($(( $(stat -c %s "$image/testhost.cpio") / 1048576 )) MiB)"
 
 # Keep the three newest of each; each runm-vmm build makes a new image.
-for pattern in 'image-*' 'guest-initramfs-*'; do
+for pattern in 'image-*' 'guest-initramfs-*' 'vsock-echo-*'; do
     find "$cache" -maxdepth 1 -name "$pattern" -printf '%T@ %p\n' | sort -rn | tail -n +4 |
         cut -d' ' -f2- | while read -r old; do rm -rf "$old"; done
 done

@@ -21,8 +21,9 @@
 #
 # What is in this image (build-image.sh): /usr/bin/runm-vmm (when built),
 # /guest/vmlinux (the guest kernel), /guest/initramfs.cpio (inner guest,
-# its /init is guest-init.sh), /data/disk.ext4 (test data), and for the
-# reference check /usr/bin/qemu-system-x86_64.
+# its /init is guest-init.sh), /data/disk.ext4 (test data: /runm-test-data.txt
+# holds RUNM-DISK-DATA-OK), /usr/sbin/debugfs, /usr/bin/vsock-echo (also in the
+# inner guest), and for the reference check /usr/bin/qemu-system-x86_64.
 
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec </dev/console >/dev/console 2>&1
@@ -95,11 +96,46 @@ guest_run() {
     fi
 }
 
-# run_vmm LOG VCPUS RUNM_TEST: boot the inner guest under runm-vmm.
-# The one place that knows runm-vmm's command line.
+# run_vmm LOG VCPUS RUNM_TEST [VMM_ARGS...]: boot the inner guest under runm-vmm,
+# with VMM_ARGS (devices) added; $extra_cmdline, when set, goes on the guest's
+# kernel command line. The one place that knows runm-vmm's command line.
 run_vmm() {
-    guest_run "$1" "$VMM" --kernel "$GUEST_KERNEL" --initrd "$GUEST_INITRD" \
-        --cmdline "$GUEST_CMDLINE runm.test=$3" --mem-mib 256 --vcpus "$2" --console stdout
+    _log=$1 _vcpus=$2 _test=$3
+    shift 3
+    guest_run "$_log" "$VMM" --kernel "$GUEST_KERNEL" --initrd "$GUEST_INITRD" \
+        --cmdline "$GUEST_CMDLINE${extra_cmdline:+ $extra_cmdline} runm.test=$_test" \
+        --mem-mib 256 --vcpus "$_vcpus" --console stdout "$@"
+}
+
+# run_vmm_bg LOG VCPUS RUNM_TEST [VMM_ARGS...]: run_vmm in the background, for
+# tests that talk to the guest while it runs; wait_vmm collects it.
+run_vmm_bg() {
+    rm -f "$1.status"
+    (
+        run_vmm "$@"
+        echo "$status $secs" > "$1.status"
+    ) &
+    vmm_bg_pid=$!
+}
+
+# wait_vmm LOG: wait for run_vmm_bg; sets $status and $secs like run_vmm.
+wait_vmm() {
+    wait "$vmm_bg_pid"
+    [ -f "$1.status" ] || fail "$(cat "$T/reason" 2>/dev/null || echo "the background VMM run left no status")"
+    read -r status secs < "$1.status"
+}
+
+# wait_console LOG TEXT SECS: wait until the console has the line TEXT; 1 if it
+# did not come within SECS seconds or the VMM ended first.
+wait_console() {
+    _i=0
+    while [ "$_i" -lt "$3" ]; do
+        tr -d '\r' < "$1" 2>/dev/null | grep -qxF "$2" && return 0
+        kill -0 "$vmm_bg_pid" 2>/dev/null || { tr -d '\r' < "$1" | grep -qxF "$2"; return; }
+        sleep 1
+        _i=$((_i + 1))
+    done
+    return 1
 }
 
 # console_has LOG TEXT: the (CR-stripped) console log has a line equal to TEXT.
@@ -180,6 +216,126 @@ test_qemu_in_testhost_kvm() {
     nproc=$(console_value "$T/console" RUNM-GUEST-NPROC)
     [ "$nproc" = 2 ] || fail "guest under QEMU/KVM sees nproc=$nproc (expected 2)"
     pass_detail "${secs} s"
+}
+
+# virtio-blk, read-write: the guest reads the image's test file, writes a new
+# one; the image, read here with debugfs after runm-vmm exited, holds it.
+test_disk_read_write() {
+    has_vmm
+    command -v debugfs >/dev/null || fail "debugfs is not in the image"
+    cp /data/disk.ext4 "$T/disk.ext4"
+    run_vmm "$T/console" 1 disk-rw --disk "$T/disk.ext4"
+    expect_guest "$T/console"
+    read_back=$(console_value "$T/console" RUNM-GUEST-DISK-READ)
+    [ "$read_back" = RUNM-DISK-DATA-OK ] || { show_tail "$T/console.txt"; fail "guest read '$read_back' from /dev/vda (expected RUNM-DISK-DATA-OK)"; }
+    wrote=$(console_value "$T/console" RUNM-GUEST-DISK-WRITE)
+    [ "$wrote" = ok ] || { show_tail "$T/console.txt"; fail "guest write to /dev/vda: '$wrote' (expected ok)"; }
+    landed=$(debugfs -R 'cat /runm-written.txt' "$T/disk.ext4" 2>"$T/debugfs.err")
+    [ "$landed" = RUNM-DISK-WRITTEN-BY-GUEST ] ||
+        fail "the image holds '$landed' in /runm-written.txt after the run (expected RUNM-DISK-WRITTEN-BY-GUEST; debugfs: $(tr '\n' ' ' < "$T/debugfs.err"))"
+    pass_detail "${secs} s"
+}
+
+# virtio-blk, read-only: the guest sees a read-only disk, can mount it read-only
+# and read it, every write fails, and the image is unchanged.
+test_disk_read_only() {
+    has_vmm
+    cp /data/disk.ext4 "$T/disk.ext4"
+    before=$(sha256sum < "$T/disk.ext4")
+    run_vmm "$T/console" 1 disk-ro --disk "$T/disk.ext4,ro"
+    expect_guest "$T/console"
+    after=$(sha256sum < "$T/disk.ext4")
+    ro=$(console_value "$T/console" RUNM-GUEST-DISK-RO)
+    read_back=$(console_value "$T/console" RUNM-GUEST-DISK-READ)
+    mount_rw=$(console_value "$T/console" RUNM-GUEST-DISK-MOUNT-RW)
+    dd_write=$(console_value "$T/console" RUNM-GUEST-DISK-DD-WRITE)
+    forced=$(console_value "$T/console" RUNM-GUEST-DISK-FORCED-WRITE)
+    file_write=$(console_value "$T/console" RUNM-GUEST-DISK-FILE-WRITE)
+    # A rw mount is refused, or (busybox mount retries read-only) it ends up ro and a file write fails.
+    case "$mount_rw/$file_write" in
+        failed/|mounted-ro/failed) ;;
+        *) mount_rw="$mount_rw, file write '$file_write'" ;;
+    esac
+    if [ "$ro" != 1 ] || [ "$read_back" != RUNM-DISK-DATA-OK ] || { [ "$mount_rw" != failed ] && [ "$mount_rw" != mounted-ro ]; } ||
+        [ "$dd_write" != failed ] || [ "$forced" != failed ]; then
+        show_tail "$T/console.txt"
+        fail "guest: /sys/block/vda/ro=$ro, read '$read_back', mount rw: $mount_rw, dd write $dd_write, write after blockdev --setrw $forced (expected 1, RUNM-DISK-DATA-OK, failed or mounted-ro, failed, failed)"
+    fi
+    [ "$before" = "$after" ] || fail "the read-only image changed during the run"
+    pass_detail "${secs} s, mount -o rw: $mount_rw"
+}
+
+# virtio-vsock both ways: the guest connects to host port 5000 (the socket
+# <UDS>_5000 here), and this side reaches the guest's listener on port 6000
+# through the UDS with `CONNECT 6000`.
+test_vsock_both_ways() {
+    has_vmm
+    command -v vsock-echo >/dev/null || fail "vsock-echo is not in the image"
+    uds=$T/vsock.sock
+    vsock-echo unix-listen "${uds}_5000" > "$T/from-guest" 2>"$T/listen.err" </dev/null &
+    listener=$!
+    run_vmm_bg "$T/console" 1 vsock --vsock "3,$uds"
+    if wait_console "$T/console" RUNM-GUEST-VSOCK-LISTENING 120; then
+        echo RUNM-VSOCK-HOST-TO-GUEST | vsock-echo unix-connect "$uds" 6000 > "$T/h2g.out" 2>"$T/h2g.err"
+        h2g=$?
+    else
+        h2g="guest never listened"
+    fi
+    wait_vmm "$T/console"
+    kill "$listener" 2>/dev/null
+    expect_guest "$T/console"
+    g2h=$(cat "$T/from-guest")
+    rx=$(console_value "$T/console" RUNM-GUEST-VSOCK-RX)
+    if [ "$g2h" != RUNM-VSOCK-GUEST-TO-HOST ] || [ "$rx" != RUNM-VSOCK-HOST-TO-GUEST ]; then
+        show_tail "$T/console.txt"
+        fail "guest->host: '$g2h' (expected RUNM-VSOCK-GUEST-TO-HOST; listener: $(cat "$T/listen.err")); host->guest: guest got '$rx' (expected RUNM-VSOCK-HOST-TO-GUEST; connect status $h2g, reply $(tr '\n' ' ' < "$T/h2g.err"))"
+    fi
+    pass_detail "${secs} s, reply '$(head -n 1 "$T/h2g.err")'"
+}
+
+# virtio-net over a tap: the tap is made and addressed here, runm-vmm opens it;
+# the guest (ip= on its command line) pings this side, and this side pings it.
+test_net_ping() {
+    has_vmm
+    tunctl -t tap0 >"$T/tunctl.out" 2>&1 || fail "tunctl -t tap0: $(cat "$T/tunctl.out")"
+    ip addr add 10.0.2.1/24 dev tap0 || fail "ip addr add on tap0 failed"
+    ip link set tap0 up || fail "ip link set tap0 up failed"
+    extra_cmdline="ip=10.0.2.15::10.0.2.1:255.255.255.0::eth0:off"
+    run_vmm_bg "$T/console" 1 net --net tap0,02:00:00:00:00:05
+    if wait_console "$T/console" RUNM-GUEST-NET-WAITING 120; then
+        ping -c 3 -W 2 10.0.2.15 > "$T/ping.out" 2>&1
+        host_ping=$?
+    else
+        host_ping="guest never waited for our ping"
+    fi
+    wait_vmm "$T/console"
+    tunctl -d tap0 >/dev/null 2>&1
+    expect_guest "$T/console"
+    guest_ping=$(console_value "$T/console" RUNM-GUEST-PING)
+    if [ "$guest_ping" != ok ] || [ "$host_ping" != 0 ]; then
+        show_tail "$T/console.txt"
+        fail "guest ping of 10.0.2.1: '$guest_ping' (expected ok); ping of the guest 10.0.2.15 from here: status $host_ping: $(tail -n 2 "$T/ping.out" 2>/dev/null | tr '\n' ' ')"
+    fi
+    pass_detail "${secs} s, guest MAC $(console_value "$T/console" RUNM-GUEST-MAC), $(grep -o '[0-9]* packets received' "$T/ping.out")"
+}
+
+# virtio-rng: /dev/hwrng in the guest is virtio_rng and gives 64 bytes, not all zero.
+test_hwrng() {
+    has_vmm
+    run_vmm "$T/console" 1 rng --rng
+    expect_guest "$T/console"
+    current=$(console_value "$T/console" RUNM-GUEST-RNG-CURRENT)
+    hex=$(console_value "$T/console" RUNM-GUEST-RNG-HEX)
+    case "$current" in
+        virtio_rng*) ;;
+        *) show_tail "$T/console.txt"; fail "rng_current is '$current' (expected virtio_rng...)" ;;
+    esac
+    [ "${#hex}" = 128 ] || { show_tail "$T/console.txt"; fail "guest read ${#hex} hex digits from /dev/hwrng (expected 128: 64 bytes)"; }
+    case "$hex" in
+        *[!0]*) ;;
+        *) fail "64 bytes from /dev/hwrng, all zero" ;;
+    esac
+    pass_detail "${secs} s, $current"
 }
 
 # --- runner --------------------------------------------------------------------

@@ -20,6 +20,11 @@ mod tests {
         "runm-vmm-boots-userspace",
         "two-vcpus",
         "qemu-in-testhost-kvm",
+        "disk-read-write",
+        "disk-read-only",
+        "vsock-both-ways",
+        "net-ping",
+        "hwrng",
     ];
 
     /// Each test boots a software-emulated machine with 2 vCPUs: one at a time.
