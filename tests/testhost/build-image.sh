@@ -19,7 +19,8 @@
 #   image-<hash>/testhost.cpio    the test host: busybox, runm-vmm and the shared
 #                                 libraries it loads, the guest kernel and initramfs,
 #                                 test data (/data/disk.ext4), debugfs, vsock-echo,
-#                                 QEMU (optional),
+#                                 runm (beside runm-vmm) with mkfs.ext4, the agent
+#                                 initramfs and a busybox bundle, QEMU (optional),
 #                                 /init = init.sh
 # Progress goes to stderr; the last line on stdout is the test host cpio's path.
 set -euo pipefail
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
         --no-vmm) vmm=none; shift ;;
         --no-qemu) with_qemu=0; shift ;;
         --guest-kernel) guest_kernel=${2:?--guest-kernel needs a directory}; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "build-image.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
@@ -53,6 +54,7 @@ if [ -z "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
 fi
 command -v cpio >/dev/null || need+=(cpio)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v jq >/dev/null || need+=(jq)
 if [ "$with_qemu" = 1 ] && ! command -v qemu-system-x86_64 >/dev/null; then
     need+=(qemu-system-x86)
 fi
@@ -131,6 +133,24 @@ pack() {
     (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$2"
 }
 
+# runm, for the OCI scenarios: the one beside runm-vmm (built together).
+runm=none
+if [ "$vmm" != none ] && [ -x "$(dirname "$vmm")/runm" ]; then
+    runm=$(dirname "$vmm")/runm
+else
+    say "no runm beside runm-vmm: the image has none, the runm tests will FAIL"
+fi
+
+# cached_file NAME: stdin into $cache/NAME-<hash of its content>; prints that path.
+cached_file() {
+    local data out
+    data=$(cat)
+    out=$cache/$1-$(printf '%s\n' "$data" | sha256sum | cut -c1-16)
+    mkdir -p "$cache"
+    [ -f "$out" ] || { printf '%s\n' "$data" > "$out.tmp" && mv "$out.tmp" "$out"; }
+    echo "$out"
+}
+
 # --- vsock-echo: the vsock test's relay, for both the test host and the guest ----
 command -v gcc >/dev/null || { echo "build-image.sh: need gcc (with static libc) for vsock-echo" >&2; exit 1; }
 vsock_echo=$cache/vsock-echo-$( { sha256sum < "$here/vsock-echo.c"; gcc --version | head -n 1; } | sha256sum | cut -c1-16)
@@ -168,14 +188,32 @@ add "$here/init.sh" init
 add "$guest_kernel/vmlinux" guest/vmlinux
 add "$guest_cpio" guest/initramfs.cpio
 add "$vsock_echo" usr/bin/vsock-echo
-# debugfs reads the disk tests' images after the guest wrote them.
-add_with_libs "$(command -v debugfs)" usr/sbin/debugfs
 [ "$vmm" = none ] || add_with_libs "$vmm" usr/bin/runm-vmm
 if [ "$with_qemu" = 1 ]; then
     add_with_libs "$(command -v qemu-system-x86_64)" usr/bin/qemu-system-x86_64
     for fw in bios-microvm.bin pvh.bin linuxboot_dma.bin; do
         add "/usr/share/qemu/$fw" "usr/share/qemu/$fw"
     done
+fi
+# debugfs reads the disk tests' images after the guest wrote them.
+add_with_libs "$(command -v debugfs)" usr/sbin/debugfs
+if [ "$runm" != none ]; then
+    add_with_libs "$runm" usr/bin/runm
+    # runm turns the bundle's rootfs into an ext4 image.
+    add_with_libs "$(command -v mkfs.ext4)" usr/sbin/mkfs.ext4
+    add "$("$repo/guest-agent/build-initramfs.sh" | tail -n 1)" guest/agent.cpio
+    # A busybox bundle (its bin/ gets the applet links in stage_bundle): config.json
+    # from `runm spec`, non-interactive, writable root, the workload below.
+    spec=$(mktemp -d)
+    "$runm" spec --bundle "$spec"
+    config=$(jq '.process.terminal = false
+        | .process.args = ["sh", "-c", "echo hello from the guest; echo to-stderr >&2; exit 7"]
+        | .process.env = ["PATH=/bin", "HOME=/"] | .root.readonly = false' "$spec/config.json" |
+        cached_file bundle-config)
+    rm -rf "$spec"
+    add "$config" bundles/busybox/config.json
+    add "$(echo "root:x:0:0:root:/:/bin/sh" | cached_file bundle-passwd)" bundles/busybox/rootfs/etc/passwd
+    add "$busybox" bundles/busybox/rootfs/bin/busybox
 fi
 image=$cache/image-$(key_of "$(mkfs.ext4 -V 2>&1 | sed -n 1p)")
 if [ -f "$image/testhost.cpio" ]; then
@@ -190,9 +228,16 @@ tmp=$(mktemp -d "$cache/.image.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 stage "$tmp/root"
 chmod 755 "$tmp/root/init"
+if [ "$runm" != none ]; then
+    mkdir -p "$tmp/root/bundles/busybox/rootfs/"{dev,proc,sys,tmp}
+    for applet in $("$busybox" --list); do
+        [ "$applet" = busybox ] || ln -s busybox "$tmp/root/bundles/busybox/rootfs/bin/$applet"
+    done
+fi
 # A debug build carries ~20 MiB of debug info the test host does not need.
 if [ "$vmm" != none ] && command -v strip >/dev/null; then
     strip --strip-debug "$tmp/root/usr/bin/runm-vmm"
+    [ "$runm" = none ] || strip --strip-debug "$tmp/root/usr/bin/runm"
 fi
 
 # Test data for the disk tests: a small ext4 with a known file.
@@ -209,7 +254,7 @@ trap - EXIT
 say "test host initramfs: $image/testhost.cpio ($(( $(stat -c %s "$image/testhost.cpio") / 1048576 )) MiB)"
 
 # Keep the three newest of each; each runm-vmm build makes a new image.
-for pattern in 'image-*' 'guest-initramfs-*' 'vsock-echo-*'; do
+for pattern in 'image-*' 'guest-initramfs-*' 'vsock-echo-*' 'bundle-config-*'; do
     find "$cache" -maxdepth 1 -name "$pattern" -printf '%T@ %p\n' | sort -rn | tail -n +4 |
         cut -d' ' -f2- | while read -r old; do rm -rf "$old"; done
 done

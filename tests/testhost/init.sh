@@ -23,7 +23,9 @@
 # /guest/vmlinux (the guest kernel), /guest/initramfs.cpio (inner guest,
 # its /init is guest-init.sh), /data/disk.ext4 (test data: /runm-test-data.txt
 # holds RUNM-DISK-DATA-OK), /usr/sbin/debugfs, /usr/bin/vsock-echo (also in the
-# inner guest), and for the reference check /usr/bin/qemu-system-x86_64.
+# inner guest), /usr/bin/runm with /usr/sbin/mkfs.ext4, /guest/agent.cpio and
+# /bundles/busybox (runm's OCI test), and for the reference check
+# /usr/bin/qemu-system-x86_64.
 
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec </dev/console >/dev/console 2>&1
@@ -336,6 +338,37 @@ test_hwrng() {
         *) fail "64 bytes from /dev/hwrng, all zero" ;;
     esac
     pass_detail "${secs} s, $current"
+}
+
+# runm, the OCI runtime, with its own VMM (--hypervisor runm-vmm) here on real
+# KVM: a busybox bundle (/bundles/busybox, its workload prints a line on each of
+# stdout and stderr and exits 7) runs end to end; runm exits with 7, prints the
+# workload's output, and leaves no container or VMM behind.
+test_runm_oci_run_exit_status() {
+    has_vmm
+    command -v runm >/dev/null || fail "runm is not in the image (build it beside runm-vmm: cargo build --release -p runtime-shim)"
+    [ -f /guest/agent.cpio ] || fail "the agent initramfs /guest/agent.cpio is not in the image"
+    [ -f /bundles/busybox/config.json ] || fail "the bundle /bundles/busybox is not in the image"
+    grep -q ' /sys/fs/cgroup ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    cp -a /bundles/busybox "$T/bundle"
+    t0=$(date +%s)
+    RUNM_KERNEL=$GUEST_KERNEL RUNM_INITRD=/guest/agent.cpio RUNM_BOOT_TIMEOUT=$guest_timeout \
+        timeout -s KILL "$guest_timeout" runm --root "$T/state" --hypervisor runm-vmm \
+        run r1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
+    status=$?
+    secs=$(( $(date +%s) - t0 ))
+    out=$(cat "$T/out")
+    if [ "$status" != 7 ] || [ "$out" != "hello from the guest" ] || ! grep -q '^to-stderr$' "$T/err"; then
+        show_tail "$T/err"
+        fail "runm run: exit status $status (expected 7), stdout '$out' (expected 'hello from the guest'), to-stderr on stderr: $(grep -c '^to-stderr$' "$T/err"), ${secs} s"
+    fi
+    left=$(runm --root "$T/state" list --format json 2>&1)
+    case "$left" in
+        ""|"[]"|null) ;;
+        *) fail "runm list after the run: $left (expected no container)" ;;
+    esac
+    ! pidof runm-vmm >/dev/null || fail "a runm-vmm process is left after the run: $(pidof runm-vmm)"
+    pass_detail "${secs} s, $(grep -o 'backend [a-z-]*' "$T/err" | head -n 1)"
 }
 
 # --- runner --------------------------------------------------------------------

@@ -25,6 +25,7 @@ mod tests {
         "vsock-both-ways",
         "net-ping",
         "hwrng",
+        "runm-oci-run-exit-status",
     ];
 
     /// Each test boots a software-emulated machine with 2 vCPUs: one at a time.
