@@ -5,6 +5,9 @@
 //! first `KVM_RUN`, and its resident memory beside guest RAM. These host-side
 //! costs are real on any KVM; guest boot times on a PVM host are not (its
 //! guests run through KVM's instruction emulator), and are labelled so.
+//!
+//! `runm-bench report [--runs N] [--out DIR]` writes the container-versus-VM
+//! report (see the `report` module).
 
 mod procfs;
 mod report;

@@ -104,7 +104,10 @@ pub fn markdown(blocks: &[Block]) -> String {
                 out.push('\n');
             }
             Block::Figure(file, _, caption) => {
-                out.push_str(&format!("![{caption}]({file})\n\n*{caption}*\n\n"));
+                // The alt text is the caption's first part; the host line
+                // follows it in the caption under the figure.
+                let alt = caption.split(';').next().unwrap_or(caption);
+                out.push_str(&format!("![{alt}]({file})\n\n*{caption}*\n\n"));
             }
         }
     }
@@ -244,7 +247,7 @@ mod tests {
         assert!(md.starts_with("## Latency\n\n> **software emulation**\n\n"));
         assert!(md.contains("| model | value |\n| --- | --- |\n| a\\|b | 1 < 2 |\n| short |  |\n"));
         assert!(md.contains("\n*host: PVM KVM*\n"));
-        assert!(md.contains("![cap](x.svg)"));
+        assert!(md.contains("![cap](x.svg)\n\n*cap*\n"));
     }
 
     #[test]

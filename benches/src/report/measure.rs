@@ -165,21 +165,50 @@ pub fn measure(env: &Env, host: HostInfo, plan: &Plan) -> Measurements {
         } else if let Some(why) = env.missing(backend) {
             r.unavailable = Some(why);
         }
-        if r.unavailable.is_none() {
-            say(&format!("== {} ({})", backend.label(), r.execution));
-            if backend == Backend::RunmVmm {
-                measure_runm_vmm(env, plan, &mut r);
-            } else {
-                measure_backend(env, plan, &mut r);
-            }
-        } else {
-            say(&format!(
-                "== {}: not measured: {}",
-                backend.label(),
-                r.unavailable.as_deref().unwrap_or("")
-            ));
+        match &r.unavailable {
+            None => say(&format!("{}: {}", backend.label(), r.execution)),
+            Some(why) => say(&format!("{}: not measured: {why}", backend.label())),
         }
         m.backends.push(r);
+    }
+    // The timed runs go round the backends run by run rather than backend
+    // by backend: on a shared host the load drifts, and this way the drift
+    // falls on every backend alike instead of on whichever ran last.
+    let active: Vec<usize> = (0..m.backends.len())
+        .filter(|&k| {
+            m.backends[k].unavailable.is_none() && m.backends[k].backend != Backend::RunmVmm
+        })
+        .collect();
+    let mut phase_runs: Vec<Vec<Vec<(String, f64)>>> = vec![Vec::new(); m.backends.len()];
+    say("== hello-world, start to exit");
+    for i in 0..plan.runs {
+        for &k in &active {
+            hello_run(env, plan, i, &mut m.backends[k], &mut phase_runs[k]);
+        }
+    }
+    for &k in &active {
+        m.backends[k].phases = phase_series(&phase_runs[k]);
+        if m.backends[k].backend == Backend::QemuDirect {
+            reboot_k_cost(env, &mut m.backends[k]);
+        }
+    }
+    say("== workloads: CPU, system calls, file I/O");
+    for i in 0..plan.runs {
+        for &k in &active {
+            bench_run(env, plan, i, &mut m.backends[k]);
+        }
+    }
+    for &k in &active {
+        say(&format!("== memory: {}", m.backends[k].backend.label()));
+        memory_runs(env, plan, &mut m.backends[k]);
+    }
+    if let Some(r) = m
+        .backends
+        .iter_mut()
+        .find(|r| r.backend == Backend::RunmVmm && r.unavailable.is_none())
+    {
+        say(&format!("== {}", r.backend.label()));
+        measure_runm_vmm(env, plan, r);
     }
     m.isolation = isolation(env, plan, &mut m.notes);
     m.network = network(&m);
@@ -227,81 +256,85 @@ fn bench_args(env: &Env, plan: &Plan, backend: Backend) -> Vec<String> {
     ]
 }
 
-fn measure_backend(env: &Env, plan: &Plan, r: &mut BackendResult) {
+/// One hello-world run of `r`'s backend: its latency and phases.
+fn hello_run(
+    env: &Env,
+    plan: &Plan,
+    i: usize,
+    r: &mut BackendResult,
+    phase_runs: &mut Vec<Vec<(String, f64)>>,
+) {
     let b = r.backend;
-    // Start-to-exit latency of hello-world, with its phases.
-    let mut phase_runs = Vec::new();
-    for i in 0..plan.runs {
-        match env
-            .run(b, &RunSpec::args(&["hello"]), timeout(b, false))
-            .and_then(|o| check(&format!("{} hello", b.label()), &o).map(|()| o))
-        {
-            Ok(o) => {
-                say(&format!(
-                    "{} hello {}/{}: {} ms ({})",
-                    b.short(),
-                    i + 1,
-                    plan.runs,
-                    fmt_num(o.wall_ms),
-                    o.phases
-                        .iter()
-                        .map(|(n, v)| format!("{n} {}", fmt_num(*v)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-                r.hello_ms.push(o.wall_ms);
-                phase_runs.push(o.phases);
-            }
-            Err(e) => note(r, &format!("hello run {}: {e}", i + 1)),
+    match env
+        .run(b, &RunSpec::args(&["hello"]), timeout(b, false))
+        .and_then(|o| check(&format!("{} hello", b.label()), &o).map(|()| o))
+    {
+        Ok(o) => {
+            say(&format!(
+                "{} hello {}/{}: {} ms ({})",
+                b.short(),
+                i + 1,
+                plan.runs,
+                fmt_num(o.wall_ms),
+                o.phases
+                    .iter()
+                    .map(|(n, v)| format!("{n} {}", fmt_num(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            r.hello_ms.push(o.wall_ms);
+            phase_runs.push(o.phases);
         }
+        Err(e) => note(r, &format!("hello run {}: {e}", i + 1)),
     }
-    r.phases = phase_series(&phase_runs);
-    if b == Backend::QemuDirect {
-        reboot_k_cost(env, r);
-    }
+}
 
-    // CPU, system calls, file I/O.
+/// One run of the CPU, system-call and file-I/O workloads.
+fn bench_run(env: &Env, plan: &Plan, i: usize, r: &mut BackendResult) {
+    let b = r.backend;
     let spec = RunSpec {
         args: bench_args(env, plan, b),
         memory_limit: None,
         reboot_k: false,
     };
-    for i in 0..plan.runs {
-        match env
-            .run(b, &spec, timeout(b, true))
-            .and_then(|o| check(&format!("{} bench", b.label()), &o).map(|()| o))
-        {
-            Ok(o) => {
-                let res = marks::bench_results(&o.stdout);
-                let get = |n: &str| res.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
-                if let Some(v) = get("cpu") {
-                    r.cpu_ms.push(v);
-                }
-                if let Some(v) = get("syscall") {
-                    r.syscall_ms.push(v);
-                }
-                if let Some(v) = get("fileio") {
-                    r.fileio_ms.push(v);
-                }
-                say(&format!(
-                    "{} bench {}/{}: {}",
-                    b.short(),
-                    i + 1,
-                    plan.runs,
-                    res.iter()
-                        .map(|(n, v)| format!("{n} {} ms", fmt_num(*v)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+    match env
+        .run(b, &spec, timeout(b, true))
+        .and_then(|o| check(&format!("{} bench", b.label()), &o).map(|()| o))
+    {
+        Ok(o) => {
+            let res = marks::bench_results(&o.stdout);
+            let get = |n: &str| res.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+            if let Some(v) = get("cpu") {
+                r.cpu_ms.push(v);
             }
-            Err(e) => note(r, &format!("bench run {}: {e}", i + 1)),
+            if let Some(v) = get("syscall") {
+                r.syscall_ms.push(v);
+            }
+            if let Some(v) = get("fileio") {
+                r.fileio_ms.push(v);
+            }
+            say(&format!(
+                "{} bench {}/{}: {}",
+                b.short(),
+                i + 1,
+                plan.runs,
+                res.iter()
+                    .map(|(n, v)| format!("{n} {} ms", fmt_num(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
+        Err(e) => note(r, &format!("bench run {}: {e}", i + 1)),
     }
-    if b == Backend::QemuDirect {
+    if b == Backend::QemuDirect && i == 0 {
         r.notes
             .push("no file I/O: the direct boot has an initramfs only, no disk".into());
     }
+}
 
+/// Memory of one idle instance (`runs` times), then of N at once.
+fn memory_runs(env: &Env, plan: &Plan, r: &mut BackendResult) {
+    let b = r.backend;
     // Memory of one idle instance.
     for i in 0..plan.runs {
         match idle_memory(env, plan, b, 1) {
@@ -490,7 +523,11 @@ fn measure_runm_vmm(env: &Env, plan: &Plan, r: &mut BackendResult) {
                     .iter()
                     .chain(o.stderr.iter())
                     .find(|l| l.text.contains("Kernel panic"))
-                    .map(|l| l.text.clone());
+                    .map(|l| {
+                        marks::printk(&l.text)
+                            .map_or(l.text.as_str(), |(_, m)| m)
+                            .to_string()
+                    });
                 say(&format!(
                     "runm-vmm boot: {} after {} s; {}",
                     o.exit,
@@ -716,9 +753,7 @@ fn crash_probe(env: &Env, b: Backend) -> Result<CrashOutcome> {
     let console: Vec<String> = o
         .console
         .iter()
-        .filter(|l| {
-            l.text.contains("sysrq") || l.text.contains("Kernel panic") || l.text.contains("reboot")
-        })
+        .filter(|l| l.text.contains("sysrq: ") || l.text.contains("Kernel panic"))
         .map(|l| {
             marks::printk(&l.text)
                 .map_or(l.text.as_str(), |(_, m)| m)
@@ -730,7 +765,11 @@ fn crash_probe(env: &Env, b: Backend) -> Result<CrashOutcome> {
         .stderr
         .iter()
         .rev()
-        .find(|l| !l.text.contains("backend qemu") && !l.text.trim().is_empty())
+        .find(|l| {
+            // runm's backend choice and its warnings are not about the crash.
+            let t = l.text.trim();
+            !t.is_empty() && !t.contains("backend") && !t.contains("warning:")
+        })
         .map(|l| l.text.clone());
     Ok(CrashOutcome {
         action: "`c` written to /proc/sysrq-trigger inside the guest".into(),

@@ -50,6 +50,15 @@ pub struct Bar {
     pub text: String,
 }
 
+/// Axis tick labels: whole numbers without decimals, others as in tables.
+fn tick(v: &f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e9 {
+        format!("{v:.0}")
+    } else {
+        fmt_num(*v)
+    }
+}
+
 fn plot_err(name: &str) -> impl Fn(String) -> ReportError + '_ {
     move |detail| ReportError::Plot {
         name: name.to_string(),
@@ -137,7 +146,7 @@ pub fn hbars(
                 .disable_y_mesh()
                 .y_labels(0)
                 .x_desc(axis)
-                .x_label_formatter(&|v| fmt_num(*v))
+                .x_label_formatter(&tick)
                 .draw()
                 .map_err(e)
                 .map_err(plot_err(name))?;
@@ -154,7 +163,7 @@ pub fn hbars(
                 .disable_y_mesh()
                 .y_labels(0)
                 .x_desc(axis)
-                .x_label_formatter(&|v| fmt_num(*v))
+                .x_label_formatter(&tick)
                 .draw()
                 .map_err(e)
                 .map_err(plot_err(name))?;
@@ -345,7 +354,7 @@ fn timeline_chart(
             .disable_y_mesh()
             .y_labels(0)
             .x_desc(format!("{unit} since the command was started (medians)"))
-            .x_label_formatter(&|v| fmt_num(*v))
+            .x_label_formatter(&tick)
             .draw()
             .map_err(e)
             .map_err(plot_err(name))?;
@@ -520,9 +529,9 @@ pub fn density(m: &Measurements) -> Result<String> {
             .configure_mesh()
             .x_desc("instances")
             .y_desc("MiB")
-            .x_labels(usize::try_from(max_n as u64).unwrap_or(4) + 1)
-            .x_label_formatter(&|v| fmt_num(*v))
-            .y_label_formatter(&|v| fmt_num(*v))
+            .x_labels(usize::try_from(max_n as u64).unwrap_or(4))
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .draw()
             .map_err(e)
             .map_err(plot_err(name))?;
@@ -559,6 +568,13 @@ pub fn density(m: &Measurements) -> Result<String> {
 mod tests {
     use super::*;
     use crate::report::render::tests::fixture;
+
+    #[test]
+    fn ticks_drop_needless_decimals() {
+        assert_eq!(tick(&20.0), "20");
+        assert_eq!(tick(&0.5), "0.500");
+        assert_eq!(tick(&2.5), "2.50");
+    }
 
     #[test]
     fn log_bounds_are_powers_of_ten() {

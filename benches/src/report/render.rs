@@ -436,11 +436,16 @@ fn isolation_table(m: &Measurements) -> Table {
     });
     row("hostname", &|f| f.hostname.clone());
     row("memory and CPUs it sees", &|f| {
-        format!("MemTotal {} MiB, {} CPUs", f.mem_total_kib / 1024, f.cpus)
+        format!("MemTotal {} MiB; CPUs: {}", f.mem_total_kib / 1024, f.cpus)
     });
     row("effective capabilities", &|f| f.cap_eff.clone());
     row("cgroup memory limit it sees", &|f| {
-        limit_text(&f.cgroup_memory_limit)
+        let t = limit_text(&f.cgroup_memory_limit);
+        if f.backend.is_vm() && t != "none" && !t.ends_with("MiB") {
+            "none inside the guest: the limit is the VM's RAM".into()
+        } else {
+            t
+        }
     });
     row("memory limit enforced, and how", &memory_limit_text);
     row("/proc/sysrq-trigger", &sysrq_text);
@@ -490,9 +495,11 @@ pub fn models_table(m: &Measurements) -> Table {
         }),
         _ => facts_of(m, b).map_or_else(na, |f| {
             format!(
-                "a VM: it sees {} CPU(s), MemTotal {} MiB; {}",
+                "a VM of its own: it sees CPUs: {}, MemTotal {} MiB (the probe's bundle asks for \
+                 32 MiB: runm gives it its smallest VM, 128 MiB; the other runs use {} MiB); {}",
                 f.cpus,
                 f.mem_total_kib / 1024,
+                m.sizes.vm_mem_mib,
                 m.backend(b).map_or(String::new(), |r| r.execution.clone())
             )
         }),
@@ -670,7 +677,9 @@ pub fn document(m: &Measurements) -> Result<Document> {
         "PSS (proportional set size, /proc/PID/smaps_rollup) summed over every host process of \
          one instance running an idle `sleep` workload: the process itself; `runc run` and the \
          container; `runm run`, runm's sandbox and QEMU (whose PSS includes the guest RAM it \
-         touched). Guest RAM touched: the RSS of the VMM's guest-memory mapping."
+         touched). Guest RAM touched: the RSS of the VMM's guest-memory mapping. Under \
+         software emulation the rest of QEMU's share includes its cache of translated guest \
+         code, which a KVM-backed VMM does not have."
             .into(),
     ));
     b.push(Block::Table(memory_table(m), cap.clone()));

@@ -43,7 +43,8 @@ pub fn fmt_spread(values: &[f64], unit: &str) -> String {
             } else {
                 format!(" {unit}")
             };
-            if values.len() == 1 || min == max {
+            // A spread that rounds away is not shown.
+            if values.len() == 1 || fmt_num(min) == fmt_num(max) {
                 format!("{}{unit}", fmt_num(median))
             } else {
                 format!(
@@ -108,6 +109,7 @@ mod tests {
         assert_eq!(fmt_spread(&[3.0, 1.0, 2.0], "ms"), "2.00 ms (1.00-3.00)");
         assert_eq!(fmt_spread(&[150.0], "ms"), "150 ms");
         assert_eq!(fmt_spread(&[4.0, 4.0], ""), "4.00");
+        assert_eq!(fmt_spread(&[1.191, 1.189], "MiB"), "1.19 MiB");
         assert_eq!(fmt_spread(&[], "ms"), "-");
         assert_eq!(fmt_ratio(Some(52.0)), "×52.0");
         assert_eq!(fmt_ratio(None), "-");
