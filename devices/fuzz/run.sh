@@ -23,7 +23,7 @@
 set -euo pipefail
 
 SECONDS_PER_TARGET="${1:-20}"
-TARGETS=(virtio_block virtio_rng)
+TARGETS=(virtio_block virtio_rng virtio_vsock virtio_net)
 cd "$(dirname "$0")"
 
 if [[ "${FUZZ_INSTALL_CARGO_FUZZ:-0}" == 1 ]] && ! cargo fuzz --version >/dev/null 2>&1; then

@@ -105,6 +105,8 @@ pub struct Laid {
     pub queue: Queue,
     /// Where the rings are, to check them afterwards.
     pub view: RingView,
+    /// `(head descriptor, index in chains)` of each chain laid out.
+    pub heads: Vec<(u16, usize)>,
 }
 
 /// What is needed to check the used ring after a run.
@@ -120,6 +122,9 @@ pub struct RingView {
     /// The available index was overwritten (the driver claims any number of
     /// chains, up to the queue size).
     pub avail_idx_overridden: bool,
+    /// No corruption at all: every chain is exactly as specified, in buffers
+    /// that do not overlap (unless the buffer area wrapped around).
+    pub pristine: bool,
     /// Used ring address.
     pub used_addr: GuestAddress,
     /// The used index before the device ran.
@@ -134,20 +139,49 @@ fn write_desc(mem: &GuestMemory, table: u64, index: u16, d: SplitDescriptor) {
     );
 }
 
+/// Where in guest memory one queue and its buffers are laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct Area {
+    /// Descriptor table, then available ring, then used ring.
+    pub queue: u64,
+    /// Indirect descriptor tables, up to `buf`.
+    pub indirect: u64,
+    /// Buffers are carved from here...
+    pub buf: u64,
+    /// ...up to here.
+    pub end: u64,
+}
+
+/// The area of [`lay_out`]: the first [`MEM_SIZE`] bytes of guest memory.
+pub const MAIN_AREA: Area = Area {
+    queue: QUEUE_BASE,
+    indirect: INDIRECT_BASE,
+    buf: BUF_BASE,
+    end: MEM_SIZE,
+};
+
 /// Lays out `ring` and `chains` in `mem` and returns the device-side queue.
 pub fn lay_out(mem: &GuestMemory, ring: &RingSpec, chains: &[ChainSpec]) -> Laid {
+    lay_out_in(mem, &MAIN_AREA, ring, chains)
+}
+
+/// [`lay_out`] in another area of guest memory (a second queue).
+pub fn lay_out_in(mem: &GuestMemory, area: &Area, ring: &RingSpec, chains: &[ChainSpec]) -> Laid {
     let size: u16 = 1 << (ring.size_log2 % 9);
-    let desc_table = QUEUE_BASE;
+    let desc_table = area.queue;
     let avail = desc_table + 16 * u64::from(size);
     let used = (avail + 6 + 2 * u64::from(size) + 3) & !3;
     let start = ring.start;
 
     let mut next_desc: u16 = 0;
-    let mut buf_cursor = BUF_BASE;
-    let mut indirect_cursor = INDIRECT_BASE;
+    let mut buf_cursor = area.buf;
+    let mut indirect_cursor = area.indirect;
     let mut heads = Vec::new();
     let mut rings_trusted = true;
-    for chain in chains.iter().take(usize::from(size)) {
+    let mut pristine = true;
+    let mut descs_used = 0usize;
+    let mut chain_heads = Vec::new();
+    for (chain_index, chain) in chains.iter().take(usize::from(size)).enumerate() {
         let bufs: Vec<&BufSpec> = chain.bufs.iter().take(8).collect();
         if bufs.is_empty() {
             continue;
@@ -157,8 +191,9 @@ pub fn lay_out(mem: &GuestMemory, ring: &RingSpec, chains: &[ChainSpec]) -> Laid
         let mut prefix_off = 0usize;
         for b in &bufs {
             let len = u32::from(b.len);
-            if buf_cursor + u64::from(len) > MEM_SIZE {
-                buf_cursor = BUF_BASE;
+            if buf_cursor + u64::from(len) > area.end {
+                buf_cursor = area.buf;
+                pristine = false;
             }
             let addr = buf_cursor;
             buf_cursor = (buf_cursor + u64::from(len) + 15) & !15;
@@ -179,6 +214,11 @@ pub fn lay_out(mem: &GuestMemory, ring: &RingSpec, chains: &[ChainSpec]) -> Laid
             descs.push(SplitDescriptor::new(addr, len, flags, 0));
         }
         let n = descs.len();
+        descs_used += n;
+        if descs_used > usize::from(size) {
+            // The descriptor table wrapped: later chains overwrite earlier ones.
+            pristine = false;
+        }
         let mut indirect: Option<u8> = None;
         // Link the chain: consecutive indices in whatever table it lives in.
         let direct_first = next_desc;
@@ -203,6 +243,7 @@ pub fn lay_out(mem: &GuestMemory, ring: &RingSpec, chains: &[ChainSpec]) -> Laid
         }
         for c in chain.corruptions.iter().take(2) {
             let pick = |k: u8| usize::from(k) % n;
+            pristine = false;
             match *c {
                 Corruption::Addr(k, a) => {
                     rings_trusted = false;
@@ -241,8 +282,8 @@ pub fn lay_out(mem: &GuestMemory, ring: &RingSpec, chains: &[ChainSpec]) -> Laid
                 }
                 let table_len = 16 * n as u32 + u32::from(fudge);
                 indirect_cursor += 16 * n as u64;
-                if indirect_cursor + 16 * 8 > BUF_BASE {
-                    indirect_cursor = INDIRECT_BASE;
+                if indirect_cursor + 16 * 8 > area.buf {
+                    indirect_cursor = area.indirect;
                 }
                 write_desc(
                     mem,
@@ -261,10 +302,12 @@ pub fn lay_out(mem: &GuestMemory, ring: &RingSpec, chains: &[ChainSpec]) -> Laid
             }
         }
         heads.push(head % size);
+        chain_heads.push((head % size, chain_index));
     }
     let extra = if ring.lie >= 240 { 4 } else { 0 };
     for &h in ring.extra_heads.iter().take(extra) {
         heads.push(h);
+        pristine = false;
     }
     heads.truncate(usize::from(size));
 
@@ -296,11 +339,13 @@ pub fn lay_out(mem: &GuestMemory, ring: &RingSpec, chains: &[ChainSpec]) -> Laid
     queue.set_next_used(start);
     Laid {
         queue,
+        heads: chain_heads,
         view: RingView {
             size,
             published,
             rings_trusted,
             avail_idx_overridden: overridden,
+            pristine: pristine && !overridden,
             used_addr: GuestAddress(used),
             start,
         },
@@ -589,4 +634,755 @@ pub fn fuzz_rng(data: &[u8]) {
             t.write(offset, &value.to_le_bytes());
         }
     }
+}
+
+// ------------------------------------------------------- two-queue devices
+
+/// The second queue's area (rx for vsock and net), in the 1 MiB of guest
+/// memory above [`MEM_SIZE`].
+pub const SECOND_AREA: Area = Area {
+    queue: MEM_SIZE,
+    indirect: MEM_SIZE + INDIRECT_BASE,
+    buf: MEM_SIZE + BUF_BASE,
+    end: 2 * MEM_SIZE,
+};
+
+/// Guest memory of the two-queue targets: the regions of the one-queue
+/// targets, then an adjacent 1 MiB region for [`SECOND_AREA`].
+fn guest_memory_2q() -> GuestMemory {
+    let half = (MEM_SIZE / 2) as usize;
+    devices::test_utils::guest_memory(&[
+        (0, half),
+        (MEM_SIZE / 2, half),
+        (MEM_SIZE, MEM_SIZE as usize),
+    ])
+}
+
+/// A receive buffer a driver posts: mostly one well-formed writable buffer.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum RxSpec {
+    /// A writable buffer of `len`, split in two at `split` if set.
+    Buffer {
+        /// Below 32: a tiny buffer of that many bytes; otherwise `big`.
+        small: u8,
+        /// Split the buffer in two descriptors at this byte (mod the length).
+        split: Option<u16>,
+    },
+    /// Arbitrary buffers.
+    Raw(ChainSpec),
+}
+
+impl RxSpec {
+    fn to_chain(&self, big: u16) -> ChainSpec {
+        match self {
+            RxSpec::Raw(c) => c.clone(),
+            RxSpec::Buffer { small, split } => {
+                let len = if *small < 32 { u16::from(*small) } else { big };
+                let bufs = match split.map(|s| s % len.max(1)) {
+                    Some(at) if at > 0 => vec![
+                        BufSpec {
+                            len: at,
+                            writable: true,
+                        },
+                        BufSpec {
+                            len: len - at,
+                            writable: true,
+                        },
+                    ],
+                    _ => vec![BufSpec {
+                        len,
+                        writable: true,
+                    }],
+                };
+                ChainSpec {
+                    prefix: Vec::new(),
+                    bufs,
+                    corruptions: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+/// Splits `bytes` into up to three readable buffers at `cuts` (a header
+/// split, say), as one chain whose prefix is `bytes`.
+fn readable_chain(bytes: Vec<u8>, cuts: &[u16], corruption: Option<Corruption>) -> ChainSpec {
+    let total = bytes.len();
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .take(2)
+        .map(|&c| usize::from(c) % (total + 1))
+        .filter(|&c| c > 0 && c < total)
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    let mut bufs = Vec::new();
+    let mut at = 0usize;
+    for p in points.into_iter().chain(std::iter::once(total)) {
+        bufs.push(BufSpec {
+            len: u16::try_from(p - at).unwrap_or(u16::MAX),
+            writable: false,
+        });
+        at = p;
+    }
+    ChainSpec {
+        prefix: bytes,
+        bufs,
+        corruptions: corruption.into_iter().collect(),
+    }
+}
+
+// ------------------------------------------------------------------ vsock
+
+/// The guest's CID in the vsock target.
+pub const VSOCK_GUEST_CID: u64 = 3;
+/// The host port with a listener behind it (`<uds>_1234`).
+pub const VSOCK_LISTEN_PORT: u32 = 1234;
+/// The muxer's first ephemeral port: host-initiated connections come from
+/// 49152, 49153, ... on a fresh device.
+const VSOCK_FIRST_EPHEMERAL: u32 = 49152;
+
+/// A vsock operation, mostly real ones.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum VsockOp {
+    /// OP_REQUEST.
+    Request,
+    /// OP_RESPONSE.
+    Response,
+    /// OP_RST.
+    Rst,
+    /// OP_SHUTDOWN.
+    Shutdown,
+    /// OP_RW.
+    Rw,
+    /// OP_CREDIT_UPDATE.
+    CreditUpdate,
+    /// OP_CREDIT_REQUEST.
+    CreditRequest,
+    /// Any value.
+    Raw(u16),
+}
+
+/// A port, mostly one that means something to the device.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub enum VsockPort {
+    /// The host port with a listener.
+    Listening,
+    /// One of the first ephemeral ports the muxer hands out.
+    Ephemeral(u8),
+    /// One of a few guest ports.
+    Guest(u8),
+    /// Any value.
+    Raw(u32),
+}
+
+impl VsockPort {
+    fn value(self) -> u32 {
+        match self {
+            VsockPort::Listening => VSOCK_LISTEN_PORT,
+            VsockPort::Ephemeral(k) => VSOCK_FIRST_EPHEMERAL + u32::from(k % 4),
+            VsockPort::Guest(k) => 1000 + u32::from(k % 4),
+            VsockPort::Raw(p) => p,
+        }
+    }
+}
+
+/// A packet as a guest driver would send it, before corruption.
+#[derive(Arbitrary, Debug, Clone)]
+pub struct VsockPacket {
+    /// The operation.
+    pub op: VsockOp,
+    /// Source (guest) port.
+    pub src_port: VsockPort,
+    /// Destination (host) port.
+    pub dst_port: VsockPort,
+    /// OP_SHUTDOWN flags (mod 4) or anything (with `oddity`).
+    pub flags: u8,
+    /// The guest's receive buffer: a multiple of 1 KiB, or raw.
+    pub buf_alloc: Result<u8, u32>,
+    /// Bytes the guest consumed.
+    pub fwd_cnt: u32,
+    /// Payload (OP_RW).
+    pub payload: Vec<u8>,
+    /// Where the header and payload are cut into buffers.
+    pub cuts: Vec<u16>,
+    /// Below 64 (one in four) a header field lies, picked by the value:
+    /// source CID, destination CID, type, `len`, a truncated header, flags.
+    pub oddity: u8,
+    /// The lying value.
+    pub raw: u64,
+    /// Below 32 (one in eight), `corruption` is applied.
+    pub corrupt: u8,
+    /// A descriptor-level corruption.
+    pub corruption: Corruption,
+}
+
+impl VsockPacket {
+    fn to_chain(&self) -> ChainSpec {
+        use devices::virtio::vsock::packet::*;
+        let op = match self.op {
+            VsockOp::Request => OP_REQUEST,
+            VsockOp::Response => OP_RESPONSE,
+            VsockOp::Rst => OP_RST,
+            VsockOp::Shutdown => OP_SHUTDOWN,
+            VsockOp::Rw => OP_RW,
+            VsockOp::CreditUpdate => OP_CREDIT_UPDATE,
+            VsockOp::CreditRequest => OP_CREDIT_REQUEST,
+            VsockOp::Raw(op) => op,
+        };
+        let payload: &[u8] = if op == OP_RW { &self.payload } else { &[] };
+        let mut hdr = Header {
+            src_cid: VSOCK_GUEST_CID,
+            dst_cid: HOST_CID,
+            src_port: self.src_port.value(),
+            dst_port: self.dst_port.value(),
+            len: payload.len() as u32,
+            type_: TYPE_STREAM,
+            op,
+            flags: u32::from(self.flags % 4),
+            buf_alloc: match self.buf_alloc {
+                Ok(k) => u32::from(k) * 1024,
+                Err(b) => b,
+            },
+            fwd_cnt: self.fwd_cnt,
+        };
+        let mut truncate = None;
+        if self.oddity < 64 {
+            match self.oddity % 6 {
+                0 => hdr.src_cid = self.raw,
+                1 => hdr.dst_cid = self.raw,
+                2 => hdr.type_ = self.raw as u16,
+                3 => hdr.len = self.raw as u32,
+                4 => truncate = Some(self.raw as usize % HDR_LEN),
+                _ => hdr.flags = self.raw as u32,
+            }
+        }
+        let mut bytes = hdr.to_bytes().to_vec();
+        bytes.extend_from_slice(payload);
+        if let Some(t) = truncate {
+            bytes.truncate(t);
+        }
+        let corruption = (self.corrupt < 32).then(|| self.corruption.clone());
+        readable_chain(bytes, &self.cuts, corruption)
+    }
+}
+
+/// A tx chain for the vsock target: a packet, or raw buffers.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum VsockChain {
+    /// A (possibly corrupted) packet.
+    Packet(VsockPacket),
+    /// Arbitrary buffers.
+    Raw(ChainSpec),
+}
+
+/// What a host process does to the device's sockets.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum HostOp {
+    /// Connects to the device's socket and asks for a guest port.
+    Connect(VsockPort),
+    /// Connects and writes any bytes as the connect line.
+    ConnectRaw(Vec<u8>),
+    /// Writes to host socket `n` (mod the number open).
+    Write(u8, Vec<u8>),
+    /// Half-closes host socket `n`.
+    ShutdownWrite(u8),
+    /// Closes host socket `n`.
+    Close(u8),
+    /// Accepts the guest's connections to the listening host port.
+    Accept,
+}
+
+/// Input of the vsock target.
+#[derive(Arbitrary, Debug)]
+pub struct VsockInput {
+    /// The tx ring.
+    pub tx_ring: RingSpec,
+    /// Packets the guest sends.
+    pub tx: Vec<VsockChain>,
+    /// The rx ring.
+    pub rx_ring: RingSpec,
+    /// Receive buffers the guest posts.
+    pub rx: Vec<RxSpec>,
+    /// What host processes do before the driver activates the device.
+    pub host_before: Vec<HostOp>,
+    /// What they do once the guest's packets are processed.
+    pub host_after: Vec<HostOp>,
+    /// Reset the device and activate it again (same rings, the used
+    /// indices back at the start) before a last pass.
+    pub reset_between: bool,
+}
+
+/// Vsock counters over the campaign: tx packets understood, tx chains
+/// malformed, rx packets delivered, host connections that sent a valid line.
+pub fn vsock_stats() -> [u64; 4] {
+    [0, 1, 2, 3].map(|i| VSOCK_STATS[i].load(Ordering::Relaxed))
+}
+
+static VSOCK_STATS: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+
+fn vsock_dir() -> Option<&'static std::path::Path> {
+    static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().ok())
+        .as_ref()
+        .map(|d| d.path())
+}
+
+struct HostSide {
+    uds: std::path::PathBuf,
+    listener: Option<std::os::unix::net::UnixListener>,
+    streams: Vec<std::os::unix::net::UnixStream>,
+}
+
+impl HostSide {
+    fn connect(&mut self, line: &[u8]) {
+        use std::os::unix::net::UnixStream;
+        // At most 16 host sockets per input: the fd count stays small.
+        if self.streams.len() >= 16 {
+            return;
+        }
+        let Ok(mut s) = UnixStream::connect(&self.uds) else {
+            return;
+        };
+        if s.set_nonblocking(true).is_err() {
+            return;
+        }
+        let _ = s.write(line);
+        self.streams.push(s);
+    }
+
+    fn run(&mut self, op: &HostOp) {
+        use std::net::Shutdown;
+        let pick = |n: u8, len: usize| usize::from(n) % len.max(1);
+        match op {
+            HostOp::Connect(p) => self.connect(format!("CONNECT {}\n", p.value()).as_bytes()),
+            HostOp::ConnectRaw(line) => self.connect(line),
+            HostOp::Write(n, data) => {
+                let i = pick(*n, self.streams.len());
+                if let Some(s) = self.streams.get_mut(i) {
+                    let _ = s.write(data);
+                }
+            }
+            HostOp::ShutdownWrite(n) => {
+                let i = pick(*n, self.streams.len());
+                if let Some(s) = self.streams.get(i) {
+                    let _ = s.shutdown(Shutdown::Write);
+                }
+            }
+            HostOp::Close(n) => {
+                let i = pick(*n, self.streams.len());
+                if i < self.streams.len() {
+                    self.streams.remove(i);
+                }
+            }
+            HostOp::Accept => {
+                while let Some(Ok((s, _))) = self.listener.as_ref().map(|l| l.accept()) {
+                    if s.set_nonblocking(true).is_err() || self.streams.len() >= 16 {
+                        break;
+                    }
+                    self.streams.push(s);
+                }
+            }
+        }
+    }
+
+    // Reads what the device sent, so its writes do not back up.
+    fn drain(&mut self) {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        for s in &mut self.streams {
+            for _ in 0..64 {
+                match s.read(&mut buf) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// Runs the event loop until it is idle (no wait: the peers are in this
+/// process), at most `rounds` times.
+fn run_event_loop<T: event_manager::MutEventSubscriber>(
+    em: &mut event_manager::EventManager<T>,
+    rounds: usize,
+) {
+    for _ in 0..rounds {
+        match em.run_with_timeout(0) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+}
+
+/// Passes of the event loop between checks; bounds how often a lying ring
+/// can be reread.
+const LOOP_ROUNDS: usize = 16;
+
+/// Runs the vsock device over `data`: guest packets through the tx queue,
+/// rx buffers, and host processes on real Unix sockets, all through the
+/// device's event-loop subscriber.
+pub fn fuzz_vsock(data: &[u8]) {
+    use devices::virtio::vsock::{Vsock, EVQ, RXQ, TXQ};
+    use devices::virtio::VirtioDevice;
+    use event_manager::{EventManager, SubscriberOps};
+    use std::sync::{Arc, Mutex};
+
+    static SOCKETS: AtomicU64 = AtomicU64::new(0);
+
+    let Ok(input) = VsockInput::arbitrary(&mut Unstructured::new(data)) else {
+        return;
+    };
+    let Some(dir) = vsock_dir() else {
+        return;
+    };
+    let uds = dir.join(format!("v{}", SOCKETS.fetch_add(1, Ordering::Relaxed)));
+    let listen_path = format!("{}_{VSOCK_LISTEN_PORT}", uds.display());
+    let listener = std::os::unix::net::UnixListener::bind(&listen_path).ok();
+    if let Some(l) = &listener {
+        let _ = l.set_nonblocking(true);
+    }
+    let Ok(dev) = Vsock::new(VSOCK_GUEST_CID, uds.clone()) else {
+        let _ = std::fs::remove_file(&listen_path);
+        return;
+    };
+    let dev = Arc::new(Mutex::new(dev));
+    let Ok(mut em) = EventManager::<Arc<Mutex<Vsock>>>::new() else {
+        let _ = std::fs::remove_file(&listen_path);
+        return;
+    };
+    em.add_subscriber(dev.clone());
+    let mut host = HostSide {
+        uds,
+        listener,
+        streams: Vec::new(),
+    };
+
+    let mem = guest_memory_2q();
+    let tx_chains: Vec<ChainSpec> = input
+        .tx
+        .iter()
+        .map(|c| match c {
+            VsockChain::Packet(p) => p.to_chain(),
+            VsockChain::Raw(c) => c.clone(),
+        })
+        .collect();
+    let rx_chains: Vec<ChainSpec> = input
+        .rx
+        .iter()
+        .map(|r| r.to_chain(4096 + devices::virtio::vsock::packet::HDR_LEN as u16))
+        .collect();
+    // The event queue: one empty, well-formed entry-less ring.
+    let evq_ring = RingSpec {
+        size_log2: 0,
+        start: 0,
+        lie: 255,
+        avail_idx: 0,
+        extra_heads: Vec::new(),
+    };
+    let evq_area = Area {
+        queue: INDIRECT_BASE - 0x100,
+        ..MAIN_AREA
+    };
+
+    let (interrupt, _irq) = devices::test_utils::recording_interrupt();
+    let activate = |em: &mut EventManager<Arc<Mutex<Vsock>>>| {
+        let tx = lay_out(&mem, &input.tx_ring, &tx_chains);
+        let rx = lay_out_in(&mem, &SECOND_AREA, &input.rx_ring, &rx_chains);
+        let evq = lay_out_in(&mem, &evq_area, &evq_ring, &[]);
+        let mut views = (tx.view, rx.view);
+        // A buffer at a raw address may be the other queue's rings.
+        let trusted = views.0.rings_trusted && views.1.rings_trusted;
+        views.0.rings_trusted = trusted;
+        views.1.rings_trusted = trusted;
+        const _: () = assert!(RXQ == 0 && TXQ == 1 && EVQ == 2);
+        let queues = vec![rx.queue, tx.queue, evq.queue];
+        let (ctx, evts) = devices::test_utils::activate_context(&mem, interrupt.clone(), queues);
+        let ok = dev
+            .lock()
+            .map(|mut d| d.activate(ctx).is_ok())
+            .unwrap_or(false);
+        run_event_loop(em, LOOP_ROUNDS);
+        (ok, views, evts)
+    };
+
+    // Host processes connect before the driver is up (they wait for it).
+    for op in input.host_before.iter().take(8) {
+        host.run(op);
+    }
+    run_event_loop(&mut em, LOOP_ROUNDS);
+    let (ok, mut views, mut evts) = activate(&mut em);
+    if ok {
+        host.drain();
+        for op in input.host_after.iter().take(8) {
+            host.run(op);
+            run_event_loop(&mut em, LOOP_ROUNDS);
+        }
+        // The driver kicks both queues (nothing new: the device must cope).
+        for e in &evts {
+            let _ = e.write(1);
+        }
+        run_event_loop(&mut em, LOOP_ROUNDS);
+        host.drain();
+        run_event_loop(&mut em, LOOP_ROUNDS);
+        if input.reset_between {
+            if let Ok(mut d) = dev.lock() {
+                d.reset();
+            }
+            run_event_loop(&mut em, LOOP_ROUNDS);
+            (_, views, evts) = activate(&mut em);
+            host.drain();
+            run_event_loop(&mut em, LOOP_ROUNDS);
+        }
+        let _ = evts;
+    }
+    if let Ok(d) = dev.lock() {
+        let m = d.metrics();
+        VSOCK_STATS[0].fetch_add(m.tx_packets, Ordering::Relaxed);
+        VSOCK_STATS[1].fetch_add(m.tx_malformed, Ordering::Relaxed);
+        VSOCK_STATS[2].fetch_add(m.rx_packets, Ordering::Relaxed);
+        VSOCK_STATS[3].fetch_add(d.muxer().stats().host_connects, Ordering::Relaxed);
+    }
+    // Every event-loop pass may take a queue's worth from a lying ring.
+    let passes = (4 * LOOP_ROUNDS) as u16;
+    // Tx chains are returned with length 0: the device writes nothing there.
+    check_used_ring(&mem, &views.0, passes, 0);
+    // An rx packet is a header and at most a chain's worth of payload.
+    check_used_ring(&mem, &views.1, passes, u32::MAX);
+    drop(em);
+    drop(dev);
+    let _ = std::fs::remove_file(&listen_path);
+}
+
+// -------------------------------------------------------------------- net
+
+/// A frame as a guest driver would send it, before corruption.
+#[derive(Arbitrary, Debug, Clone)]
+pub struct NetFrame {
+    /// Destination and source MACs, EtherType.
+    pub eth: [u8; 14],
+    /// The rest of the frame.
+    pub payload: Vec<u8>,
+    /// Repeat the payload this many times (mod 64): large frames.
+    pub repeat: u8,
+    /// Where the packet is cut into buffers.
+    pub cuts: Vec<u16>,
+    /// Below 32 (one in eight): the packet is cut short at `raw` bytes, or
+    /// its vnet header gets `raw`'s bytes (offloads that were not offered).
+    pub oddity: u8,
+    /// The lying value.
+    pub raw: u64,
+    /// Below 32 (one in eight), `corruption` is applied.
+    pub corrupt: u8,
+    /// A descriptor-level corruption.
+    pub corruption: Corruption,
+}
+
+impl NetFrame {
+    fn bytes(&self) -> Vec<u8> {
+        use devices::virtio::net::VNET_HDR_LEN;
+        let mut b = vec![0u8; VNET_HDR_LEN];
+        b.extend_from_slice(&self.eth);
+        for _ in 0..=self.repeat % 64 {
+            b.extend_from_slice(&self.payload);
+        }
+        b.truncate(devices::virtio::net::MAX_PACKET_LEN + 16);
+        if self.oddity < 32 {
+            if self.oddity % 2 == 0 {
+                b.truncate(self.raw as usize % 40);
+            } else {
+                b[..8].copy_from_slice(&self.raw.to_le_bytes());
+            }
+        }
+        b
+    }
+}
+
+/// A tx chain for the net target: a frame, or raw buffers.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum NetChain {
+    /// A (possibly corrupted) frame.
+    Frame(NetFrame),
+    /// Arbitrary buffers.
+    Raw(ChainSpec),
+}
+
+/// Input of the net target.
+#[derive(Arbitrary, Debug)]
+pub struct NetInput {
+    /// The tx ring.
+    pub tx_ring: RingSpec,
+    /// Frames the guest sends.
+    pub tx: Vec<NetChain>,
+    /// The rx ring.
+    pub rx_ring: RingSpec,
+    /// Receive buffers the guest posts.
+    pub rx: Vec<RxSpec>,
+    /// Frames arriving from the host for the guest (the tap's side).
+    pub frames: Vec<NetFrame>,
+    /// Process the tx queue a second time after re-creating it (a reset).
+    pub reset_between: bool,
+}
+
+/// Net counters over the campaign: tx chains accepted, tx chains refused,
+/// rx frames delivered, rx chains refused.
+pub fn net_stats() -> [u64; 4] {
+    [0, 1, 2, 3].map(|i| NET_STATS[i].load(Ordering::Relaxed))
+}
+
+static NET_STATS: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+
+/// Runs the net device's chain handling over `data`: the transmit path's
+/// check and gather of each tx chain, and the receive path's scatter of
+/// frames into rx chains, in the order and with the outcomes the device's
+/// queue loops give them. The tap itself is left out: opening one needs
+/// privileges and a network namespace of its own, which a fuzzer must not
+/// take from its host.
+pub fn fuzz_net(data: &[u8]) {
+    use devices::virtio::net::{
+        gather_tx_chain, write_frame, NetError, MAX_PACKET_LEN, VNET_HDR_LEN,
+    };
+
+    let Ok(input) = NetInput::arbitrary(&mut Unstructured::new(data)) else {
+        return;
+    };
+    let mem = guest_memory_2q();
+    let mut expected: Vec<Option<Vec<u8>>> = Vec::new();
+    let tx_chains: Vec<ChainSpec> = input
+        .tx
+        .iter()
+        .map(|c| match c {
+            NetChain::Frame(f) => {
+                let corruption = (f.corrupt < 32).then(|| f.corruption.clone());
+                let bytes = f.bytes();
+                let chain = readable_chain(bytes.clone(), &f.cuts, corruption);
+                expected.push((chain.corruptions.is_empty() && !bytes.is_empty()).then_some(bytes));
+                chain
+            }
+            NetChain::Raw(c) => {
+                expected.push(None);
+                c.clone()
+            }
+        })
+        .collect();
+    let rx_chains: Vec<ChainSpec> = input.rx.iter().map(|r| r.to_chain(u16::MAX)).collect();
+
+    let passes = if input.reset_between { 2 } else { 1 };
+    let mut tx_view = None;
+    for _ in 0..passes {
+        let laid = lay_out(&mem, &input.tx_ring, &tx_chains);
+        let mut q = laid.queue;
+        let mut slices = Vec::new();
+        // The device's loop: pop, check and gather, return with length 0.
+        while let Some(chain) = q.pop_descriptor_chain(&mem) {
+            let head = chain.head_index();
+            slices.clear();
+            let result = gather_tx_chain(chain, &mem, q.size(), &mut slices);
+            let want = laid
+                .view
+                .pristine
+                .then(|| laid.heads.iter().find(|&&(h, _)| h == head))
+                .flatten()
+                .and_then(|&(_, i)| expected.get(i).cloned().flatten());
+            match result {
+                Ok(total) => {
+                    NET_STATS[0].fetch_add(1, Ordering::Relaxed);
+                    let sum: usize = slices.iter().map(|s| s.len()).sum();
+                    assert_eq!(sum, total, "gathered slices do not add up");
+                    assert!(
+                        (VNET_HDR_LEN + 14..=MAX_PACKET_LEN).contains(&total),
+                        "accepted a {total}-byte packet"
+                    );
+                    if let Some(want) = want {
+                        let mut got = Vec::with_capacity(total);
+                        for s in &slices {
+                            let mut b = vec![0u8; s.len()];
+                            s.copy_to(&mut b[..]);
+                            got.extend_from_slice(&b);
+                        }
+                        assert_eq!(got, want, "tx frame not gathered as the guest wrote it");
+                    }
+                }
+                Err(e) => {
+                    NET_STATS[1].fetch_add(1, Ordering::Relaxed);
+                    if let Some(want) = want {
+                        let ok_len = (VNET_HDR_LEN + 14..=MAX_PACKET_LEN).contains(&want.len());
+                        assert!(
+                            !ok_len,
+                            "well-formed {}-byte tx chain refused: {e}",
+                            want.len()
+                        );
+                    }
+                }
+            }
+            if q.add_used(&mem, head, 0).is_err() {
+                break;
+            }
+        }
+        tx_view = Some(laid.view);
+    }
+
+    // The receive path: frames wait for a chain; a chain too small drops the
+    // frame, a bad chain is returned unused and the frame waits for the next.
+    let laid = lay_out_in(&mem, &SECOND_AREA, &input.rx_ring, &rx_chains);
+    let mut rq = laid.queue;
+    let mut rx_view = laid.view;
+    let mut descs = Vec::new();
+    let mut frames = input.frames.iter().take(16).map(NetFrame::bytes);
+    let mut pending = frames.next();
+    while let Some(frame) = pending.as_ref() {
+        let Some(chain) = rq.pop_descriptor_chain(&mem) else {
+            break;
+        };
+        let head = chain.head_index();
+        let used = match write_frame(chain, &mem, frame, rq.size(), &mut descs) {
+            Ok(()) => {
+                NET_STATS[2].fetch_add(1, Ordering::Relaxed);
+                let cap: u64 = descs.iter().map(|&(_, l)| u64::from(l)).sum();
+                assert!(cap >= frame.len() as u64, "frame written past its chain");
+                if rx_view.pristine {
+                    let mut got = Vec::with_capacity(frame.len());
+                    for &(addr, len) in &descs {
+                        let n = (len as usize).min(frame.len() - got.len());
+                        let mut b = vec![0u8; n];
+                        let _ = mem.read_slice(&mut b, addr);
+                        got.extend_from_slice(&b);
+                    }
+                    assert_eq!(&got, frame, "rx frame not scattered as received");
+                }
+                let len = u32::try_from(frame.len()).unwrap_or(0);
+                pending = frames.next();
+                len
+            }
+            Err(NetError::BufferTooSmall { .. }) => {
+                pending = frames.next();
+                0
+            }
+            Err(_) => {
+                NET_STATS[3].fetch_add(1, Ordering::Relaxed);
+                0
+            }
+        };
+        if rq.add_used(&mem, head, used).is_err() {
+            break;
+        }
+    }
+    let Some(mut tx_view) = tx_view else {
+        return;
+    };
+    let trusted = tx_view.rings_trusted && rx_view.rings_trusted;
+    tx_view.rings_trusted = trusted;
+    rx_view.rings_trusted = trusted;
+    check_used_ring(&mem, &tx_view, passes, 0);
+    check_used_ring(&mem, &rx_view, 1, MAX_PACKET_LEN as u32 + 16);
 }

@@ -5,7 +5,7 @@
 //! bytes mostly decode into well-formed chains with occasional corruptions.
 //!
 //! Usage:
-//!   stable_fuzz <virtio_block|virtio_rng|all> [--seconds N] [--seed S] [--max-runs N]
+//!   stable_fuzz <virtio_block|virtio_rng|virtio_vsock|virtio_net|all> [--seconds N] [--seed S] [--max-runs N]
 //!   stable_fuzz <target> --replay FILE...
 //!
 //! A panicking input is written to `artifacts/<target>/crash-<seed>-<run>`
@@ -22,9 +22,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 2] = [
+const TARGETS: [(&str, Target); 4] = [
     ("virtio_block", devices_fuzz::fuzz_block),
     ("virtio_rng", devices_fuzz::fuzz_rng),
+    ("virtio_vsock", devices_fuzz::fuzz_vsock),
+    ("virtio_net", devices_fuzz::fuzz_net),
 ];
 
 /// One input must finish within this time, or it counts as a hang.
@@ -79,7 +81,7 @@ struct Options {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: stable_fuzz <virtio_block|virtio_rng|all> [--seconds N] [--seed S] [--max-runs N]\n       stable_fuzz <target> --replay FILE..."
+        "usage: stable_fuzz <virtio_block|virtio_rng|virtio_vsock|virtio_net|all> [--seconds N] [--seed S] [--max-runs N]\n       stable_fuzz <target> --replay FILE..."
     );
     ExitCode::from(64)
 }
@@ -232,6 +234,18 @@ fn main() -> ExitCode {
         eprintln!(
             "virtio_block: {chains} chains: {} completed OK, {failed_reqs} with an error status, {dropped} dropped",
             chains - failed_reqs - dropped
+        );
+    }
+    let [tx, malformed, rx, connects] = devices_fuzz::vsock_stats();
+    if tx + malformed > 0 {
+        eprintln!(
+            "virtio_vsock: {tx} tx packets understood, {malformed} malformed, {rx} rx packets delivered, {connects} host connections"
+        );
+    }
+    let [sent, refused, received, bad_rx] = devices_fuzz::net_stats();
+    if sent + refused > 0 {
+        eprintln!(
+            "virtio_net: {sent} tx chains accepted, {refused} refused; {received} rx frames delivered, {bad_rx} rx chains refused"
         );
     }
     eprintln!("stable_fuzz: finished in {:.1?}", start.elapsed());

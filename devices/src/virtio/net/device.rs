@@ -430,6 +430,23 @@ fn send_chain(
     queue_size: u16,
 ) -> Result<usize, NetError> {
     let mut slices: Vec<VolatileSlice<'_, ()>> = Vec::with_capacity(4);
+    gather_tx_chain(chain, mem, queue_size, &mut slices)?;
+    let written = tap.write_packet(&slices).map_err(NetError::TapWrite)?;
+    Ok(written)
+}
+
+/// The transmit path's check of a chain, without the tap: validates `chain`
+/// (device-readable only, inside guest memory, properly terminated, at most
+/// `queue_size` descriptors, between a header plus an Ethernet header and
+/// [`MAX_PACKET_LEN`] bytes) and appends to `slices` the guest memory the
+/// packet is gathered from, one slice per region a descriptor spans.
+/// Returns the packet's length. Public for fuzzing and benchmarks.
+pub fn gather_tx_chain<'m>(
+    chain: DescriptorChain<&'m GuestMemory>,
+    mem: &'m GuestMemory,
+    queue_size: u16,
+    slices: &mut Vec<VolatileSlice<'m, ()>>,
+) -> Result<usize, NetError> {
     let mut total = 0usize;
     let mut count = 0u16;
     let mut ends_in_next = false;
@@ -462,12 +479,13 @@ fn send_chain(
     if total < MIN_PACKET_LEN {
         return Err(NetError::PacketTooShort(total));
     }
-    let written = tap.write_packet(&slices).map_err(NetError::TapWrite)?;
-    Ok(written)
+    Ok(total)
 }
 
-/// Validates a receive chain and copies `frame` (header included) into it.
-fn write_frame(
+/// Validates a receive chain and copies `frame` (header included) into it;
+/// `descs` is scratch space reused across calls. Public for fuzzing and
+/// benchmarks.
+pub fn write_frame(
     chain: DescriptorChain<&GuestMemory>,
     mem: &GuestMemory,
     frame: &[u8],

@@ -26,7 +26,7 @@ mod tap;
 #[cfg(test)]
 mod test_utils;
 
-pub use device::{MacAddr, Net, NetError, NetMetrics};
+pub use device::{gather_tx_chain, write_frame, MacAddr, Net, NetError, NetMetrics};
 pub use tap::{Tap, TapError, MAX_TAP_NAME_LEN};
 
 /// Size of `virtio_net_hdr_v1`, the header in front of every frame (it has
