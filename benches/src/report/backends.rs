@@ -433,7 +433,17 @@ pub fn phases(
     }
     // Under QEMU's direct boot stdout is the serial console, which carries
     // the workload's lines too.
-    add(marks::PHASE_WORKLOAD_START, marks::workload_start(stdout));
+    // The reader thread can stamp a line after the waiter thread stamped
+    // the exit (a busy host schedules them late): a line cannot have come
+    // after its writer ended, so the exit bounds it.
+    let start = marks::workload_start(stdout);
+    add(
+        marks::PHASE_WORKLOAD_START,
+        match (start, exit_ms) {
+            (Some(s), Some(e)) => Some(s.min(e)),
+            (s, _) => s,
+        },
+    );
     add(marks::PHASE_EXIT, exit_ms);
     p.sort_by(|a, b| a.1.total_cmp(&b.1));
     p
@@ -670,6 +680,20 @@ mod tests {
         );
         assert_eq!(p[2].1, 21.0);
         assert_eq!(p[3].1, 21_000.0);
+    }
+
+    #[test]
+    fn workload_start_is_bounded_by_exit() {
+        let p = phases(
+            Backend::Bare,
+            &[l(1.31, "runm-bench: start mode=hello")],
+            &[],
+            &[],
+            None,
+            0,
+            Some(1.22),
+        );
+        assert_eq!(p[0], (marks::PHASE_WORKLOAD_START.to_string(), 1.22));
     }
 
     #[test]

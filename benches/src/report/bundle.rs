@@ -119,7 +119,7 @@ pub fn make_rootfs(dir: &Path, busybox: &Path, workload: &Path) -> Result<PathBu
     }
     install_workload(&root, workload)?;
     let etc = root.join("etc/passwd");
-    fs::write(&etc, "root:x:0:0:root:/root:/bin/sh\n").map_err(ReportError::io(&etc))?;
+    fs::write(&etc, "root:x:0:0:root:/:/bin/sh\n").map_err(ReportError::io(&etc))?;
     Ok(root)
 }
 
