@@ -21,10 +21,16 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::VmSizing;
 use crate::state::ContainerDir;
 
-/// Guest kernel command line shared by both backends. `reboot=k` and
-/// `panic=-1` make every guest end (reset) rather than hang; the VM process
-/// then exits.
-const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
+/// Guest kernel command line shared by both backends: `panic=-1` makes every
+/// guest end (reset) rather than hang; the VM process then exits. How the
+/// guest resets is per backend (`RUNM_VMM_REBOOT`, `QEMU_REBOOT`).
+const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
+/// runm-vmm emulates the i8042, whose reset command it turns into its exit.
+const RUNM_VMM_REBOOT: &str = "reboot=k";
+/// QEMU's microvm has no i8042: through the keyboard controller the kernel
+/// spins about 1.5 s (under TCG) before falling back, while a triple fault
+/// resets at once and, with -no-reboot, ends QEMU.
+const QEMU_REBOOT: &str = "reboot=t";
 /// vsock context id of the guest (each VM has its own vsock device, so every
 /// guest can use the same one).
 const GUEST_CID: u32 = 3;
@@ -452,7 +458,7 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
     a.push("-initrd".into());
     a.push(vm.images.initrd.clone().into());
     a.push("-append".into());
-    a.push(format!("{BASE_CMDLINE} runm.channel=serial").into());
+    a.push(format!("{BASE_CMDLINE} {QEMU_REBOOT} runm.channel=serial").into());
     a.push("-serial".into());
     a.push(serial);
     a.push("-device".into());
@@ -487,7 +493,7 @@ pub fn runm_vmm_config(vm: &VmSpec<'_>) -> serde_json::Value {
     serde_json::json!({
         "kernel": vm.images.kernel,
         "initrd": vm.images.initrd,
-        "cmdline": format!("{BASE_CMDLINE} 8250.nr_uarts=1 runm.channel=vsock"),
+        "cmdline": format!("{BASE_CMDLINE} {RUNM_VMM_REBOOT} 8250.nr_uarts=1 runm.channel=vsock"),
         "mem_mib": vm.sizing.mem_mib,
         "vcpus": vm.sizing.vcpus,
         "console": {"file": vm.dir.console_log()},
@@ -646,7 +652,7 @@ mod tests {
             line,
             "-M microvm,acpi=off -accel tcg -cpu max -m 256 -smp 2 -nodefaults -no-user-config \
              -nographic -no-reboot -kernel /k/vmlinux -initrd /k/agent.cpio \
-             -append console=ttyS0 reboot=k panic=-1 quiet runm.channel=serial \
+             -append console=ttyS0 panic=-1 quiet reboot=t runm.channel=serial \
              -serial file:/run/runm/c1/console.log -device virtio-blk-device,drive=root \
              -drive id=root,format=raw,if=none,file=/run/runm/c1/rootfs.img,readonly=on \
              -device virtio-serial-device \
