@@ -201,6 +201,8 @@ if [ "$runm" != none ]; then
     add_with_libs "$runm" usr/bin/runm
     # runm turns the bundle's rootfs into an ext4 image.
     add_with_libs "$(command -v mkfs.ext4)" usr/sbin/mkfs.ext4
+    # The OCI tests edit bundle configs and read runm's state JSON with jq.
+    add_with_libs "$(command -v jq)" usr/bin/jq
     add "$("$repo/guest-agent/build-initramfs.sh" | tail -n 1)" guest/agent.cpio
     # A busybox bundle (its bin/ gets the applet links in stage_bundle): config.json
     # from `runm spec`, non-interactive, writable root, the workload below.

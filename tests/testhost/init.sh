@@ -371,6 +371,133 @@ test_runm_oci_run_exit_status() {
     pass_detail "${secs} s, $(grep -o 'backend [a-z-]*' "$T/err" | head -n 1)"
 }
 
+# --- runm OCI helpers: each test has its own --root ($T/state) ---------------
+
+# oci_bundle JQ_FILTER: copy /bundles/busybox to $T/bundle and apply JQ_FILTER
+# to its config.json; the VM gets 128 MiB (the test host has 2 GiB in all).
+oci_bundle() {
+    has_vmm
+    command -v runm >/dev/null || fail "runm is not in the image (build it beside runm-vmm: cargo build --release -p runtime-shim)"
+    command -v jq >/dev/null || fail "jq is not in the image"
+    [ -f /guest/agent.cpio ] || fail "the agent initramfs /guest/agent.cpio is not in the image"
+    [ -f /bundles/busybox/config.json ] || fail "the bundle /bundles/busybox is not in the image"
+    grep -q ' /sys/fs/cgroup ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    cp -a /bundles/busybox "$T/bundle"
+    jq ".annotations[\"io.runm.vm.memory_mib\"] = \"128\" | $1" /bundles/busybox/config.json > "$T/bundle/config.json" ||
+        fail "jq could not edit the bundle's config.json"
+}
+
+# oci SECS ARGS...: runm with the runm-vmm backend and this test's root, killed after SECS.
+oci() {
+    _secs=$1
+    shift
+    RUNM_KERNEL=$GUEST_KERNEL RUNM_INITRD=/guest/agent.cpio RUNM_BOOT_TIMEOUT=$guest_timeout \
+        timeout -s KILL "$_secs" runm --root "$T/state" --hypervisor runm-vmm "$@"
+}
+
+# oci_status ID: the status in `runm state ID` (jq), or "error: ..." when state fails.
+oci_status() {
+    oci 30 state "$1" > "$T/state-$1.json" 2> "$T/state-$1.err" </dev/null ||
+        { echo "error: $(tr '\n' ' ' < "$T/state-$1.err")"; return; }
+    jq -r .status "$T/state-$1.json" 2>&1
+}
+
+# oci_wait_status ID STATUS SECS: poll `runm state` until STATUS; 1 after SECS seconds.
+oci_wait_status() {
+    _i=0
+    while [ "$_i" -lt "$3" ]; do
+        [ "$(oci_status "$1")" = "$2" ] && return 0
+        sleep 1
+        _i=$((_i + 1))
+    done
+    [ "$(oci_status "$1")" = "$2" ]
+}
+
+# oci_procs: pids of processes left by this test: runm-vmm, or anything naming $T.
+oci_procs() {
+    for _d in /proc/[0-9]*; do
+        _c=$(tr '\0' ' ' < "$_d/cmdline" 2>/dev/null) || continue
+        case "$_c" in
+            "timeout "*) ;; # busybox timeout's watcher, gone within a second of its command
+            *runm-vmm*|*"$T/"*) echo "${_d#/proc/}" ;;
+        esac
+    done
+}
+
+# oci_cleanup IDS...: on the way out (also after a failure) force-delete the
+# containers and kill whatever of this test is still running.
+oci_cleanup() {
+    for _id in "$@"; do
+        oci 60 delete --force "$_id" >/dev/null 2>&1 </dev/null
+    done
+    for _p in $(oci_procs); do kill -9 "$_p" 2>/dev/null; done
+}
+
+# oci_nothing_left: no container in `runm list`, nothing under --root, no process of this test.
+oci_nothing_left() {
+    left=$(oci 30 list --format json 2>&1 </dev/null)
+    case "$left" in
+        ""|"[]"|null) ;;
+        *) fail "runm list after delete: $left (expected no container)" ;;
+    esac
+    files=$(ls -A "$T/state" 2>/dev/null)
+    [ -z "$files" ] || fail "left under --root after delete: $(echo $files)"
+    procs=$(oci_procs)
+    [ -z "$procs" ] || fail "processes left after delete: $(for p in $procs; do echo "$p: $(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null);"; done)"
+}
+
+# The bundle's env, cwd, user and hostname reach the workload in the VM.
+test_runm_oci_config() {
+    oci_bundle '.process.env = ["PATH=/bin", "HOME=/", "FOO=bar"] | .process.cwd = "/tmp"
+        | .process.user = {"uid": 1000, "gid": 1000} | .hostname = "runm-box"
+        | .process.args = ["sh", "-c", "echo $FOO; pwd; id -u; id -g; hostname"]'
+    trap 'oci_cleanup c1' EXIT
+    t0=$(date +%s)
+    oci "$guest_timeout" run c1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
+    status=$?
+    secs=$(( $(date +%s) - t0 ))
+    expected=$(printf 'bar\n/tmp\n1000\n1000\nrunm-box')
+    out=$(cat "$T/out")
+    if [ "$status" != 0 ] || [ "$out" != "$expected" ]; then
+        show_tail "$T/err"
+        fail "runm run: exit status $status (expected 0), stdout '$(echo $out)' (expected '$(echo $expected)'), ${secs} s"
+    fi
+    oci_nothing_left
+    pass_detail "${secs} s"
+}
+
+# create, state (created, pid), start, state (running), exec, kill SIGTERM,
+# state (stopped), delete: nothing of the container is left.
+test_runm_oci_lifecycle() {
+    oci_bundle '.process.args = ["sleep", "300"]'
+    trap 'oci_cleanup c1' EXIT
+    t0=$(date +%s)
+    oci "$guest_timeout" create c1 --bundle "$T/bundle" > "$T/create.out" 2> "$T/create.err" </dev/null ||
+        { show_tail "$T/create.err"; fail "runm create failed with status $?"; }
+    st=$(oci_status c1)
+    pid=$(jq -r .pid "$T/state-c1.json" 2>/dev/null)
+    id=$(jq -r .id "$T/state-c1.json" 2>/dev/null)
+    [ "$st" = created ] || fail "state after create: '$st' (expected created): $(cat "$T/state-c1.json")"
+    case "$pid" in ""|null|0|*[!0-9]*) fail "state after create has pid '$pid': $(cat "$T/state-c1.json")" ;; esac
+    [ -d "/proc/$pid" ] || fail "the pid $pid in the state after create does not exist"
+    [ "$id" = c1 ] || fail "state after create has id '$id' (expected c1)"
+    oci 60 start c1 > "$T/start.out" 2>&1 </dev/null || fail "runm start: status $?: $(cat "$T/start.out")"
+    oci_wait_status c1 running 30 || fail "state after start: '$(oci_status c1)' after 30 s (expected running)"
+    oci 60 exec c1 -- echo second > "$T/exec.out" 2> "$T/exec.err" </dev/null
+    status=$?
+    out=$(cat "$T/exec.out")
+    [ "$status" = 0 ] && [ "$out" = second ] ||
+        fail "runm exec c1 -- echo second: status $status (expected 0), stdout '$out' (expected second), stderr $(tr '\n' ' ' < "$T/exec.err")"
+    [ "$(oci_status c1)" = running ] || fail "state after exec: '$(oci_status c1)' (expected running)"
+    oci 30 kill c1 SIGTERM > "$T/kill.out" 2>&1 </dev/null || fail "runm kill c1 SIGTERM: status $?: $(cat "$T/kill.out")"
+    oci_wait_status c1 stopped 30 || fail "state after kill SIGTERM: '$(oci_status c1)' after 30 s (expected stopped)"
+    oci 60 delete c1 > "$T/delete.out" 2>&1 </dev/null || fail "runm delete c1: status $?: $(cat "$T/delete.out")"
+    secs=$(( $(date +%s) - t0 ))
+    [ ! -d "/proc/$pid" ] || fail "the container's pid $pid still exists after delete"
+    oci_nothing_left
+    pass_detail "${secs} s"
+}
+
 # --- runner --------------------------------------------------------------------
 
 listed() { # listed NAME LIST: NAME is in the comma-separated LIST

@@ -26,6 +26,8 @@ mod tests {
         "net-ping",
         "hwrng",
         "runm-oci-run-exit-status",
+        "runm-oci-config",
+        "runm-oci-lifecycle",
     ];
 
     /// Each test boots a software-emulated machine with 2 vCPUs: one at a time.
