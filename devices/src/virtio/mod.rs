@@ -23,6 +23,7 @@ pub mod activation;
 pub mod block;
 pub mod mmio;
 pub mod net;
+pub mod queue;
 pub mod rng;
 pub mod vsock;
 

@@ -9,12 +9,13 @@ use log::{debug, error, warn};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_ID_BYTES,
 };
-use virtio_queue::{QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 
 use super::backend::DiskImage;
 use super::request::{parse, ExecContext, RequestType};
 use super::BlockError;
 use crate::virtio::activation::QueueActivation;
+use crate::virtio::queue::serve_queue;
 use crate::virtio::{
     has_feature, read_config_bytes, ActivateContext, ActivateError, VirtioDevice, TYPE_BLOCK,
     VIRTIO_F_VERSION_1,
@@ -175,92 +176,49 @@ impl Block {
             serial: &*serial,
             flush_negotiated,
         };
-        let mut used_any = false;
-        let mut budget = CHAINS_PER_EVENT;
-        let mut yielded = false;
-        'outer: loop {
-            if let Err(e) = queue.disable_notification(mem) {
-                error!("virtio-blk {id}: cannot disable notifications: {e}");
-                break;
-            }
-            loop {
-                let chain = match queue.iter(mem) {
-                    Ok(mut it) => it.next(),
-                    Err(e) => {
-                        // The driver published more chains than the queue
-                        // holds (or reset the ring under us). Nothing on this
-                        // queue can be trusted until it resets the device.
-                        error!("virtio-blk {id}: queue unusable until reset: {e}");
-                        *queue_broken = true;
-                        break 'outer;
-                    }
-                };
-                let Some(chain) = chain else {
-                    break;
-                };
-                let head = chain.head_index();
-                bump(&counters.requests, 1);
-                let completion = match parse(chain, mem, max_descriptors) {
-                    Ok(req) => {
-                        let c = req.execute(mem, &ctx);
-                        if c.status == Some(0) {
-                            match req.request_type {
-                                RequestType::In => bump(&counters.read_bytes, req.data_len),
-                                RequestType::Out => bump(&counters.write_bytes, req.data_len),
-                                RequestType::Flush => bump(&counters.flushes, 1),
-                                _ => {}
-                            }
-                        } else {
-                            bump(&counters.failed, 1);
+        let device = format!("virtio-blk {id}");
+        let served = serve_queue(queue, mem, CHAINS_PER_EVENT, &device, |chain| {
+            let head = chain.head_index();
+            bump(&counters.requests, 1);
+            let completion = match parse(chain, mem, max_descriptors) {
+                Ok(req) => {
+                    let c = req.execute(mem, &ctx);
+                    if c.status == Some(0) {
+                        match req.request_type {
+                            RequestType::In => bump(&counters.read_bytes, req.data_len),
+                            RequestType::Out => bump(&counters.write_bytes, req.data_len),
+                            RequestType::Flush => bump(&counters.flushes, 1),
+                            _ => {}
                         }
-                        c
+                    } else {
+                        bump(&counters.failed, 1);
                     }
-                    Err(rejected) => {
-                        debug!("virtio-blk {id}: bad request {head}: {}", rejected.error);
-                        let c = rejected.complete(mem);
-                        if c.status.is_some() {
-                            bump(&counters.failed, 1);
-                        } else {
-                            bump(&counters.dropped, 1);
-                        }
-                        c
+                    c
+                }
+                Err(rejected) => {
+                    debug!("{device}: bad request {head}: {}", rejected.error);
+                    let c = rejected.complete(mem);
+                    if c.status.is_some() {
+                        bump(&counters.failed, 1);
+                    } else {
+                        bump(&counters.dropped, 1);
                     }
-                };
-                // Fails only for a head index past the queue, which the
-                // driver made up; the chain is lost either way.
-                if let Err(e) = queue.add_used(mem, head, completion.used_len) {
-                    warn!("virtio-blk {id}: cannot return chain {head}: {e}");
-                } else {
-                    used_any = true;
+                    c
                 }
-                budget -= 1;
-                if budget == 0 {
-                    yielded = true;
-                    break 'outer;
-                }
-            }
-            match queue.enable_notification(mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    error!("virtio-blk {id}: cannot enable notifications: {e}");
-                    break;
-                }
+            };
+            completion.used_len
+        });
+        *queue_broken = served.broken;
+        if served.notify {
+            bump(&counters.interrupts, 1);
+            if let Err(e) = active.interrupt.signal_used_queue() {
+                error!("{device}: cannot raise the interrupt: {e}");
             }
         }
-        if used_any {
-            // On a read error assume the driver wants to hear about it.
-            if queue.needs_notification(mem).unwrap_or(true) {
-                bump(&counters.interrupts, 1);
-                if let Err(e) = active.interrupt.signal_used_queue() {
-                    error!("virtio-blk {id}: cannot raise the interrupt: {e}");
-                }
-            }
-        }
-        if yielded {
+        if served.yielded {
             // Come back through the event loop so other devices get a turn.
             if let Err(e) = activation.kick(queue_index) {
-                error!("virtio-blk {id}: cannot reschedule queue {queue_index}: {e}");
+                error!("{device}: cannot reschedule queue {queue_index}: {e}");
             }
         }
     }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use log::{debug, error, warn};
-use virtio_queue::{QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestMemory as _, Permissions};
 
 use super::backend::Entropy;
 use super::RngError;
 use crate::virtio::activation::{Dispatch, QueueActivation};
+use crate::virtio::queue::serve_queue;
 use crate::virtio::{
     ActivateContext, ActivateError, GuestMemory, VirtioDevice, TYPE_RNG, VIRTIO_F_VERSION_1,
 };
@@ -91,60 +92,24 @@ impl Rng {
             return;
         }
         let max_descriptors = usize::from(queue.size());
-        let mut used_any = false;
-        let mut budget = CHAINS_PER_EVENT;
-        let mut yielded = false;
-        'outer: loop {
-            if let Err(e) = queue.disable_notification(mem) {
-                error!("virtio-rng {id}: cannot disable notifications: {e}");
-                break;
-            }
-            loop {
-                let chain = match queue.iter(mem) {
-                    Ok(mut it) => it.next(),
-                    Err(e) => {
-                        error!("virtio-rng {id}: queue unusable until reset: {e}");
-                        *queue_broken = true;
-                        break 'outer;
-                    }
-                };
-                let Some(chain) = chain else {
-                    break;
-                };
-                let head = chain.head_index();
-                let written = fill_chain(chain, mem, max_descriptors, counters);
-                counters.requests.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .bytes
-                    .fetch_add(u64::from(written), Ordering::Relaxed);
-                if let Err(e) = queue.add_used(mem, head, written) {
-                    warn!("virtio-rng {id}: cannot return chain {head}: {e}");
-                } else {
-                    used_any = true;
-                }
-                budget -= 1;
-                if budget == 0 {
-                    yielded = true;
-                    break 'outer;
-                }
-            }
-            match queue.enable_notification(mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    error!("virtio-rng {id}: cannot enable notifications: {e}");
-                    break;
-                }
-            }
-        }
-        if used_any && queue.needs_notification(mem).unwrap_or(true) {
+        let device = format!("virtio-rng {id}");
+        let served = serve_queue(queue, mem, CHAINS_PER_EVENT, &device, |chain| {
+            let written = fill_chain(chain, mem, max_descriptors, counters);
+            counters.requests.fetch_add(1, Ordering::Relaxed);
+            counters
+                .bytes
+                .fetch_add(u64::from(written), Ordering::Relaxed);
+            written
+        });
+        *queue_broken = served.broken;
+        if served.notify {
             if let Err(e) = active.interrupt.signal_used_queue() {
-                error!("virtio-rng {id}: cannot raise the interrupt: {e}");
+                error!("{device}: cannot raise the interrupt: {e}");
             }
         }
-        if yielded {
+        if served.yielded {
             if let Err(e) = activation.kick(queue_index) {
-                error!("virtio-rng {id}: cannot reschedule queue {queue_index}: {e}");
+                error!("{device}: cannot reschedule queue {queue_index}: {e}");
             }
         }
     }
