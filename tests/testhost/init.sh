@@ -498,6 +498,47 @@ test_runm_oci_lifecycle() {
     pass_detail "${secs} s"
 }
 
+# Two containers at once, each in its own VM: both created and started, both
+# running (and each answers exec with its own hostname), both deleted.
+test_runm_oci_two_containers() {
+    oci_bundle '.process.args = ["sleep", "300"]'
+    trap 'oci_cleanup a1 a2' EXIT
+    t0=$(date +%s)
+    for id in a1 a2; do
+        mkdir -p "$T/$id"
+        cp -a "$T/bundle/." "$T/$id/"
+        jq ".hostname = \"host-$id\"" "$T/bundle/config.json" > "$T/$id/config.json" || fail "jq could not edit $id's config.json"
+    done
+    # Both VMs boot at the same time.
+    oci "$guest_timeout" create a1 --bundle "$T/a1" > "$T/create-a1.out" 2> "$T/create-a1.err" </dev/null &
+    c1=$!
+    oci "$guest_timeout" create a2 --bundle "$T/a2" > "$T/create-a2.out" 2> "$T/create-a2.err" </dev/null &
+    c2=$!
+    wait "$c1" || { show_tail "$T/create-a1.err"; fail "runm create a1 failed"; }
+    wait "$c2" || { show_tail "$T/create-a2.err"; fail "runm create a2 failed"; }
+    for id in a1 a2; do
+        oci 60 start "$id" > "$T/start-$id.out" 2>&1 </dev/null || fail "runm start $id: $(cat "$T/start-$id.out")"
+    done
+    for id in a1 a2; do
+        oci_wait_status "$id" running 30 || fail "state of $id: '$(oci_status "$id")' (expected running)"
+        out=$(oci 60 exec "$id" -- hostname 2>"$T/exec-$id.err" </dev/null)
+        [ "$out" = "host-$id" ] || fail "runm exec $id -- hostname: '$out' (expected host-$id; stderr $(tr '\n' ' ' < "$T/exec-$id.err"))"
+    done
+    pid1=$(jq -r .pid "$T/state-a1.json") pid2=$(jq -r .pid "$T/state-a2.json")
+    [ "$pid1" != "$pid2" ] || fail "both containers have pid $pid1"
+    n=$(oci 30 list --format json </dev/null | jq '[.[] | select(.status == "running")] | length')
+    [ "$n" = 2 ] || fail "runm list shows $n running containers (expected 2): $(oci 30 list </dev/null 2>&1)"
+    for p in $(oci_procs); do tr '\0' ' ' < "/proc/$p/cmdline"; echo; done > "$T/procs"
+    vmms=$(cut -d' ' -f1 "$T/procs" | grep -c 'runm-vmm$')
+    [ "$vmms" = 2 ] || fail "$vmms runm-vmm processes run (expected 2): $(tr '\n' ';' < "$T/procs")"
+    for id in a1 a2; do
+        oci 60 delete --force "$id" > "$T/delete-$id.out" 2>&1 </dev/null || fail "runm delete --force $id: $(cat "$T/delete-$id.out")"
+    done
+    secs=$(( $(date +%s) - t0 ))
+    oci_nothing_left
+    pass_detail "${secs} s"
+}
+
 # --- runner --------------------------------------------------------------------
 
 listed() { # listed NAME LIST: NAME is in the comma-separated LIST

@@ -28,6 +28,7 @@ mod tests {
         "runm-oci-run-exit-status",
         "runm-oci-config",
         "runm-oci-lifecycle",
+        "runm-oci-two-containers",
     ];
 
     /// Each test boots a software-emulated machine with 2 vCPUs: one at a time.
