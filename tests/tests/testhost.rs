@@ -3,16 +3,17 @@
 //! (`tests/testhost/run.sh`), and the tests run inside it (`tests/testhost/init.sh`).
 //!
 //! Builds nothing of the workspace: it tests the runm-vmm binary found at
-//! `$RUNM_VMM`, else `target/<profile>/runm-vmm` (so `cargo build` first). The
+//! `$RUNM_VMM`, else `target/{debug,release}/runm-vmm` (so `cargo build` first). The
 //! guest and test host kernels and the image are built by the scripts on first
 //! use (minutes the first time, cached after that).
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
     use std::sync::Mutex;
     use std::time::Instant;
+
+    use integration_tests::{repo_root, runm_vmm};
 
     /// The tests that must PASS inside the test host, in the order they run.
     const EXPECTED: &[&str] = &[
@@ -33,30 +34,6 @@ mod tests {
 
     /// Each test boots a software-emulated machine with 2 vCPUs: one at a time.
     static ONE_MACHINE: Mutex<()> = Mutex::new(());
-
-    fn repo_root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the tests crate lives in the workspace")
-            .to_path_buf()
-    }
-
-    /// `$RUNM_VMM`, else the workspace's `target/<this profile>/runm-vmm`.
-    fn runm_vmm_path() -> PathBuf {
-        if let Some(path) = std::env::var_os("RUNM_VMM") {
-            return PathBuf::from(path);
-        }
-        let root = repo_root();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(|dir| root.join(dir))
-            .unwrap_or_else(|| root.join("target"));
-        let profile = if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        };
-        target.join(profile).join("runm-vmm")
-    }
 
     struct Run {
         success: bool,
@@ -90,13 +67,8 @@ mod tests {
 
     #[test]
     fn testhost_suite_passes() {
-        let vmm = runm_vmm_path();
-        assert!(
-            vmm.is_file(),
-            "runm-vmm not found at {}: build it first (`cargo build -p vmm`, with --release for a \
-             release test run) or point RUNM_VMM at the binary",
-            vmm.display()
-        );
+        // Fails with the command that builds it when there is no binary.
+        let vmm = runm_vmm();
         let _machine = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
         let vmm = vmm.to_str().expect("runm-vmm path is UTF-8");
         let run = run_testhost(&["--vmm", vmm]);
@@ -129,17 +101,18 @@ mod tests {
     /// The runner must turn a failed test into a failure: force one and look.
     #[test]
     fn testhost_runner_reports_a_failed_test() {
-        let vmm = runm_vmm_path();
+        // The same image as the suite's (cached); this test does not use runm-vmm.
+        let vmm = runm_vmm();
         let vmm_arg = vmm.to_str().expect("runm-vmm path is UTF-8");
-        // The same image as the suite's when runm-vmm exists; this test does not use it.
-        let image_args: &[&str] = if vmm.is_file() {
-            &["--vmm", vmm_arg]
-        } else {
-            &["--no-vmm"]
-        };
         let _machine = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
-        let mut args = image_args.to_vec();
-        args.extend(["--only", "kvm-available", "--force-fail", "kvm-available"]);
+        let args = [
+            "--vmm",
+            vmm_arg,
+            "--only",
+            "kvm-available",
+            "--force-fail",
+            "kvm-available",
+        ];
         let run = run_testhost(&args);
 
         assert!(
