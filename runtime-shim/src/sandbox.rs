@@ -51,15 +51,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// After the container's process exited and the agent was told to power
 /// the guest off, how long before the VM is killed.
 const POWEROFF_GRACE: Duration = Duration::from_secs(10);
-/// Signals the sandbox forwards to the container's process.
-const FORWARDED: &[i32] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
 /// Exit status when the VM ended without the agent reporting one.
 const STATUS_UNKNOWN: i32 = 255;
 
@@ -206,7 +197,7 @@ pub fn main(root: &Path, id: &str, ready_fd: RawFd) -> i32 {
     };
     // Signals meant for the workload are forwarded, not fatal to us; block
     // them before any thread exists so every thread inherits the mask.
-    let sigset = sys::block_signals(FORWARDED).ok();
+    let sigset = sys::block_signals(sys::FORWARDED_SIGNALS).ok();
     match setup(&dir) {
         Ok(sandbox) => {
             report_ready(&ready, Ok(sandbox.own.pid));

@@ -21,6 +21,17 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Signals runm passes on to a container's process: by `run` and `exec`
+/// (through the sandbox) and by the sandbox itself (to the guest).
+pub const FORWARDED_SIGNALS: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
 /// The real user id.
 pub fn getuid() -> u32 {
     // SAFETY: getuid(2) cannot fail and touches no memory.

@@ -4,8 +4,7 @@
 //! prepare the container) and return once it is `created`, or with the
 //! error, leaving nothing behind.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use crate::backend::{self, Accel, Choice, HostKvm, Hypervisor, HypervisorRequest
 use crate::bundle::{self, ContainerPlan};
 use crate::cgroup::{Cgroups, HostLimits};
 use crate::cli::CreateArgs;
-use crate::commands::{absolute, Ctx};
+use crate::commands::{absolute, console_pty, Ctx};
 use crate::error::RunmError;
 use crate::logging;
 use crate::rootfs;
@@ -188,22 +187,6 @@ fn boot_timeout() -> u64 {
         .unwrap_or(DEFAULT_BOOT_TIMEOUT)
 }
 
-/// Opens a pty, sends its master over the console socket (runc's protocol),
-/// and returns the slave in raw mode: the guest's own pty does the line
-/// discipline, this one only carries bytes.
-fn console(socket: &std::path::Path) -> Result<OwnedFd, RunmError> {
-    let (master, slave, name) =
-        sys::open_pty().map_err(RunmError::io("cannot open a pseudo terminal", "/dev/ptmx"))?;
-    sys::make_raw(slave.as_raw_fd()).map_err(RunmError::io("cannot set raw mode on", &name))?;
-    let sock = UnixStream::connect(socket)
-        .map_err(RunmError::io("cannot connect to console socket", socket))?;
-    sys::send_fd(&sock, name.as_bytes(), master.as_raw_fd()).map_err(RunmError::io(
-        "cannot send the terminal to console socket",
-        socket,
-    ))?;
-    Ok(slave)
-}
-
 /// Creates the container.
 pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
     let dir = ctx.dir(&req.id)?;
@@ -302,7 +285,7 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
     crate::state::write_atomic(&dir.plan_file(), &text)?;
 
     let slave = match &req.console_socket {
-        Some(s) => Some(console(s)?),
+        Some(s) => Some(console_pty(s)?),
         None => None,
     };
     let (ready_r, ready_w) = sys::pipe().map_err(RunmError::io("cannot create a pipe", "ready"))?;

@@ -6,29 +6,19 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use guest_agent::proto::{self, Frame, Message, ProcessSpec, Stream};
 
 use crate::cli::{ExecArgs, ExecRelayArgs};
-use crate::commands::{absolute, Ctx};
+use crate::commands::{absolute, console_pty, Ctx};
 use crate::control::{self, Request};
 use crate::error::RunmError;
 use crate::sandbox::{self, SandboxPlan};
 use crate::state::{ContainerDir, ContainerLock};
 use crate::sys;
 
-/// Signals the relay passes on to the exec'd process.
-const FORWARDED: &[i32] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
 /// Status when the VM went away before the process's status arrived.
 const STATUS_LOST: i32 = 255;
 
@@ -112,7 +102,10 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<i32, RunmError> {
     let sigset = if a.detach {
         None
     } else {
-        Some(sys::block_signals(FORWARDED).map_err(RunmError::io("cannot block signals", "exec"))?)
+        Some(
+            sys::block_signals(sys::FORWARDED_SIGNALS)
+                .map_err(RunmError::io("cannot block signals", "exec"))?,
+        )
     };
     let dir = ctx.dir(&a.container_id)?;
     let lock = ContainerLock::acquire(&dir)?;
@@ -127,7 +120,7 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<i32, RunmError> {
         return Err(RunmError::Usage("--console-socket needs --tty".into()));
     }
     let slave = match &a.console_socket {
-        Some(s) => Some(console_slave(s)?),
+        Some(s) => Some(console_pty(s)?),
         None => None,
     };
     if a.detach {
@@ -162,20 +155,6 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<i32, RunmError> {
         fds,
         sigset,
     ))
-}
-
-/// A pty whose master went to the console socket; the relay uses the slave.
-fn console_slave(socket: &Path) -> Result<OwnedFd, RunmError> {
-    let (master, slave, name) =
-        sys::open_pty().map_err(RunmError::io("cannot open a pseudo terminal", "/dev/ptmx"))?;
-    sys::make_raw(slave.as_raw_fd()).map_err(RunmError::io("cannot set raw mode on", &name))?;
-    let sock = UnixStream::connect(socket)
-        .map_err(RunmError::io("cannot connect to console socket", socket))?;
-    sys::send_fd(&sock, name.as_bytes(), master.as_raw_fd()).map_err(RunmError::io(
-        "cannot send the terminal to console socket",
-        socket,
-    ))?;
-    Ok(slave)
 }
 
 /// Starts the relay that `--detach` leaves behind; returns its pid once the
@@ -231,7 +210,7 @@ fn spawn_relay(
 
 /// `runm exec-relay`: the detached relay.
 pub fn relay_main(ctx: &Ctx, a: ExecRelayArgs) -> Result<i32, RunmError> {
-    let sigset = sys::block_signals(FORWARDED).ok();
+    let sigset = sys::block_signals(sys::FORWARDED_SIGNALS).ok();
     let ready =
         sys::adopt_fd(a.ready_fd).map_err(RunmError::io("no ready descriptor", "exec-relay"))?;
     let _ = sys::set_cloexec(ready.as_raw_fd());

@@ -16,6 +16,8 @@ pub mod start;
 pub mod state;
 pub mod update;
 
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command as ProcessCommand;
 
@@ -23,6 +25,7 @@ use crate::cli::{Cli, Command, GlobalOpts, LogFormatArg};
 use crate::error::RunmError;
 use crate::logging;
 use crate::state::{ContainerDir, State};
+use crate::sys;
 
 /// What every command needs from the global options.
 #[derive(Debug, Clone)]
@@ -148,4 +151,20 @@ pub fn dispatch(cli: Cli) -> i32 {
             1
         }
     }
+}
+
+/// Opens a pty, sends its master over the console socket (runc's protocol),
+/// and returns the slave in raw mode: the guest's own pty does the line
+/// discipline, this one only carries bytes.
+pub(crate) fn console_pty(socket: &Path) -> Result<OwnedFd, RunmError> {
+    let (master, slave, name) =
+        sys::open_pty().map_err(RunmError::io("cannot open a pseudo terminal", "/dev/ptmx"))?;
+    sys::make_raw(slave.as_raw_fd()).map_err(RunmError::io("cannot set raw mode on", &name))?;
+    let sock = UnixStream::connect(socket)
+        .map_err(RunmError::io("cannot connect to console socket", socket))?;
+    sys::send_fd(&sock, name.as_bytes(), master.as_raw_fd()).map_err(RunmError::io(
+        "cannot send the terminal to console socket",
+        socket,
+    ))?;
+    Ok(slave)
 }

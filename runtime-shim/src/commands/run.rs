@@ -11,16 +11,6 @@ use crate::error::RunmError;
 use crate::state::ProcessRef;
 use crate::sys;
 
-/// Signals `run` passes on to the container (through its sandbox).
-const FORWARDED: &[i32] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
 /// Tears down a container whose start failed.
 fn abandon(ctx: &Ctx, mut c: Created) {
     if let Err(e) = delete::delete(ctx, &c.dir.id, true) {
@@ -38,7 +28,10 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32, RunmError> {
     let sigset = if a.detach {
         None
     } else {
-        Some(sys::block_signals(FORWARDED).map_err(RunmError::io("cannot block signals", "run"))?)
+        Some(
+            sys::block_signals(sys::FORWARDED_SIGNALS)
+                .map_err(RunmError::io("cannot block signals", "run"))?,
+        )
     };
     let mut created = create::create(
         ctx,
