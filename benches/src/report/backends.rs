@@ -480,8 +480,8 @@ impl Instance {
         }
     }
 
-    /// The container's pid as its runtime's `state` reports it.
-    pub fn state_pid(&self) -> Option<i32> {
+    /// The container's OCI state as its runtime's `state` command prints it.
+    fn state(&self) -> Option<Value> {
         let (bin, root, id) = match &self.container {
             Container::Runc { bin, root, id } | Container::Runm { bin, root, id } => {
                 (bin, root, id)
@@ -497,29 +497,19 @@ impl Instance {
                 .arg(id),
         )
         .ok()?;
-        let v: Value = serde_json::from_str(&out).ok()?;
-        v["pid"].as_i64().and_then(|p| i32::try_from(p).ok())
+        serde_json::from_str(&out).ok()
+    }
+
+    /// The container's pid as its runtime's `state` reports it.
+    pub fn state_pid(&self) -> Option<i32> {
+        self.state()?["pid"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
     }
 
     /// The container's status as its runtime's `state` reports it.
     pub fn state_status(&self) -> Option<String> {
-        let (bin, root, id) = match &self.container {
-            Container::Runc { bin, root, id } | Container::Runm { bin, root, id } => {
-                (bin, root, id)
-            }
-            Container::None => return None,
-        };
-        let out = spawn::output(
-            "state",
-            Command::new(bin)
-                .arg("--root")
-                .arg(root)
-                .arg("state")
-                .arg(id),
-        )
-        .ok()?;
-        let v: Value = serde_json::from_str(&out).ok()?;
-        v["status"].as_str().map(String::from)
+        self.state()?["status"].as_str().map(String::from)
     }
 
     /// Every host process of the instance: the command's tree and the
