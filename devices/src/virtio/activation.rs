@@ -21,9 +21,10 @@ use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events};
 use log::{error, warn};
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::queue::{serve_queue, Served};
 use super::{ActivateContext, ActivateError, GuestMemory};
 use crate::interrupt::VirtioInterrupt;
 
@@ -172,6 +173,49 @@ impl QueueActivation {
             }
             _ => Dispatch::Unknown,
         }
+    }
+
+    /// Serves queue `idx` with [`serve_queue`] if the device is active and the
+    /// queue is ready: `handle` gets guest memory, the queue's size (the most
+    /// descriptors a chain may have) and each chain, and returns its used
+    /// length. Then raises the used-buffer interrupt if the driver wants it and,
+    /// when the budget ran out, schedules another pass. `None` when there was
+    /// nothing to serve.
+    pub fn serve<F>(
+        &mut self,
+        idx: usize,
+        budget: usize,
+        device: &str,
+        mut handle: F,
+    ) -> Option<Served>
+    where
+        F: FnMut(&GuestMemory, usize, DescriptorChain<&GuestMemory>) -> u32,
+    {
+        let active = self.active.as_mut()?;
+        let mem = &active.mem;
+        let Some(queue) = active.queues.get_mut(idx) else {
+            warn!("{device}: notification for nonexistent queue {idx}");
+            return None;
+        };
+        if !queue.ready() {
+            return None;
+        }
+        let max_descriptors = usize::from(queue.size());
+        let served = serve_queue(queue, mem, budget, device, |chain| {
+            handle(mem, max_descriptors, chain)
+        });
+        if served.notify {
+            if let Err(e) = active.interrupt.signal_used_queue() {
+                error!("{device}: cannot raise the interrupt: {e}");
+            }
+        }
+        if served.yielded {
+            // Come back through the event loop so other devices get a turn.
+            if let Err(e) = self.kick(idx) {
+                error!("{device}: cannot reschedule queue {idx}: {e}");
+            }
+        }
+        Some(served)
     }
 
     /// Schedules another pass over queue `idx` through the event loop, for a

@@ -5,17 +5,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use log::{debug, error, warn};
+use log::debug;
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_ID_BYTES,
 };
-use virtio_queue::QueueT;
 
 use super::backend::DiskImage;
 use super::request::{parse, ExecContext, RequestType};
 use super::BlockError;
 use crate::virtio::activation::QueueActivation;
-use crate::virtio::queue::serve_queue;
 use crate::virtio::{
     has_feature, read_config_bytes, ActivateContext, ActivateError, VirtioDevice, TYPE_BLOCK,
     VIRTIO_F_VERSION_1,
@@ -159,67 +157,53 @@ impl Block {
         if *queue_broken {
             return;
         }
-        let Some(active) = activation.active_mut() else {
-            return;
-        };
-        let mem = &active.mem;
-        let Some(queue) = active.queues.get_mut(queue_index) else {
-            warn!("virtio-blk {id}: notification for nonexistent queue {queue_index}");
-            return;
-        };
-        if !queue.ready() {
-            return;
-        }
-        let max_descriptors = usize::from(queue.size());
         let ctx = ExecContext {
             disk: &*disk,
             serial: &*serial,
             flush_negotiated,
         };
         let device = format!("virtio-blk {id}");
-        let served = serve_queue(queue, mem, CHAINS_PER_EVENT, &device, |chain| {
-            let head = chain.head_index();
-            bump(&counters.requests, 1);
-            let completion = match parse(chain, mem, max_descriptors) {
-                Ok(req) => {
-                    let c = req.execute(mem, &ctx);
-                    if c.status == Some(0) {
-                        match req.request_type {
-                            RequestType::In => bump(&counters.read_bytes, req.data_len),
-                            RequestType::Out => bump(&counters.write_bytes, req.data_len),
-                            RequestType::Flush => bump(&counters.flushes, 1),
-                            _ => {}
+        let Some(served) = activation.serve(
+            queue_index,
+            CHAINS_PER_EVENT,
+            &device,
+            |mem, max_descriptors, chain| {
+                let head = chain.head_index();
+                bump(&counters.requests, 1);
+                let completion = match parse(chain, mem, max_descriptors) {
+                    Ok(req) => {
+                        let c = req.execute(mem, &ctx);
+                        if c.status == Some(0) {
+                            match req.request_type {
+                                RequestType::In => bump(&counters.read_bytes, req.data_len),
+                                RequestType::Out => bump(&counters.write_bytes, req.data_len),
+                                RequestType::Flush => bump(&counters.flushes, 1),
+                                _ => {}
+                            }
+                        } else {
+                            bump(&counters.failed, 1);
                         }
-                    } else {
-                        bump(&counters.failed, 1);
+                        c
                     }
-                    c
-                }
-                Err(rejected) => {
-                    debug!("{device}: bad request {head}: {}", rejected.error);
-                    let c = rejected.complete(mem);
-                    if c.status.is_some() {
-                        bump(&counters.failed, 1);
-                    } else {
-                        bump(&counters.dropped, 1);
+                    Err(rejected) => {
+                        debug!("{device}: bad request {head}: {}", rejected.error);
+                        let c = rejected.complete(mem);
+                        if c.status.is_some() {
+                            bump(&counters.failed, 1);
+                        } else {
+                            bump(&counters.dropped, 1);
+                        }
+                        c
                     }
-                    c
-                }
-            };
-            completion.used_len
-        });
+                };
+                completion.used_len
+            },
+        ) else {
+            return;
+        };
         *queue_broken = served.broken;
         if served.notify {
             bump(&counters.interrupts, 1);
-            if let Err(e) = active.interrupt.signal_used_queue() {
-                error!("{device}: cannot raise the interrupt: {e}");
-            }
-        }
-        if served.yielded {
-            // Come back through the event loop so other devices get a turn.
-            if let Err(e) = activation.kick(queue_index) {
-                error!("{device}: cannot reschedule queue {queue_index}: {e}");
-            }
         }
     }
 }

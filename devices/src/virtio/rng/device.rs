@@ -5,14 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use log::{debug, error, warn};
-use virtio_queue::QueueT;
+use log::{debug, warn};
 use vm_memory::{Bytes, GuestMemory as _, Permissions};
 
 use super::backend::Entropy;
 use super::RngError;
 use crate::virtio::activation::{Dispatch, QueueActivation};
-use crate::virtio::queue::serve_queue;
 use crate::virtio::{
     ActivateContext, ActivateError, GuestMemory, VirtioDevice, TYPE_RNG, VIRTIO_F_VERSION_1,
 };
@@ -80,37 +78,22 @@ impl Rng {
         if *queue_broken {
             return;
         }
-        let Some(active) = activation.active_mut() else {
-            return;
-        };
-        let mem = &active.mem;
-        let Some(queue) = active.queues.get_mut(queue_index) else {
-            warn!("virtio-rng {id}: notification for nonexistent queue {queue_index}");
-            return;
-        };
-        if !queue.ready() {
-            return;
-        }
-        let max_descriptors = usize::from(queue.size());
         let device = format!("virtio-rng {id}");
-        let served = serve_queue(queue, mem, CHAINS_PER_EVENT, &device, |chain| {
-            let written = fill_chain(chain, mem, max_descriptors, counters);
-            counters.requests.fetch_add(1, Ordering::Relaxed);
-            counters
-                .bytes
-                .fetch_add(u64::from(written), Ordering::Relaxed);
-            written
-        });
-        *queue_broken = served.broken;
-        if served.notify {
-            if let Err(e) = active.interrupt.signal_used_queue() {
-                error!("{device}: cannot raise the interrupt: {e}");
-            }
-        }
-        if served.yielded {
-            if let Err(e) = activation.kick(queue_index) {
-                error!("{device}: cannot reschedule queue {queue_index}: {e}");
-            }
+        let served = activation.serve(
+            queue_index,
+            CHAINS_PER_EVENT,
+            &device,
+            |mem, max_descriptors, chain| {
+                let written = fill_chain(chain, mem, max_descriptors, counters);
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes
+                    .fetch_add(u64::from(written), Ordering::Relaxed);
+                written
+            },
+        );
+        if let Some(served) = served {
+            *queue_broken = served.broken;
         }
     }
 }
