@@ -19,6 +19,8 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use vm_spec::{HostKvm, Phase, PhaseMark};
+
 /// Firecracker's published figures (its SPECIFICATION): VMM memory overhead
 /// and start to guest `/init`, on hardware KVM.
 const FC_PUBLISHED_OVERHEAD_MIB: f64 = 5.0;
@@ -201,7 +203,7 @@ fn busybox_initramfs(dir: &Path) -> Option<PathBuf> {
 
 /// What kind of KVM this host has.
 fn host_kind() -> &'static str {
-    if Path::new("/sys/module/kvm_pvm").is_dir() {
+    if is_pvm() {
         "PVM KVM (kvm_pvm: no hardware nesting; guests run in ring 3 with shadow \
          paging and a stock kernel's privileged code through KVM's emulator)"
     } else if Path::new("/sys/module/kvm_intel").is_dir() {
@@ -214,7 +216,7 @@ fn host_kind() -> &'static str {
 }
 
 fn is_pvm() -> bool {
-    Path::new("/sys/module/kvm_pvm").is_dir()
+    HostKvm::detect().is_pvm()
 }
 
 /// One run's measurements.
@@ -250,21 +252,25 @@ impl VmmProcess {
         i32::try_from(self.child.id()).unwrap_or(0)
     }
 
-    /// Waits for a stderr line starting with `prefix`; collects the others.
-    fn wait_line(&mut self, prefix: &str, timeout: Duration) -> Result<String, String> {
+    /// Waits for the mark of `phase` on stderr, its time in ns; collects
+    /// the other lines.
+    fn wait_phase(&mut self, phase: Phase, timeout: Duration) -> Result<u64, String> {
         let deadline = Instant::now() + timeout;
+        let name = phase.name();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return Ok(l),
-                Ok(l) => self.stderr.push(l),
+                Ok(l) => match PhaseMark::parse(&l) {
+                    Some(m) if m.phase == phase => return Ok(m.monotonic_ns),
+                    _ => self.stderr.push(l),
+                },
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(format!("no '{prefix}' within {timeout:?}"))
+                    return Err(format!("no '{name}' mark within {timeout:?}"))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().map(|s| s.to_string());
                     return Err(format!(
-                        "runm-vmm ended ({}) before '{prefix}':\n{}",
+                        "runm-vmm ended ({}) before its '{name}' mark:\n{}",
                         status.unwrap_or_else(|e| e.to_string()),
                         self.stderr.join("\n")
                     ));
@@ -290,11 +296,6 @@ impl Drop for VmmProcess {
             let _ = self.child.wait();
         }
     }
-}
-
-/// `runm-vmm: phase NAME monotonic_ns=N` -> N.
-fn phase_ns(line: &str) -> Option<u64> {
-    line.rsplit_once("monotonic_ns=")?.1.trim().parse().ok()
 }
 
 fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
@@ -349,10 +350,9 @@ fn one_run(o: &Options, s: &Setup, index: usize) -> Result<Run, String> {
     };
 
     let t = Duration::from_secs(30);
-    let kvm_open = phase_ns(&p.wait_line("runm-vmm: phase kvm_open", t)?);
-    let vcpus_start = phase_ns(&p.wait_line("runm-vmm: phase vcpus_start", t)?);
-    let first_run = phase_ns(&p.wait_line("runm-vmm: phase first_kvm_run", t)?)
-        .ok_or("unreadable first_kvm_run line")?;
+    let kvm_open = p.wait_phase(Phase::KvmOpen, t)?;
+    let vcpus_start = p.wait_phase(Phase::VcpusStart, t)?;
+    let first_run = p.wait_phase(Phase::FirstKvmRun, t)?;
 
     // Sample memory a fixed time after the first KVM_RUN.
     let sample_at = first_run + o.sample_ms * 1_000_000;
@@ -372,8 +372,8 @@ fn one_run(o: &Options, s: &Setup, index: usize) -> Result<Run, String> {
     let guest = procfs::guest_mapping(&maps, o.mem_mib * 1024)
         .ok_or("no anonymous mapping of the guest RAM's size in smaps")?;
     let mut run = Run {
-        exec_to_kvm_open_ms: kvm_open.map_or(f64::NAN, |n| ms_between(t0, n)),
-        exec_to_vcpus_start_ms: vcpus_start.map_or(f64::NAN, |n| ms_between(t0, n)),
+        exec_to_kvm_open_ms: ms_between(t0, kvm_open),
+        exec_to_vcpus_start_ms: ms_between(t0, vcpus_start),
         exec_to_first_run_ms: ms_between(t0, first_run),
         rss_kb: procfs::kb_field(&status, "VmRSS").unwrap_or(0),
         hwm_kb: procfs::kb_field(&status, "VmHWM").unwrap_or(0),
@@ -620,12 +620,7 @@ mod tests {
     }
 
     #[test]
-    fn phase_lines_give_their_timestamp() {
-        assert_eq!(
-            phase_ns("runm-vmm: phase first_kvm_run monotonic_ns=854224186481"),
-            Some(854_224_186_481)
-        );
-        assert_eq!(phase_ns("runm-vmm: phase x"), None);
+    fn ms_between_clamps_at_zero() {
         assert_eq!(ms_between(1_000_000, 3_500_000), 2.5);
         assert_eq!(ms_between(5, 1), 0.0);
     }

@@ -23,6 +23,7 @@ mod tests {
         self, ContainerSpec, Frame, Message, MountSpec, ProcessSpec, Rlimit, RootSpec, Stream,
         PROTOCOL_VERSION,
     };
+    use vm_spec::{AgentPort, Console, DiskConfig, QemuAccel, QemuMicrovm};
 
     /// Time for one reply, guest boot included (software emulation, shared cores).
     const REPLY_TIMEOUT: Duration = Duration::from_secs(40);
@@ -164,35 +165,21 @@ mod tests {
             let sock_path = dir.path().join("agent.sock");
             let console = dir.path().join("console.log");
             let qemu_log = std::fs::File::create(dir.path().join("qemu.log")).expect("qemu log");
-            // acpi=off: this kernel has no ACPI, so QEMU must announce the
-            // virtio-mmio devices on the command line instead.
+            // Always TCG: these tests must mean the same on every host.
+            let mut vm = QemuMicrovm::new(QemuAccel::Tcg, &art.vmlinux);
+            vm.mem_mib = 256;
+            vm.initrd = Some(art.initrd.clone());
+            vm.console = Console::File(console);
+            vm.disks = vec![DiskConfig {
+                path: disk,
+                read_only: false,
+            }];
+            vm.agent = Some(AgentPort {
+                socket: sock_path.clone(),
+                name: proto::AGENT_SERIAL_PORT_NAME.into(),
+            });
             let qemu = Command::new("qemu-system-x86_64")
-                .args(["-M", "microvm,acpi=off", "-accel", "tcg", "-cpu", "max"])
-                .args(["-m", "256", "-smp", "1", "-nodefaults", "-no-user-config"])
-                .args(["-nographic", "-no-reboot"])
-                .arg("-kernel")
-                .arg(&art.vmlinux)
-                .arg("-initrd")
-                .arg(&art.initrd)
-                .args([
-                    "-append",
-                    "console=ttyS0 reboot=k panic=-1 runm.channel=serial",
-                ])
-                .arg("-serial")
-                .arg(format!("file:{}", console.display()))
-                .args(["-device", "virtio-blk-device,drive=root"])
-                .arg("-drive")
-                .arg(format!(
-                    "id=root,file={},format=raw,if=none",
-                    disk.display()
-                ))
-                .args(["-device", "virtio-serial-device"])
-                .arg("-chardev")
-                .arg(format!(
-                    "socket,id=agent,path={},server=on,wait=off",
-                    sock_path.display()
-                ))
-                .args(["-device", "virtserialport,chardev=agent,name=runm.agent"])
+                .args(vm.args())
                 .stdin(Stdio::null())
                 .stdout(qemu_log.try_clone().expect("qemu log"))
                 .stderr(qemu_log)

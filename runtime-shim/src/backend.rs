@@ -3,8 +3,9 @@
 //!
 //! Owns the choice between runm-vmm and QEMU (`--hypervisor`,
 //! `io.runm.hypervisor`, or `auto` from what `/dev/kvm` is), where the guest
-//! kernel and agent initramfs are found, the command line (and for runm-vmm
-//! the `vm.json`) of the VM process, and connecting to the agent channel:
+//! kernel and agent initramfs are found, what a container's VM is made of
+//! (written as runm-vmm's `vm.json`, or as QEMU's command line, both from
+//! the `vm_spec` crate), and connecting to the agent channel:
 //! a virtio-serial port under QEMU (a Unix socket QEMU serves), vsock under
 //! runm-vmm (its Unix socket, with Firecracker's `CONNECT <port>` handshake).
 
@@ -17,23 +18,17 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use vm_spec::{
+    AgentPort, AgentTransport, ConfigError, Console, CpuTemplateName, DiskConfig, GuestArgs,
+    GuestVmm, HostKvm, QemuAccel, QemuMicrovm, VmConfig, VsockConfig,
+};
 
 use crate::bundle::VmSizing;
 use crate::state::ContainerDir;
 
-/// Guest kernel command line shared by both backends: `panic=-1` makes every
-/// guest end (reset) rather than hang; the VM process then exits. How the
-/// guest resets is per backend (`RUNM_VMM_REBOOT`, `QEMU_REBOOT`).
-const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
-/// runm-vmm emulates the i8042, whose reset command it turns into its exit.
-const RUNM_VMM_REBOOT: &str = "reboot=k";
-/// QEMU's microvm has no i8042: through the keyboard controller the kernel
-/// spins about 1.5 s (under TCG) before falling back, while a triple fault
-/// resets at once and, with -no-reboot, ends QEMU.
-const QEMU_REBOOT: &str = "reboot=t";
 /// vsock context id of the guest (each VM has its own vsock device, so every
 /// guest can use the same one).
-const GUEST_CID: u32 = 3;
+const GUEST_CID: u64 = 3;
 /// Default installed location of the guest kernel and agent initramfs.
 const SHARE_DIR: &str = "/usr/share/runm";
 
@@ -66,6 +61,9 @@ pub enum BackendError {
         /// How to get it.
         hint: String,
     },
+    /// The VM config cannot be expressed as runm-vmm's JSON.
+    #[error(transparent)]
+    VmConfig(#[from] ConfigError),
     /// Writing the VM config failed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -145,49 +143,44 @@ impl fmt::Display for Choice {
     }
 }
 
-/// What this host's KVM is.
+/// What this host's KVM is, and whether runm may use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HostKvm {
-    /// `/dev/kvm` exists.
-    pub present: bool,
+pub struct KvmAccess {
+    /// Its kind.
+    pub kind: HostKvm,
     /// `/dev/kvm` can be opened read-write by us.
     pub usable: bool,
-    /// It is PVM (`/sys/module/kvm_pvm`): guest user space cannot run on it.
-    pub pvm: bool,
 }
 
-impl HostKvm {
+impl KvmAccess {
     /// Looks at this host.
     pub fn probe() -> Self {
-        let dev = Path::new("/dev/kvm");
-        HostKvm {
-            present: dev.exists(),
+        KvmAccess {
+            kind: HostKvm::detect(),
             usable: std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
-                .open(dev)
+                .open(vm_spec::host::KVM_DEVICE)
                 .is_ok(),
-            pvm: Path::new("/sys/module/kvm_pvm").exists(),
         }
     }
 
     fn real(&self) -> bool {
-        self.usable && !self.pvm
+        self.usable && self.kind.is_hardware()
     }
 
     fn why_not_real(&self) -> &'static str {
-        if !self.present {
-            "/dev/kvm is missing"
-        } else if !self.usable {
-            "/dev/kvm cannot be opened"
-        } else {
-            "/dev/kvm is PVM (kvm_pvm), where guest user space cannot run"
+        match (self.kind, self.usable) {
+            (HostKvm::Missing, _) => "/dev/kvm is missing",
+            (_, false) => "/dev/kvm cannot be opened",
+            (HostKvm::Pvm, true) => "/dev/kvm is PVM (kvm_pvm), where guest user space cannot run",
+            (HostKvm::Hardware, true) => "/dev/kvm is real KVM",
         }
     }
 }
 
 /// Chooses the backend for `req` on a host with `kvm`.
-pub fn choose(req: HypervisorRequest, kvm: &HostKvm) -> Result<Choice, BackendError> {
+pub fn choose(req: HypervisorRequest, kvm: &KvmAccess) -> Result<Choice, BackendError> {
     let qemu = |why: String| {
         let accel = if kvm.real() { Accel::Kvm } else { Accel::Tcg };
         Choice {
@@ -201,7 +194,7 @@ pub fn choose(req: HypervisorRequest, kvm: &HostKvm) -> Result<Choice, BackendEr
             if !kvm.usable {
                 return Err(BackendError::NoKvm(kvm.why_not_real().to_string()));
             }
-            let reason = if kvm.pvm {
+            let reason = if kvm.kind.is_pvm() {
                 "asked for; /dev/kvm is PVM: the guest kernel boots, guest user space will not run"
             } else {
                 "asked for"
@@ -391,8 +384,7 @@ pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launc
         }),
         Hypervisor::RunmVmm => {
             let path = vm.dir.vm_config();
-            let mut text = serde_json::to_vec_pretty(&runm_vmm_config(vm)).unwrap_or_default();
-            text.push(b'\n');
+            let text = runm_vmm_config(vm).to_json()?;
             std::fs::write(&path, text).map_err(|source| BackendError::Write {
                 path: path.clone(),
                 source,
@@ -411,95 +403,69 @@ pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launc
     }
 }
 
-/// QEMU's arguments: a microvm with the root image on virtio-blk and the
-/// agent on a virtio-serial port. `acpi=off`: the guest kernel has no ACPI,
-/// and only without it does QEMU announce the virtio-mmio devices on the
-/// kernel command line. The QMP monitor socket is for pause and resume.
+/// What runm asks of every guest's command line: a quiet boot (the boot
+/// log costs time on a slow console).
+fn runm_guest() -> GuestArgs {
+    GuestArgs {
+        quiet: true,
+        ..GuestArgs::default()
+    }
+}
+
+/// The container's root image, the guest's first disk.
+fn root_disk(vm: &VmSpec<'_>) -> DiskConfig {
+    DiskConfig {
+        path: vm.dir.rootfs_image(),
+        read_only: vm.readonly,
+    }
+}
+
+/// QEMU's arguments: a microvm with the root image on virtio-blk, the agent
+/// on a virtio-serial port and a QMP monitor socket for pause and resume.
 pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
-    let dir = vm.dir;
-    let (accel, cpu) = match accel {
-        Accel::Kvm => ("kvm", "host"),
-        Accel::Tcg => ("tcg", "max"),
-    };
-    let mut drive = OsString::from("id=root,format=raw,if=none,file=");
-    drive.push(escape_qemu_opt(&dir.rootfs_image()));
-    if vm.readonly {
-        drive.push(",readonly=on");
+    QemuMicrovm {
+        accel: match accel {
+            Accel::Kvm => QemuAccel::Kvm,
+            Accel::Tcg => QemuAccel::Tcg,
+        },
+        mem_mib: vm.sizing.mem_mib,
+        vcpus: vm.sizing.vcpus,
+        kernel: vm.images.kernel.clone(),
+        initrd: Some(vm.images.initrd.clone()),
+        guest: runm_guest(),
+        console: Console::File(vm.dir.console_log()),
+        disks: vec![root_disk(vm)],
+        agent: Some(AgentPort {
+            socket: vm.dir.agent_socket(),
+            name: guest_agent::proto::AGENT_SERIAL_PORT_NAME.into(),
+        }),
+        qmp: Some(vm.dir.qmp_socket()),
     }
-    let mut serial = OsString::from("file:");
-    serial.push(dir.console_log());
-    let mut chardev = OsString::from("socket,id=agent,server=on,wait=off,path=");
-    chardev.push(escape_qemu_opt(&dir.agent_socket()));
-    let mut qmp = OsString::from("unix:");
-    qmp.push(escape_qemu_opt(&dir.qmp_socket()));
-    qmp.push(",server=on,wait=off");
-    let mut a: Vec<OsString> = Vec::new();
-    let mut push = |s: &str| a.push(s.into());
-    for s in [
-        "-M",
-        "microvm,acpi=off",
-        "-accel",
-        accel,
-        "-cpu",
-        cpu,
-        "-m",
-        &vm.sizing.mem_mib.to_string(),
-        "-smp",
-        &vm.sizing.vcpus.to_string(),
-        "-nodefaults",
-        "-no-user-config",
-        "-nographic",
-        "-no-reboot",
-        "-kernel",
-    ] {
-        push(s);
-    }
-    a.push(vm.images.kernel.clone().into());
-    a.push("-initrd".into());
-    a.push(vm.images.initrd.clone().into());
-    a.push("-append".into());
-    a.push(format!("{BASE_CMDLINE} {QEMU_REBOOT} runm.channel=serial").into());
-    a.push("-serial".into());
-    a.push(serial);
-    a.push("-device".into());
-    a.push("virtio-blk-device,drive=root".into());
-    a.push("-drive".into());
-    a.push(drive);
-    a.push("-device".into());
-    a.push("virtio-serial-device".into());
-    a.push("-chardev".into());
-    a.push(chardev);
-    a.push("-device".into());
-    a.push(
-        format!(
-            "virtserialport,chardev=agent,name={}",
-            guest_agent::proto::AGENT_SERIAL_PORT_NAME
-        )
-        .into(),
-    );
-    a.push("-qmp".into());
-    a.push(qmp);
-    a
+    .args()
 }
 
-/// QEMU option values separate on `,`; a literal comma is written twice.
-fn escape_qemu_opt(p: &Path) -> OsString {
-    let s = p.as_os_str().to_string_lossy();
-    OsString::from(s.replace(',', ",,"))
-}
-
-/// runm-vmm's `vm.json` (its `VmConfig`).
-pub fn runm_vmm_config(vm: &VmSpec<'_>) -> serde_json::Value {
-    serde_json::json!({
-        "kernel": vm.images.kernel,
-        "initrd": vm.images.initrd,
-        "cmdline": format!("{BASE_CMDLINE} {RUNM_VMM_REBOOT} 8250.nr_uarts=1 runm.channel=vsock"),
-        "mem_mib": vm.sizing.mem_mib,
-        "vcpus": vm.sizing.vcpus,
-        "console": {"file": vm.dir.console_log()},
-        "disks": [{"path": vm.dir.rootfs_image(), "read_only": vm.readonly}],
-        "vsock": {"cid": GUEST_CID, "uds": vm.dir.vsock_socket()},
-    })
+/// runm-vmm's `vm.json`: the agent on vsock.
+pub fn runm_vmm_config(vm: &VmSpec<'_>) -> VmConfig {
+    VmConfig {
+        kernel: vm.images.kernel.clone(),
+        initrd: Some(vm.images.initrd.clone()),
+        cmdline: Some(vm_spec::kernel_cmdline(
+            GuestVmm::RunmVmm,
+            Some(AgentTransport::Vsock),
+            &runm_guest(),
+        )),
+        mem_mib: vm.sizing.mem_mib,
+        vcpus: vm.sizing.vcpus,
+        console: Console::File(vm.dir.console_log()),
+        cpu_template: CpuTemplateName::Auto,
+        disks: vec![root_disk(vm)],
+        vsock: Some(VsockConfig {
+            cid: GUEST_CID,
+            uds: vm.dir.vsock_socket(),
+        }),
+        nets: Vec::new(),
+        rng: false,
+    }
 }
 
 /// Connects to the agent channel, retrying until `deadline` while
@@ -571,20 +537,21 @@ fn vsock_connect(socket: &Path, port: u32, deadline: Instant) -> Result<UnixStre
 mod tests {
     use super::*;
 
-    const REAL: HostKvm = HostKvm {
-        present: true,
+    const REAL: KvmAccess = KvmAccess {
+        kind: HostKvm::Hardware,
         usable: true,
-        pvm: false,
     };
-    const PVM: HostKvm = HostKvm {
-        present: true,
+    const PVM: KvmAccess = KvmAccess {
+        kind: HostKvm::Pvm,
         usable: true,
-        pvm: true,
     };
-    const NONE: HostKvm = HostKvm {
-        present: false,
+    const NONE: KvmAccess = KvmAccess {
+        kind: HostKvm::Missing,
         usable: false,
-        pvm: false,
+    };
+    const LOCKED: KvmAccess = KvmAccess {
+        kind: HostKvm::Hardware,
+        usable: false,
     };
 
     #[test]
@@ -613,6 +580,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/dev/kvm is missing"), "{e}");
+        let e = choose(HypervisorRequest::RunmVmm, &LOCKED)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/dev/kvm cannot be opened"), "{e}");
+        let c = choose(HypervisorRequest::Auto, &LOCKED).unwrap();
+        assert_eq!((c.hypervisor, c.accel), (Hypervisor::Qemu, Accel::Tcg));
         assert!("runm-vmm".parse::<HypervisorRequest>().is_ok());
         assert!("firecracker"
             .parse::<HypervisorRequest>()
@@ -653,8 +626,8 @@ mod tests {
             "-M microvm,acpi=off -accel tcg -cpu max -m 256 -smp 2 -nodefaults -no-user-config \
              -nographic -no-reboot -kernel /k/vmlinux -initrd /k/agent.cpio \
              -append console=ttyS0 panic=-1 quiet reboot=t runm.channel=serial \
-             -serial file:/run/runm/c1/console.log -device virtio-blk-device,drive=root \
-             -drive id=root,format=raw,if=none,file=/run/runm/c1/rootfs.img,readonly=on \
+             -serial file:/run/runm/c1/console.log -device virtio-blk-device,drive=disk0 \
+             -drive id=disk0,format=raw,if=none,file=/run/runm/c1/rootfs.img,readonly=on \
              -device virtio-serial-device \
              -chardev socket,id=agent,server=on,wait=off,path=/run/runm/c1/agent.sock \
              -device virtserialport,chardev=agent,name=runm.agent \
@@ -665,7 +638,6 @@ mod tests {
             .map(|a| a.into_string().unwrap())
             .collect();
         assert!(kvm.join(" ").contains("-accel kvm -cpu host"));
-        assert_eq!(escape_qemu_opt(Path::new("/a,b")), OsString::from("/a,,b"));
     }
 
     #[test]
@@ -680,16 +652,55 @@ mod tests {
             dir: &dir,
             readonly: false,
         };
-        let v = runm_vmm_config(&vm);
-        assert_eq!(v["mem_mib"], 300);
-        assert_eq!(v["vsock"]["cid"], 3);
-        assert_eq!(v["vsock"]["uds"], "/run/runm/c1/vsock.sock");
-        assert_eq!(v["disks"][0]["path"], "/run/runm/c1/rootfs.img");
-        assert_eq!(v["console"]["file"], "/run/runm/c1/console.log");
-        assert!(v["cmdline"]
-            .as_str()
-            .unwrap()
-            .contains("runm.channel=vsock"));
+        let c = runm_vmm_config(&vm);
+        assert_eq!(c.mem_mib, 300);
+        let vsock = c.vsock.as_ref().unwrap();
+        assert_eq!(vsock.cid, 3);
+        assert_eq!(vsock.uds, Path::new("/run/runm/c1/vsock.sock"));
+        assert_eq!(c.disks[0].path, Path::new("/run/runm/c1/rootfs.img"));
+        assert_eq!(c.console, Console::File("/run/runm/c1/console.log".into()));
+        assert_eq!(
+            c.base_cmdline(),
+            "console=ttyS0 panic=-1 quiet reboot=k 8250.nr_uarts=1 runm.channel=vsock"
+        );
+    }
+
+    /// What runm writes as `vm.json` is what runm-vmm's `--config` reads.
+    #[test]
+    fn vm_json_is_read_back_by_runm_vmm_parser() {
+        let tmp = tempfile::tempdir().unwrap();
+        let images = GuestImages {
+            kernel: tmp.path().join("vmlinux"),
+            initrd: tmp.path().join("agent.cpio"),
+        };
+        std::fs::write(&images.kernel, b"kernel").unwrap();
+        std::fs::write(&images.initrd, b"initrd").unwrap();
+        let dir = ContainerDir::new(tmp.path(), "c1").unwrap();
+        std::fs::create_dir_all(dir.rootfs_image().parent().unwrap()).unwrap();
+        std::fs::write(dir.rootfs_image(), b"ext4").unwrap();
+        let vm = VmSpec {
+            images: &images,
+            sizing: VmSizing {
+                mem_mib: 64,
+                vcpus: 2,
+            },
+            dir: &dir,
+            readonly: true,
+        };
+        let choice = Choice {
+            hypervisor: Hypervisor::RunmVmm,
+            accel: Accel::Kvm,
+            reason: "test".into(),
+        };
+        let launch = prepare(&choice, Path::new("/bin/runm-vmm"), &vm).unwrap();
+        assert_eq!(
+            launch.args,
+            [OsString::from("--config"), dir.vm_config().into()]
+        );
+        let read = VmConfig::from_file(&dir.vm_config()).unwrap();
+        assert_eq!(read, runm_vmm_config(&vm));
+        assert!(read.disks[0].read_only);
+        assert_eq!(read.vcpus, 2);
     }
 
     #[test]

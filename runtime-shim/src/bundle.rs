@@ -41,7 +41,7 @@ pub const MIN_MEM_MIB: u64 = 128;
 /// vCPUs when the bundle sets no CPU quota.
 pub const DEFAULT_VCPUS: u8 = 1;
 /// Most vCPUs runm-vmm supports.
-pub const MAX_VCPUS: u8 = 254;
+pub const MAX_VCPUS: u8 = vm_spec::config::MAX_VCPUS;
 /// Annotation overriding guest RAM (MiB).
 pub const ANNOTATION_MEMORY: &str = "io.runm.vm.memory_mib";
 /// Annotation overriding the vCPU count.

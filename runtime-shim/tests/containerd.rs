@@ -865,7 +865,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         assert!(code.is_some(), "containerd did not stop within 15 s");
         eprintln!(
             "[containerd] all done under QEMU ({}), {:?}",
-            if Path::new("/sys/module/kvm_pvm").exists() {
+            if vm_spec::HostKvm::detect().is_pvm() {
                 "software emulation: this host's KVM is PVM"
             } else {
                 "see runm's log"

@@ -56,7 +56,7 @@ mod tests {
             .write(true)
             .open("/dev/kvm")
             .is_ok();
-        let pvm = Path::new("/sys/module/kvm_pvm").exists();
+        let pvm = vm_spec::HostKvm::detect().is_pvm();
         // Under PVM the guest kernel alone needs tens of seconds: stop waiting
         // well before the agent could ever answer.
         let boot = if pvm { "15" } else { "120" };

@@ -84,11 +84,6 @@ pub fn guest_vmlinux() -> &'static Path {
     })
 }
 
-/// Whether this host's KVM is PVM.
-pub fn host_is_pvm() -> bool {
-    Path::new("/sys/module/kvm_pvm").is_dir()
-}
-
 /// A newc ("070701") cpio archive, built in memory: device nodes need no
 /// privilege this way, and nothing outside the test is needed.
 #[derive(Default)]

@@ -19,6 +19,7 @@ mod boot {
     use std::time::{Duration, Instant};
 
     use integration_tests::*;
+    use vm_spec::HostKvm;
 
     /// How long the guest may take to get to init and end. Generous: on PVM a
     /// stock kernel takes one to two minutes to `Run /init`, more on a busy host.
@@ -35,7 +36,7 @@ mod boot {
     #[test]
     fn guest_kernel_boots_to_init() {
         let _one = ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner());
-        let vcpus = if host_is_pvm() { 1 } else { 2 };
+        let vcpus = if HostKvm::detect().is_pvm() { 1 } else { 2 };
         let vcpus_arg = vcpus.to_string();
         let smp_line = if vcpus == 1 {
             "smp: Brought up 1 node, 1 CPU".to_string()
@@ -91,7 +92,7 @@ mod boot {
         );
         assert!(!stderr.contains(RUST_PANIC), "{context}");
 
-        if host_is_pvm() {
+        if HostKvm::detect().is_pvm() {
             // Guest user space cannot run on PVM: init dies at its first
             // syscall, the kernel panics, and runm-vmm says so with status 2.
             assert!(
@@ -202,7 +203,7 @@ mod boot {
         }
         assert!(!stderr.contains(RUST_PANIC), "{context}");
         assert!(!uds.exists(), "the vsock socket was left behind\n{context}");
-        if host_is_pvm() {
+        if HostKvm::detect().is_pvm() {
             assert_eq!(status.code(), Some(2), "init dies on PVM\n{context}");
         } else {
             assert!(text.contains(INIT_MARKER), "{context}");

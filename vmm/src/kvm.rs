@@ -5,7 +5,7 @@ use std::path::Path;
 use kvm_ioctls::{Cap, Kvm};
 
 /// Where the host's KVM lives.
-pub const KVM_PATH: &str = "/dev/kvm";
+pub const KVM_PATH: &str = vm_spec::host::KVM_DEVICE;
 
 /// Errors opening KVM.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +38,9 @@ pub enum KvmFlavor {
 }
 
 impl KvmFlavor {
-    /// Reads the host's flavor from the loaded modules.
+    /// Reads the host's flavor (once `/dev/kvm` is open, it is not missing).
     pub fn detect() -> Self {
-        if Path::new("/sys/module/kvm_pvm").is_dir() {
+        if vm_spec::HostKvm::detect().is_pvm() {
             KvmFlavor::Pvm
         } else {
             KvmFlavor::Hardware

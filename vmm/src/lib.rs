@@ -31,6 +31,7 @@ use event_manager::SubscriberOps;
 use vcpu::cpuid::CpuTemplate;
 use vcpu::exit::GuestStop;
 use vcpu::{Vcpu, VcpuEnd, VcpuError, VcpuHandle};
+use vm_spec::{Phase, PhaseMark};
 
 /// Everything that can stop a VM from being built or run.
 #[derive(Debug, thiserror::Error)]
@@ -147,8 +148,7 @@ impl std::fmt::Display for ExitReport {
 pub struct RunOptions {
     /// Turn SIGINT/SIGTERM into a clean teardown (the binary does; tests don't).
     pub handle_signals: bool,
-    /// Print `runm-vmm: phase NAME monotonic_ns=N` lines on stderr for the
-    /// benchmarks (CLOCK_MONOTONIC, comparable across processes).
+    /// Print [`vm_spec::PhaseMark`] lines on stderr for the benchmarks.
     pub print_phases: bool,
 }
 
@@ -175,9 +175,9 @@ pub fn monotonic_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
-fn phase(options: &RunOptions, name: &str) {
+fn phase(options: &RunOptions, phase: Phase) {
     if options.print_phases {
-        eprintln!("runm-vmm: phase {name} monotonic_ns={}", monotonic_ns());
+        eprintln!("{}", PhaseMark::new(phase, monotonic_ns()));
     }
 }
 
@@ -307,7 +307,7 @@ impl Vmm {
         vcpu::install_kick_handler()?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles: Vec<VcpuHandle> = Vec::new();
-        phase(&self.options, "vcpus_start");
+        phase(&self.options, Phase::VcpusStart);
         for mut v in self.vcpus.drain(..) {
             if self.options.print_phases && handles.is_empty() {
                 v.announce_first_run();
@@ -342,7 +342,7 @@ impl Vmm {
                 state.report(ExitReason::VcpuFailed(format!("event loop failed: {e:?}")));
             }
         }
-        phase(&self.options, "vm_exit");
+        phase(&self.options, Phase::VmExit);
         stop.store(true, Ordering::Release);
         for h in &mut handles {
             h.stop_and_join(Duration::from_secs(5));
@@ -361,7 +361,7 @@ impl Vmm {
 pub fn run(config: &VmConfig, options: RunOptions) -> Result<ExitReport, VmmError> {
     config.validate()?;
     let kvm = kvm::open()?;
-    phase(&options, "kvm_open");
+    phase(&options, Phase::KvmOpen);
     let vmm = Vmm::build(&kvm, config, options)?;
     log::info!(
         "booting {} with {} vCPU(s), {} MiB, cpu template {}, cmdline \"{}\"",

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vmm::config::{Console, CpuTemplateName, DiskConfig, NetConfig, VmConfig, VsockConfig};
+use vm_spec::{
+    ConfigError, Console, CpuTemplateName, DiskConfig, NetConfig, VmConfig, VsockConfig,
+};
 use vmm::RunOptions;
 
 /// Boot a Linux guest on KVM.
@@ -58,7 +60,7 @@ struct Cli {
 }
 
 impl Cli {
-    fn vm_config(self) -> Result<VmConfig, vmm::config::ConfigError> {
+    fn vm_config(self) -> Result<VmConfig, ConfigError> {
         if let Some(path) = &self.config {
             return VmConfig::from_file(path);
         }

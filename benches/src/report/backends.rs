@@ -10,11 +10,13 @@
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use vm_spec::{Console, HostKvm, Phase, QemuAccel, QemuMicrovm, Reset};
 
 use super::bundle::{self, BundleSpec};
 use super::error::{ReportError, Result};
@@ -63,7 +65,7 @@ pub struct RunSpec {
     /// The bundle's memory limit, bytes (runc and runm only).
     pub memory_limit: Option<u64>,
     /// QEMU's direct boot only: reset through the keyboard controller
-    /// (`reboot=k`, as runm's QEMU backend does) instead of a triple fault.
+    /// (`reboot=k`, runm-vmm's reset) instead of a triple fault, to measure it.
     pub reboot_k: bool,
 }
 
@@ -170,7 +172,9 @@ impl Env {
             }
             Backend::RunmVmm => need(&t.runm_vmm, "runm-vmm")
                 .or_else(|| need(&t.kernel, "the guest kernel"))
-                .or_else(|| (!Path::new("/dev/kvm").exists()).then(|| "no /dev/kvm".to_string())),
+                .or_else(|| {
+                    (HostKvm::detect() == HostKvm::Missing).then(|| "no /dev/kvm".to_string())
+                }),
         }
     }
 
@@ -313,64 +317,31 @@ impl Env {
 }
 
 /// QEMU's microvm booting the guest kernel with the direct-boot initramfs:
-/// the same machine runm's QEMU backend uses, without disk or agent
-/// channel; the serial console on stdout; `args` to the trivial init. The
-/// guest resets with a triple fault (`reboot=t`): QEMU 7.2's microvm has no
-/// i8042, so `reboot=k` first spins on the missing keyboard controller
-/// (`reboot_k` asks for it anyway, to measure that).
+/// the machine runm's QEMU backend uses, without disk or agent channel; the
+/// serial console on stdout; `args` to the trivial init. `reboot_k` resets
+/// through the keyboard controller instead of QEMU guests' triple fault, to
+/// measure what that costs.
 pub fn qemu_direct_args(
     kernel: &Path,
     initrd: &Path,
     mem_mib: u64,
     args: &[String],
     reboot_k: bool,
-) -> Vec<String> {
-    let accel = if crate::report::host::kvm_is_real() {
-        ["-accel", "kvm", "-cpu", "host"]
-    } else {
-        ["-accel", "tcg", "-cpu", "max"]
-    };
-    let mut a: Vec<String> = vec!["-M".into(), "microvm,acpi=off".into()];
-    a.extend(accel.iter().map(|s| s.to_string()));
-    a.extend(
-        [
-            "-m",
-            &mem_mib.to_string(),
-            "-smp",
-            "1",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-            "-kernel",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    a.push(kernel.display().to_string());
-    a.push("-initrd".into());
-    a.push(initrd.display().to_string());
-    a.push("-append".into());
-    let mut cmdline = format!(
-        "console=ttyS0 reboot={} panic=-1",
-        if reboot_k { "k" } else { "t" }
-    );
-    if !args.is_empty() {
-        cmdline.push_str(" -- ");
-        cmdline.push_str(&args.join(" "));
-    }
-    a.push(cmdline);
-    a
+) -> Vec<OsString> {
+    let mut vm = QemuMicrovm::new(QemuAccel::for_host(HostKvm::detect()), kernel);
+    vm.mem_mib = mem_mib;
+    vm.initrd = Some(initrd.to_path_buf());
+    vm.console = Console::Stdout;
+    vm.guest.init_args = args.to_vec();
+    vm.guest.reset = reboot_k.then_some(Reset::Keyboard);
+    vm.args()
 }
 
-/// runm-vmm's mark names and the report's phase names.
-const VMM_MARKS: [(&str, &str); 3] = [
-    ("kvm_open", marks::PHASE_KVM_OPEN),
-    ("vcpus_start", marks::PHASE_VCPUS_START),
-    ("first_kvm_run", marks::PHASE_FIRST_KVM_RUN),
+/// runm-vmm's phases and the report's phase names.
+const VMM_MARKS: [(Phase, &str); 3] = [
+    (Phase::KvmOpen, marks::PHASE_KVM_OPEN),
+    (Phase::VcpusStart, marks::PHASE_VCPUS_START),
+    (Phase::FirstKvmRun, marks::PHASE_FIRST_KVM_RUN),
 ];
 
 /// The phases of one run of `backend` from what it printed, in time order:
@@ -419,7 +390,7 @@ pub fn phases(
         Backend::RunmVmm => {
             let vmm = marks::vmm_phases(stderr, t0_ns);
             for (mark, name) in VMM_MARKS {
-                add(name, vmm.iter().find(|(n, _)| n == mark).map(|(_, v)| *v));
+                add(name, vmm.iter().find(|(p, _)| *p == mark).map(|(_, v)| *v));
             }
             add(
                 marks::PHASE_KERNEL_ENTRY,
@@ -584,23 +555,32 @@ mod tests {
 
     #[test]
     fn qemu_direct_passes_args_to_init() {
-        let a = qemu_direct_args(
+        let text = |a: Vec<OsString>| -> Vec<String> {
+            a.into_iter().map(|s| s.into_string().unwrap()).collect()
+        };
+        let a = text(qemu_direct_args(
             Path::new("/k"),
             Path::new("/i.cpio"),
             256,
             &["bench".into(), "5".into()],
             false,
-        );
+        ));
         let s = a.join(" ");
         assert!(s.starts_with("-M microvm,acpi=off -accel "));
         assert!(s.contains("-m 256 -smp 1"));
         assert!(s.contains("-kernel /k -initrd /i.cpio"));
-        assert_eq!(
-            a.last().unwrap(),
-            "console=ttyS0 reboot=t panic=-1 -- bench 5"
-        );
-        let a = qemu_direct_args(Path::new("/k"), Path::new("/i"), 128, &[], true);
-        assert_eq!(a.last().unwrap(), "console=ttyS0 reboot=k panic=-1");
+        assert!(s.contains("-serial stdio"));
+        assert!(s.contains("-append console=ttyS0 panic=-1 reboot=t -- bench 5 "));
+        let a = text(qemu_direct_args(
+            Path::new("/k"),
+            Path::new("/i"),
+            128,
+            &[],
+            true,
+        ));
+        assert!(a
+            .join(" ")
+            .contains("-append console=ttyS0 panic=-1 reboot=k -serial"));
     }
 
     #[test]

@@ -11,23 +11,11 @@ use super::model::{HostInfo, HostKind};
 
 /// The kind of the host's KVM.
 pub fn kind() -> HostKind {
-    if !Path::new("/dev/kvm").exists() {
-        HostKind::NoKvm
-    } else if Path::new("/sys/module/kvm_pvm").is_dir() {
-        HostKind::Pvm
-    } else if Path::new("/sys/module/kvm_intel").is_dir()
-        || Path::new("/sys/module/kvm_amd").is_dir()
-    {
-        HostKind::RealKvm
-    } else {
-        HostKind::NoKvm
+    match vm_spec::HostKvm::detect() {
+        vm_spec::HostKvm::Hardware => HostKind::RealKvm,
+        vm_spec::HostKvm::Pvm => HostKind::Pvm,
+        vm_spec::HostKvm::Missing => HostKind::NoKvm,
     }
-}
-
-/// Whether QEMU can use KVM here (real KVM; on PVM guest user space
-/// cannot run, so QEMU runs with TCG like runm's `auto` does).
-pub fn kvm_is_real() -> bool {
-    kind() == HostKind::RealKvm
 }
 
 /// The first `model name` of a /proc/cpuinfo text.

@@ -1,9 +1,13 @@
-//! Parsing what the measured programs print: runm-vmm's phase marks, the
-//! guest kernel's console timestamps, and the workload's `runm-bench:`
-//! lines; and turning timestamped lines into boot phases.
+//! Parsing what the measured programs print: the guest kernel's console
+//! timestamps and the workload's `runm-bench:` lines; and turning
+//! timestamped lines into boot phases, runm-vmm's phase marks
+//! ([`vm_spec::PhaseMark`], whose format runm-vmm and the parser share)
+//! included.
 //!
-//! Owns every text format the harness reads from a run; nothing here runs
-//! anything.
+//! Owns every text format the harness reads from a run but runm-vmm's marks;
+//! nothing here runs anything.
+
+use vm_spec::{Phase, PhaseMark};
 
 /// A line of output with the time it reached the harness, in milliseconds
 /// since the command was spawned.
@@ -41,14 +45,6 @@ pub const PHASE_INIT: &str = "/init";
 pub const PHASE_WORKLOAD_START: &str = "workload start";
 /// The command exited.
 pub const PHASE_EXIT: &str = "exit";
-
-/// `runm-vmm: phase NAME monotonic_ns=N` -> (NAME, N).
-pub fn phase_mark(line: &str) -> Option<(&str, u64)> {
-    let rest = line.trim().strip_prefix("runm-vmm: phase ")?;
-    let (name, ns) = rest.split_once(' ')?;
-    let ns = ns.trim().strip_prefix("monotonic_ns=")?.parse().ok()?;
-    Some((name, ns))
-}
 
 /// A printk line `[    1.425996] message` -> (1.425996 s, "message").
 /// Console lines may start with stray carriage returns or other output
@@ -187,12 +183,12 @@ pub fn kernel_entry_estimate(console: &[TimedLine]) -> Option<f64> {
         .min_by(f64::total_cmp)
 }
 
-/// runm-vmm's phase marks on stderr as (name, ms since `t0_ns`).
-pub fn vmm_phases(stderr: &[TimedLine], t0_ns: u64) -> Vec<(String, f64)> {
+/// runm-vmm's phase marks on stderr as (phase, ms since `t0_ns`).
+pub fn vmm_phases(stderr: &[TimedLine], t0_ns: u64) -> Vec<(Phase, f64)> {
     stderr
         .iter()
-        .filter_map(|l| phase_mark(&l.text))
-        .map(|(name, ns)| (name.to_string(), ns.saturating_sub(t0_ns) as f64 / 1e6))
+        .filter_map(|l| PhaseMark::parse(&l.text))
+        .map(|m| (m.phase, m.monotonic_ns.saturating_sub(t0_ns) as f64 / 1e6))
         .collect()
 }
 
@@ -206,26 +202,19 @@ mod tests {
 
     #[test]
     fn phase_marks_parse() {
-        assert_eq!(
-            phase_mark("runm-vmm: phase first_kvm_run monotonic_ns=854224186481"),
-            Some(("first_kvm_run", 854_224_186_481))
-        );
-        assert_eq!(phase_mark("runm-vmm: phase kvm_open monotonic_ns=x"), None);
-        assert_eq!(phase_mark("runm-vmm: error: no kernel"), None);
         let marks = vmm_phases(
             &lines(&[
                 (1.0, "runm-vmm: phase kvm_open monotonic_ns=1002000000"),
                 (2.0, "something else"),
+                (2.5, "runm-vmm: phase kvm_open monotonic_ns=x"),
+                (2.7, "runm-vmm: error: no kernel"),
                 (3.0, "runm-vmm: phase first_kvm_run monotonic_ns=1030500000"),
             ]),
             1_000_000_000,
         );
         assert_eq!(
             marks,
-            vec![
-                ("kvm_open".to_string(), 2.0),
-                ("first_kvm_run".to_string(), 30.5)
-            ]
+            vec![(Phase::KvmOpen, 2.0), (Phase::FirstKvmRun, 30.5)]
         );
     }
 

@@ -373,8 +373,9 @@ fn memory_runs(env: &Env, plan: &Plan, r: &mut BackendResult) {
     }
 }
 
-/// One direct-boot hello run with runm's `reboot=k`, beside the `reboot=t`
-/// runs: what the missing i8042 of QEMU's microvm costs at every exit.
+/// One direct-boot hello run with runm-vmm's `reboot=k`, beside the
+/// `reboot=t` runs: what the missing i8042 of QEMU's microvm costs at every
+/// exit (why QEMU guests reset with a triple fault).
 fn reboot_k_cost(env: &Env, r: &mut BackendResult) {
     let spec = RunSpec {
         reboot_k: true,
@@ -403,9 +404,10 @@ fn reboot_k_cost(env: &Env, r: &mut BackendResult) {
         Ok(o) => {
             let k = gap(&o.phases);
             let msg = format!(
-                "workload start to exit: {} ms with `reboot=k` (1 run; runm's QEMU backend boots \
-                 with it) against {} ms with `reboot=t`: QEMU 7.2's microvm has no i8042, so the \
-                 guest kernel's keyboard-controller reset spins before its triple-fault fallback",
+                "workload start to exit: {} ms with `reboot=k` (1 run; runm-vmm's reset, which \
+                 runm's QEMU backend once used) against {} ms with `reboot=t`: QEMU 7.2's microvm \
+                 has no i8042, so the guest kernel's keyboard-controller reset spins before its \
+                 triple-fault fallback",
                 k.map_or("-".into(), fmt_num),
                 crate::stats::median(&with_t).map_or("-".into(), fmt_num)
             );
@@ -461,9 +463,10 @@ fn vmm_startup_run(env: &Env) -> Result<StartupSample> {
     let b = Backend::RunmVmm;
     let mut inst = env.start(b, &RunSpec::args(&[]))?;
     let got = inst.run.wait_until(Duration::from_secs(30), |run| {
-        run.stderr
-            .iter()
-            .any(|l| marks::phase_mark(&l.text).is_some_and(|(n, _)| n == "first_kvm_run"))
+        run.stderr.iter().any(|l| {
+            vm_spec::PhaseMark::parse(&l.text)
+                .is_some_and(|m| m.phase == vm_spec::Phase::FirstKvmRun)
+        })
     });
     if !got {
         return Err(ReportError::Output {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::backend::{self, Accel, Choice, HostKvm, Hypervisor, HypervisorRequest};
+use crate::backend::{self, Accel, Choice, Hypervisor, HypervisorRequest, KvmAccess};
 use crate::bundle::{self, ContainerPlan};
 use crate::cgroup::{Cgroups, HostLimits};
 use crate::cli::CreateArgs;
@@ -225,7 +225,7 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         .or(plan.hypervisor.as_deref())
         .unwrap_or("auto")
         .parse()?;
-    let choice = backend::choose(request, &HostKvm::probe())?;
+    let choice = backend::choose(request, &KvmAccess::probe())?;
     let program = backend::find_vm_program(choice.hypervisor)?;
     let images = backend::find_guest_images()?;
     logging::notice(&format!(

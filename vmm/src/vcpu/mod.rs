@@ -152,7 +152,7 @@ impl Vcpu {
         }
     }
 
-    /// Print `runm-vmm: phase first_kvm_run monotonic_ns=N` on stderr just
+    /// Print the [`vm_spec::Phase::FirstKvmRun`] mark on stderr just
     /// before this vCPU first enters the guest (for the start-up benchmark).
     pub fn announce_first_run(&mut self) {
         self.announce_first_run = true;
@@ -184,10 +184,8 @@ impl Vcpu {
 
     fn run(&mut self, io: &IoBuses, stop: &AtomicBool) -> VcpuEnd {
         if self.announce_first_run {
-            eprintln!(
-                "runm-vmm: phase first_kvm_run monotonic_ns={}",
-                crate::monotonic_ns()
-            );
+            let mark = vm_spec::PhaseMark::new(vm_spec::Phase::FirstKvmRun, crate::monotonic_ns());
+            eprintln!("{mark}");
         }
         loop {
             if stop.load(Ordering::Acquire) {

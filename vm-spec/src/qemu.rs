@@ -1,0 +1,299 @@
+//! QEMU's `microvm` command line for a runm guest: runm's QEMU backend, the
+//! benchmarks' direct boot and the agent's QEMU tests all start QEMU from
+//! [`QemuMicrovm::args`].
+//!
+//! The machine: `-M microvm,acpi=off` (the guest kernel has no ACPI, and
+//! only without it does QEMU announce the virtio-mmio devices on the kernel
+//! command line), no default devices, `-no-reboot` so that the guest's reset
+//! ends QEMU, the console on the one serial port, disks on virtio-blk, and
+//! runm's agent on a virtio-serial port whose host end is a Unix socket.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use crate::cmdline::{kernel_cmdline, AgentTransport, GuestArgs, GuestVmm};
+use crate::config::{Console, DiskConfig, DEFAULT_MEM_MIB};
+use crate::host::HostKvm;
+
+/// How QEMU runs guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QemuAccel {
+    /// KVM, with the host's CPU model.
+    Kvm,
+    /// Software emulation (TCG), with QEMU's `max` CPU model.
+    Tcg,
+}
+
+impl QemuAccel {
+    /// KVM where guests run on hardware virtualization; TCG elsewhere (on
+    /// PVM guest user space cannot run).
+    pub fn for_host(kvm: HostKvm) -> Self {
+        if kvm.is_hardware() {
+            QemuAccel::Kvm
+        } else {
+            QemuAccel::Tcg
+        }
+    }
+}
+
+/// The virtio-serial port runm's agent talks on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPort {
+    /// The Unix socket QEMU listens on for the host's end.
+    pub socket: PathBuf,
+    /// The port's name, which the agent looks for in the guest.
+    pub name: String,
+}
+
+/// One QEMU microvm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuMicrovm {
+    /// How guest code runs.
+    pub accel: QemuAccel,
+    /// Guest memory in MiB.
+    pub mem_mib: u64,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// The guest kernel.
+    pub kernel: PathBuf,
+    /// Its initial ramdisk.
+    pub initrd: Option<PathBuf>,
+    /// What the guest asks of its kernel command line; the reset and the
+    /// agent channel follow from QEMU and [`QemuMicrovm::agent`].
+    pub guest: GuestArgs,
+    /// Where the serial console goes.
+    pub console: Console,
+    /// virtio-blk disks, in the order the guest sees them (vda, vdb, ...).
+    pub disks: Vec<DiskConfig>,
+    /// runm's agent channel.
+    pub agent: Option<AgentPort>,
+    /// A QMP monitor socket (pause and resume).
+    pub qmp: Option<PathBuf>,
+}
+
+impl QemuMicrovm {
+    /// A machine booting `kernel` with defaults for the rest: 1 vCPU,
+    /// [`DEFAULT_MEM_MIB`], the console on stdout, no devices.
+    pub fn new(accel: QemuAccel, kernel: impl Into<PathBuf>) -> Self {
+        QemuMicrovm {
+            accel,
+            mem_mib: DEFAULT_MEM_MIB,
+            vcpus: 1,
+            kernel: kernel.into(),
+            initrd: None,
+            guest: GuestArgs::default(),
+            console: Console::Stdout,
+            disks: Vec::new(),
+            agent: None,
+            qmp: None,
+        }
+    }
+
+    /// The guest's kernel command line.
+    pub fn cmdline(&self) -> String {
+        let agent = self.agent.as_ref().map(|_| AgentTransport::Serial);
+        kernel_cmdline(GuestVmm::QemuMicrovm, agent, &self.guest)
+    }
+
+    /// `qemu-system-x86_64`'s arguments.
+    pub fn args(&self) -> Vec<OsString> {
+        let (accel, cpu) = match self.accel {
+            QemuAccel::Kvm => ("kvm", "host"),
+            QemuAccel::Tcg => ("tcg", "max"),
+        };
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        push(&["-M", "microvm,acpi=off", "-accel", accel, "-cpu", cpu]);
+        push(&["-m", &self.mem_mib.to_string()]);
+        push(&["-smp", &self.vcpus.to_string()]);
+        push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+        a.push("-kernel".into());
+        a.push(self.kernel.clone().into());
+        if let Some(initrd) = &self.initrd {
+            a.push("-initrd".into());
+            a.push(initrd.clone().into());
+        }
+        a.push("-append".into());
+        a.push(self.cmdline().into());
+        a.push("-serial".into());
+        a.push(match &self.console {
+            Console::Stdout => "stdio".into(),
+            Console::Off => "null".into(),
+            // The legacy `file:` form takes the rest as the path, commas
+            // included.
+            Console::File(p) => concat("file:", p.as_os_str().as_bytes(), ""),
+        });
+        for (i, d) in self.disks.iter().enumerate() {
+            a.push("-device".into());
+            a.push(format!("virtio-blk-device,drive=disk{i}").into());
+            a.push("-drive".into());
+            let opts = format!("id=disk{i},format=raw,if=none,file=");
+            let ro = if d.read_only { ",readonly=on" } else { "" };
+            a.push(concat(&opts, &escape(&d.path), ro));
+        }
+        if let Some(agent) = &self.agent {
+            a.push("-device".into());
+            a.push("virtio-serial-device".into());
+            a.push("-chardev".into());
+            a.push(concat(
+                "socket,id=agent,server=on,wait=off,path=",
+                &escape(&agent.socket),
+                "",
+            ));
+            a.push("-device".into());
+            a.push(format!("virtserialport,chardev=agent,name={}", agent.name).into());
+        }
+        if let Some(qmp) = &self.qmp {
+            a.push("-qmp".into());
+            a.push(concat("unix:", &escape(qmp), ",server=on,wait=off"));
+        }
+        a
+    }
+}
+
+/// A path inside a QEMU option value, where `,` separates options: a
+/// literal comma is written twice. Bytes, not text: any path works.
+fn escape(p: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &b in p.as_os_str().as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    out
+}
+
+fn concat(before: &str, path: &[u8], after: &str) -> OsString {
+    let mut v = before.as_bytes().to_vec();
+    v.extend_from_slice(path);
+    v.extend_from_slice(after.as_bytes());
+    OsString::from_vec(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::Reset;
+
+    fn line(m: &QemuMicrovm) -> Vec<String> {
+        m.args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    /// The value after the first `flag`.
+    fn after<'a>(args: &'a [String], flag: &str) -> &'a str {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        &args[i + 1]
+    }
+
+    /// Every value after `flag`.
+    fn all_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_guest_resets_with_a_triple_fault_and_qemu_exits() {
+        let m = QemuMicrovm::new(QemuAccel::Tcg, "/k/vmlinux");
+        let a = line(&m);
+        assert!(a.contains(&"-no-reboot".to_string()));
+        assert_eq!(after(&a, "-append"), "console=ttyS0 panic=-1 reboot=t");
+        assert_eq!(after(&a, "-M"), "microvm,acpi=off");
+        assert_eq!(after(&a, "-kernel"), "/k/vmlinux");
+        assert_eq!(after(&a, "-serial"), "stdio");
+        assert!(!a.contains(&"-initrd".to_string()));
+    }
+
+    #[test]
+    fn accelerator_and_cpu_model_go_together() {
+        let tcg = line(&QemuMicrovm::new(QemuAccel::Tcg, "/k"));
+        assert_eq!((after(&tcg, "-accel"), after(&tcg, "-cpu")), ("tcg", "max"));
+        let kvm = line(&QemuMicrovm::new(QemuAccel::Kvm, "/k"));
+        assert_eq!(
+            (after(&kvm, "-accel"), after(&kvm, "-cpu")),
+            ("kvm", "host")
+        );
+        assert_eq!(QemuAccel::for_host(HostKvm::Hardware), QemuAccel::Kvm);
+        assert_eq!(QemuAccel::for_host(HostKvm::Pvm), QemuAccel::Tcg);
+        assert_eq!(QemuAccel::for_host(HostKvm::Missing), QemuAccel::Tcg);
+    }
+
+    #[test]
+    fn runm_guest_with_disk_agent_and_qmp() {
+        let mut m = QemuMicrovm::new(QemuAccel::Tcg, "/k/vmlinux");
+        m.mem_mib = 256;
+        m.vcpus = 2;
+        m.initrd = Some("/k/agent.cpio".into());
+        m.guest.quiet = true;
+        m.console = Console::File("/c/console,1.log".into());
+        m.disks = vec![
+            DiskConfig {
+                path: "/c/root,fs.img".into(),
+                read_only: true,
+            },
+            DiskConfig {
+                path: "/c/data.img".into(),
+                read_only: false,
+            },
+        ];
+        m.agent = Some(AgentPort {
+            socket: "/c/agent.sock".into(),
+            name: "runm.agent".into(),
+        });
+        m.qmp = Some("/c/qmp.sock".into());
+        let a = line(&m);
+        assert_eq!((after(&a, "-m"), after(&a, "-smp")), ("256", "2"));
+        assert_eq!(after(&a, "-initrd"), "/k/agent.cpio");
+        assert_eq!(
+            after(&a, "-append"),
+            "console=ttyS0 panic=-1 quiet reboot=t runm.channel=serial"
+        );
+        assert_eq!(after(&a, "-serial"), "file:/c/console,1.log");
+        assert_eq!(
+            all_after(&a, "-drive"),
+            [
+                "id=disk0,format=raw,if=none,file=/c/root,,fs.img,readonly=on",
+                "id=disk1,format=raw,if=none,file=/c/data.img",
+            ]
+        );
+        assert_eq!(
+            all_after(&a, "-device"),
+            [
+                "virtio-blk-device,drive=disk0",
+                "virtio-blk-device,drive=disk1",
+                "virtio-serial-device",
+                "virtserialport,chardev=agent,name=runm.agent",
+            ]
+        );
+        assert_eq!(
+            after(&a, "-chardev"),
+            "socket,id=agent,server=on,wait=off,path=/c/agent.sock"
+        );
+        assert_eq!(after(&a, "-qmp"), "unix:/c/qmp.sock,server=on,wait=off");
+    }
+
+    #[test]
+    fn init_args_and_a_measured_reset() {
+        let mut m = QemuMicrovm::new(QemuAccel::Tcg, "/k");
+        m.guest.init_args = vec!["bench".into(), "5".into()];
+        assert_eq!(m.cmdline(), "console=ttyS0 panic=-1 reboot=t -- bench 5");
+        m.guest.reset = Some(Reset::Keyboard);
+        m.guest.init_args.clear();
+        m.console = Console::Off;
+        assert_eq!(m.cmdline(), "console=ttyS0 panic=-1 reboot=k");
+        assert_eq!(after(&line(&m), "-serial"), "null");
+    }
+
+    #[test]
+    fn paths_need_not_be_text() {
+        use std::ffi::OsStr;
+        let p = Path::new(OsStr::from_bytes(b"/d/\xff,x.img"));
+        assert_eq!(escape(p), b"/d/\xff,,x.img");
+    }
+}
