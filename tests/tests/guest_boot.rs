@@ -136,14 +136,17 @@ mod boot {
         let console = format!("file:{}", log.display());
         let disk_arg = disk.to_str().unwrap().to_string();
         let vsock_arg = format!("3,{}", uds.display());
+        let cmdline = format!(
+            "{} root=/dev/vda rw ip=10.0.2.15::10.0.2.1:255.255.255.0::eth0:off",
+            vm_spec::cmdline::default_cmdline()
+        );
         let mut vmm = Vmm::spawn_in_new_netns(
             dir.path(),
             &[
                 "--kernel",
                 vmlinux.to_str().unwrap(),
                 "--cmdline",
-                "console=ttyS0 reboot=k panic=-1 8250.nr_uarts=1 root=/dev/vda rw \
-                 ip=10.0.2.15::10.0.2.1:255.255.255.0::eth0:off",
+                &cmdline,
                 "--mem-mib",
                 "128",
                 "--disk",
