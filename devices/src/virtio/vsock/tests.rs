@@ -836,3 +836,36 @@ fn reset_closes_connections_and_reactivation_works() {
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"again");
 }
+
+// Makes the driver claim `ahead` more chains on `ring` than it published and
+// kicks the queue, as a broken or hostile driver would.
+fn lie_about_avail(mem: &GuestMemory, ring: &Ring, ahead: u16) {
+    let idx = ring.avail_idx.wrapping_add(ahead);
+    mem.write_obj(idx, GuestAddress(ring.avail + 2)).unwrap();
+    ring.kick.write(1).unwrap();
+}
+
+#[test]
+fn a_lying_tx_avail_index_does_not_spin_the_event_loop() {
+    let mut h = Harness::new();
+    // More than the 256 entries the queue holds: nothing on it can be
+    // trusted, and the device must stop instead of rereading it for ever.
+    lie_about_avail(&h.mem, &h.tx, 1000);
+    h.pump();
+    assert_eq!(
+        h.em.run_with_timeout(50).unwrap(),
+        0,
+        "the device keeps the event loop busy with a broken tx ring"
+    );
+    assert!(h.tx.take_used(&h.mem).is_empty());
+    assert_eq!(h.metrics().tx_packets, 0);
+    // A reset and a new activation bring the device back.
+    h.dev.lock().unwrap().reset();
+    h.pump();
+    h.reactivate();
+    let (mut s, hport) = h.establish_from_host(60, 65536);
+    h.send(ghdr(OP_RW, 60, hport), b"back");
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"back");
+}
