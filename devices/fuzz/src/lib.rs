@@ -125,6 +125,8 @@ pub struct RingView {
     /// No corruption at all: every chain is exactly as specified, in buffers
     /// that do not overlap (unless the buffer area wrapped around).
     pub pristine: bool,
+    /// Available ring address.
+    pub avail_addr: GuestAddress,
     /// Used ring address.
     pub used_addr: GuestAddress,
     /// The used index before the device ran.
@@ -346,6 +348,7 @@ pub fn lay_out_in(mem: &GuestMemory, area: &Area, ring: &RingSpec, chains: &[Cha
             rings_trusted,
             avail_idx_overridden: overridden,
             pristine: pristine && !overridden,
+            avail_addr: GuestAddress(avail),
             used_addr: GuestAddress(used),
             start,
         },
@@ -911,15 +914,52 @@ pub struct VsockInput {
     /// Reset the device and activate it again (same rings, the used
     /// indices back at the start) before a last pass.
     pub reset_between: bool,
+    /// Once the device runs, the driver breaks a ring: an available index
+    /// beyond what the queue can hold, then a kick.
+    pub lie: Option<LyingAvail>,
+}
+
+/// A driver writing an available index more than the queue size ahead of
+/// what the device has taken.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct LyingAvail {
+    /// The queue lied about: rx, tx or event (mod 3, the queue index).
+    pub queue: u8,
+    /// How far past the queue size the index runs (mod what a u16 ring
+    /// index can express).
+    pub ahead: u16,
+}
+
+impl LyingAvail {
+    /// Writes the lie into `ring`'s available index, counting from the used
+    /// index (where the device stands once it has returned what it took).
+    fn tell(self, mem: &GuestMemory, ring: &mut RingView) {
+        let used: u16 = mem
+            .read_obj::<u16>(ring.used_addr.unchecked_add(2))
+            .map(u16::from_le)
+            .unwrap_or(ring.start);
+        let size = u32::from(ring.size);
+        // From size + 1 up to u16::MAX ahead: always more than the ring holds.
+        let ahead = size + 1 + u32::from(self.ahead) % (u32::from(u16::MAX) - size);
+        let idx = used.wrapping_add(u16::try_from(ahead).unwrap_or(u16::MAX));
+        let _ = mem.write_obj(u16::to_le(idx), ring.avail_addr.unchecked_add(2));
+        // Whatever the device takes from here is bounded by the queue size
+        // per pass, not by what was published.
+        ring.avail_idx_overridden = true;
+    }
 }
 
 /// Vsock counters over the campaign: tx packets understood, tx chains
-/// malformed, rx packets delivered, host connections that sent a valid line.
-pub fn vsock_stats() -> [u64; 4] {
-    [0, 1, 2, 3].map(|i| VSOCK_STATS[i].load(Ordering::Relaxed))
+/// malformed, rx packets delivered, host connections that sent a valid line,
+/// inputs that lied about an available index once the device ran, and
+/// queues the device then found broken.
+pub fn vsock_stats() -> [u64; 6] {
+    [0, 1, 2, 3, 4, 5].map(|i| VSOCK_STATS[i].load(Ordering::Relaxed))
 }
 
-static VSOCK_STATS: [AtomicU64; 4] = [
+static VSOCK_STATS: [AtomicU64; 6] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
@@ -1007,17 +1047,18 @@ impl HostSide {
 }
 
 /// Runs the event loop until it is idle (no wait: the peers are in this
-/// process), at most `rounds` times.
+/// process), at most `rounds` times. Returns whether it went idle.
 fn run_event_loop<T: event_manager::MutEventSubscriber>(
     em: &mut event_manager::EventManager<T>,
     rounds: usize,
-) {
+) -> bool {
     for _ in 0..rounds {
         match em.run_with_timeout(0) {
             Ok(n) if n > 0 => {}
-            _ => break,
+            _ => return true,
         }
     }
+    false
 }
 
 /// Passes of the event loop between checks; bounds how often a lying ring
@@ -1095,11 +1136,12 @@ pub fn fuzz_vsock(data: &[u8]) {
         let tx = lay_out(&mem, &input.tx_ring, &tx_chains);
         let rx = lay_out_in(&mem, &SECOND_AREA, &input.rx_ring, &rx_chains);
         let evq = lay_out_in(&mem, &evq_area, &evq_ring, &[]);
-        let mut views = (tx.view, rx.view);
+        let mut views = (tx.view, rx.view, evq.view);
         // A buffer at a raw address may be the other queue's rings.
         let trusted = views.0.rings_trusted && views.1.rings_trusted;
         views.0.rings_trusted = trusted;
         views.1.rings_trusted = trusted;
+        views.2.rings_trusted = trusted;
         const _: () = assert!(RXQ == 0 && TXQ == 1 && EVQ == 2);
         let queues = vec![rx.queue, tx.queue, evq.queue];
         let (ctx, evts) = devices::test_utils::activate_context(&mem, interrupt.clone(), queues);
@@ -1123,13 +1165,39 @@ pub fn fuzz_vsock(data: &[u8]) {
             host.run(op);
             run_event_loop(&mut em, LOOP_ROUNDS);
         }
-        // The driver kicks both queues (nothing new: the device must cope).
+        if let Some(lie) = input.lie {
+            let ring = match usize::from(lie.queue % 3) {
+                RXQ => &mut views.1,
+                TXQ => &mut views.0,
+                _ => &mut views.2,
+            };
+            lie.tell(&mem, ring);
+            VSOCK_STATS[4].fetch_add(1, Ordering::Relaxed);
+        }
+        // The driver kicks every queue (nothing new, or a lie: the device
+        // must cope).
         for e in &evts {
             let _ = e.write(1);
         }
         run_event_loop(&mut em, LOOP_ROUNDS);
         host.drain();
         run_event_loop(&mut em, LOOP_ROUNDS);
+        if input.lie.is_some() {
+            // A broken ring is given up on, not reread for ever: with the
+            // peers quiet, the loop must run dry.
+            host.drain();
+            assert!(
+                run_event_loop(&mut em, 4 * LOOP_ROUNDS),
+                "the vsock device keeps the event loop busy after a lying avail index"
+            );
+            if let Ok(d) = dev.lock() {
+                let broken = [RXQ, TXQ, EVQ]
+                    .iter()
+                    .filter(|&&q| d.queue_broken(q))
+                    .count();
+                VSOCK_STATS[5].fetch_add(broken as u64, Ordering::Relaxed);
+            }
+        }
         if input.reset_between {
             if let Ok(mut d) = dev.lock() {
                 d.reset();
@@ -1154,6 +1222,8 @@ pub fn fuzz_vsock(data: &[u8]) {
     check_used_ring(&mem, &views.0, passes, 0);
     // An rx packet is a header and at most a chain's worth of payload.
     check_used_ring(&mem, &views.1, passes, u32::MAX);
+    // This device sends no transport events: it never uses an event buffer.
+    check_used_ring(&mem, &views.2, passes, 0);
     drop(em);
     drop(dev);
     let _ = std::fs::remove_file(&listen_path);
@@ -1193,7 +1263,7 @@ impl NetFrame {
         }
         b.truncate(devices::virtio::net::MAX_PACKET_LEN + 16);
         if self.oddity < 32 {
-            if self.oddity % 2 == 0 {
+            if self.oddity.is_multiple_of(2) {
                 b.truncate(self.raw as usize % 40);
             } else {
                 b[..8].copy_from_slice(&self.raw.to_le_bytes());

@@ -24,7 +24,7 @@ use log::{error, warn};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::queue::{serve_queue, Served};
+use super::queue::{serve_queue, ChainHandler, Requests, Served};
 use super::{ActivateContext, ActivateError, GuestMemory};
 use crate::interrupt::VirtioInterrupt;
 
@@ -65,6 +65,9 @@ pub struct QueueActivation {
     pending_evts: Option<Vec<EventFd>>,
     // Eventfds currently in the event loop's epoll set, by queue index.
     registered_evts: Vec<EventFd>,
+    // Queues whose available ring the driver broke, by index: not served
+    // again until a reset and a new activation.
+    broken: Vec<bool>,
 }
 
 impl QueueActivation {
@@ -75,6 +78,7 @@ impl QueueActivation {
             active: None,
             pending_evts: None,
             registered_evts: Vec::new(),
+            broken: Vec::new(),
         })
     }
 
@@ -93,6 +97,7 @@ impl QueueActivation {
                 ctx.queue_evts.len()
             )));
         }
+        self.broken = vec![false; ctx.queues.len()];
         self.active = Some(ActiveQueues {
             mem: ctx.mem,
             interrupt: ctx.interrupt,
@@ -112,6 +117,7 @@ impl QueueActivation {
     pub fn reset(&mut self) {
         self.active = None;
         self.pending_evts = None;
+        self.broken.clear();
         if let Err(e) = self.activate_evt.write(1) {
             // The queues are gone already, so a queue event that still fires
             // is drained and ignored; only the epoll entries linger.
@@ -175,24 +181,42 @@ impl QueueActivation {
         }
     }
 
-    /// Serves queue `idx` with [`serve_queue`] if the device is active and the
-    /// queue is ready: `handle` gets guest memory, the queue's size (the most
-    /// descriptors a chain may have) and each chain, and returns its used
-    /// length. Then raises the used-buffer interrupt if the driver wants it and,
-    /// when the budget ran out, schedules another pass. `None` when there was
+    /// Whether the driver broke queue `idx`'s available ring since the last
+    /// activation (the queue is then left alone until a reset).
+    pub fn is_broken(&self, idx: usize) -> bool {
+        self.broken.get(idx).copied().unwrap_or(false)
+    }
+
+    /// Serves queue `idx` of a request queue: [`serve_with`](Self::serve_with)
+    /// with `handle` doing the work on each chain (given guest memory, the
+    /// queue's size and the chain) and returning its used length.
+    pub fn serve<F>(&mut self, idx: usize, budget: usize, device: &str, handle: F) -> Option<Served>
+    where
+        F: FnMut(&GuestMemory, u16, DescriptorChain<&GuestMemory>) -> u32,
+    {
+        self.serve_with(idx, budget, device, &mut Requests(handle))
+    }
+
+    /// Serves queue `idx` with [`serve_queue`] if the device is active, the
+    /// queue is ready and its ring is not broken: at most `budget` chains go
+    /// to `handler`, the driver is interrupted if it wants, and when the
+    /// budget ran out another pass is scheduled through the event loop. A
+    /// ring found broken is left alone from then on. `None` when there was
     /// nothing to serve.
-    pub fn serve<F>(
+    pub fn serve_with<H>(
         &mut self,
         idx: usize,
         budget: usize,
         device: &str,
-        mut handle: F,
+        handler: &mut H,
     ) -> Option<Served>
     where
-        F: FnMut(&GuestMemory, usize, DescriptorChain<&GuestMemory>) -> u32,
+        H: ChainHandler + ?Sized,
     {
+        if self.is_broken(idx) {
+            return None;
+        }
         let active = self.active.as_mut()?;
-        let mem = &active.mem;
         let Some(queue) = active.queues.get_mut(idx) else {
             warn!("{device}: notification for nonexistent queue {idx}");
             return None;
@@ -200,19 +224,24 @@ impl QueueActivation {
         if !queue.ready() {
             return None;
         }
-        let max_descriptors = usize::from(queue.size());
-        let served = serve_queue(queue, mem, budget, device, |chain| {
-            handle(mem, max_descriptors, chain)
-        });
-        if served.notify {
-            if let Err(e) = active.interrupt.signal_used_queue() {
-                error!("{device}: cannot raise the interrupt: {e}");
+        let mut served = serve_queue(
+            queue,
+            &active.mem,
+            &active.interrupt,
+            budget,
+            device,
+            handler,
+        );
+        if served.broken {
+            if let Some(b) = self.broken.get_mut(idx) {
+                *b = true;
             }
         }
         if served.yielded {
             // Come back through the event loop so other devices get a turn.
             if let Err(e) = self.kick(idx) {
                 error!("{device}: cannot reschedule queue {idx}: {e}");
+                served.errors += 1;
             }
         }
         Some(served)

@@ -79,9 +79,6 @@ pub struct Block {
     config: [u8; CONFIG_LEN],
     pub(super) activation: QueueActivation,
     counters: Arc<BlockCounters>,
-    // Set when the driver broke the queue (an available index that runs
-    // ahead by more than the queue size); cleared on activation.
-    queue_broken: bool,
 }
 
 impl Block {
@@ -116,7 +113,6 @@ impl Block {
             config,
             activation: QueueActivation::new().map_err(BlockError::EventFd)?,
             counters: Arc::default(),
-            queue_broken: false,
         })
     }
 
@@ -140,9 +136,10 @@ impl Block {
         self.activation.is_active()
     }
 
-    /// Serves the request queue until the driver has nothing more to offer,
-    /// then raises the used-buffer interrupt if the driver wants one. Does
-    /// nothing while the device is not active.
+    /// Serves the request queue until the driver has nothing more to offer
+    /// (or the budget runs out), then raises the used-buffer interrupt if the
+    /// driver wants one. Does nothing while the device is not active, nor
+    /// after the driver broke the queue.
     pub fn process_queue(&mut self, queue_index: usize) {
         let flush_negotiated = has_feature(self.acked_features, VIRTIO_BLK_F_FLUSH);
         let Self {
@@ -151,12 +148,8 @@ impl Block {
             serial,
             activation,
             counters,
-            queue_broken,
             ..
         } = self;
-        if *queue_broken {
-            return;
-        }
         let ctx = ExecContext {
             disk: &*disk,
             serial: &*serial,
@@ -167,10 +160,10 @@ impl Block {
             queue_index,
             CHAINS_PER_EVENT,
             &device,
-            |mem, max_descriptors, chain| {
+            |mem, queue_size, chain| {
                 let head = chain.head_index();
                 bump(&counters.requests, 1);
-                let completion = match parse(chain, mem, max_descriptors) {
+                let completion = match parse(chain, mem, usize::from(queue_size)) {
                     Ok(req) => {
                         let c = req.execute(mem, &ctx);
                         if c.status == Some(0) {
@@ -201,7 +194,6 @@ impl Block {
         ) else {
             return;
         };
-        *queue_broken = served.broken;
         if served.notify {
             bump(&counters.interrupts, 1);
         }
@@ -240,13 +232,11 @@ impl VirtioDevice for Block {
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         ctx.check_queues(&format!("virtio-blk {}", self.id), 1)?;
-        self.queue_broken = false;
         self.activation.activate(ctx)
     }
 
     fn reset(&mut self) {
         self.acked_features = 0;
-        self.queue_broken = false;
         self.activation.reset();
     }
 }

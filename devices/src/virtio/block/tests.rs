@@ -703,6 +703,9 @@ fn avail_index_running_ahead_stops_the_queue_until_reset() {
     tq.set_avail_idx(17);
     let mut s = setup(&mem, tq.create_queue(), false, ALL_FEATURES);
     s.block.process_queue(0);
+    assert!(s.block.activation.is_broken(0));
+    // Left alone even once the index looks sane again.
+    tq.set_avail_idx(1);
     s.block.process_queue(0);
     assert_eq!(tq.used_idx(), 0);
     assert_eq!(s.irq.count(), 0);

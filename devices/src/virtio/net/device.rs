@@ -20,13 +20,13 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
     VIRTIO_NET_S_LINK_UP,
 };
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
 use super::tap::Tap;
-use super::{ETH_HLEN, MAX_PACKET_LEN, QUEUE_SIZE, VNET_HDR_LEN};
-use crate::interrupt::VirtioInterrupt;
+use super::{ETH_HLEN, MAX_PACKET_LEN, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, VNET_HDR_LEN};
 use crate::virtio::activation::QueueActivation;
+use crate::virtio::queue::{ChainHandler, Handled, Served};
 use crate::virtio::{
     read_config_bytes, ActivateContext, ActivateError, GuestMemory, VirtioDevice, TYPE_NET,
     VIRTIO_F_VERSION_1,
@@ -36,6 +36,10 @@ use crate::virtio::{
 /// other devices; the tap fd is level-triggered, so the rest wait for the
 /// next round.
 const RX_BUDGET: usize = 256;
+
+/// Transmit chains per pass before the event loop gets to serve other
+/// devices; the queue is kicked so the rest follow on the next turn.
+const TX_BUDGET: usize = 256;
 
 /// Smallest packet worth handing to the tap: a header and an Ethernet header.
 const MIN_PACKET_LEN: usize = VNET_HDR_LEN + ETH_HLEN;
@@ -106,12 +110,6 @@ pub enum NetError {
     /// Reading from the tap failed.
     #[error("tap read: {0}")]
     TapRead(#[source] io::Error),
-    /// The virtqueue itself could not be updated.
-    #[error("queue: {0}")]
-    Queue(#[source] virtio_queue::Error),
-    /// The guest could not be interrupted.
-    #[error("interrupt: {0}")]
-    Interrupt(#[source] io::Error),
 }
 
 /// A MAC address, printed the usual way.
@@ -249,152 +247,148 @@ impl Net {
         c
     }
 
-    /// Sends every available transmit chain to the tap.
+    /// Sends the available transmit chains to the tap, at most
+    /// [`TX_BUDGET`] per call (the rest on the next turn of the event loop).
     pub(super) fn process_tx(&mut self) {
-        let Some(a) = self.activation.active_mut() else {
-            return;
-        };
-        let [_, tx] = a.queues.as_mut_slice() else {
-            return;
-        };
-        let metrics = &self.metrics;
-        let id = self.id.as_str();
-        let mut used_any = false;
-        loop {
-            if let Err(e) = tx.disable_notification(&a.mem) {
-                note(&metrics.event_errors, id, &NetError::Queue(e));
-            }
-            let mut handled = 0usize;
-            while let Some(chain) = tx.pop_descriptor_chain(&a.mem) {
-                handled += 1;
-                let head = chain.head_index();
-                match send_chain(chain, &a.mem, &self.tap, tx.size()) {
-                    Ok(len) => {
-                        metrics.tx_frames.fetch_add(1, Ordering::Relaxed);
-                        metrics.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                    }
-                    Err(e @ NetError::TapWrite(_)) => note(&metrics.tx_dropped, id, &e),
-                    Err(e) => note(&metrics.tx_bad_chains, id, &e),
+        let Self {
+            id,
+            tap,
+            activation,
+            metrics,
+            ..
+        } = self;
+        let device = format!("net {id}");
+        let served = activation.serve(TX_QUEUE, TX_BUDGET, &device, |mem, queue_size, chain| {
+            match send_chain(chain, mem, tap, queue_size) {
+                Ok(len) => {
+                    metrics.tx_frames.fetch_add(1, Ordering::Relaxed);
+                    metrics.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 }
-                // The device writes nothing into a transmit buffer.
-                if let Err(e) = tx.add_used(&a.mem, head, 0) {
-                    note(&metrics.event_errors, id, &NetError::Queue(e));
-                }
-                used_any = true;
+                Err(e @ NetError::TapWrite(_)) => note(&metrics.tx_dropped, id, &e),
+                Err(e) => note(&metrics.tx_bad_chains, id, &e),
             }
-            match tx.enable_notification(&a.mem) {
-                // More chains arrived while notifications were off. If none
-                // could be taken this round the avail ring is corrupt:
-                // stop rather than spin.
-                Ok(true) if handled > 0 => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    note(&metrics.event_errors, id, &NetError::Queue(e));
-                    break;
-                }
-            }
-        }
-        if used_any {
-            signal_used(tx, &a.mem, &a.interrupt, metrics, id);
+            // The device writes nothing into a transmit buffer.
+            0
+        });
+        if let Some(served) = served {
+            count_errors(metrics, &served);
         }
     }
 
     /// Moves frames from the tap into the guest's receive buffers, starting
     /// with the one kept from last time. Returns whether the tap should be
-    /// watched for input: `false` while a frame waits for guest buffers.
+    /// watched for input: `false` while a frame waits for guest buffers (or
+    /// for a receive queue the driver broke).
     pub(super) fn process_rx(&mut self) -> bool {
-        let Some(a) = self.activation.active_mut() else {
+        let Self {
+            id,
+            tap,
+            activation,
+            rx_buf,
+            rx_pending,
+            rx_descs,
+            metrics,
+            ..
+        } = self;
+        if !activation.is_active() {
             return false;
-        };
-        let [rx, _] = a.queues.as_mut_slice() else {
-            return false;
-        };
-        let metrics = &self.metrics;
-        let id = self.id.as_str();
-        let mut used_any = false;
-        let mut wants_input = true;
-        let mut budget = RX_BUDGET;
-        loop {
-            let len = match self.rx_pending {
-                Some(len) => len,
-                None => {
-                    if budget == 0 {
-                        break;
-                    }
-                    budget -= 1;
-                    match self.tap.read_packet(&mut self.rx_buf) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            note(&metrics.tap_read_errors, id, &NetError::TapRead(e));
-                            break;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = check_rx_packet(&mut self.rx_buf, len) {
-                note(&metrics.rx_dropped, id, &e);
-                self.rx_pending = None;
-                continue;
-            }
-            self.rx_pending = Some(len);
-            let Some(chain) = rx.pop_descriptor_chain(&a.mem) else {
-                // Keep the frame and stop reading the tap until the guest
-                // adds buffers (it notifies the rx queue then).
-                wants_input = false;
-                break;
-            };
-            let head = chain.head_index();
-            let frame = self.rx_buf.get(..len).unwrap_or_default();
-            let used_len = match write_frame(chain, &a.mem, frame, rx.size(), &mut self.rx_descs) {
-                Ok(()) => {
-                    self.rx_pending = None;
-                    metrics.rx_frames.fetch_add(1, Ordering::Relaxed);
-                    metrics.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                    u32::try_from(len).unwrap_or(0)
-                }
-                Err(e @ NetError::BufferTooSmall { .. }) => {
-                    // A driver without MRG_RXBUF posts buffers big enough
-                    // for any frame; one that does not loses this frame
-                    // rather than every buffer it has.
-                    self.rx_pending = None;
-                    note(&metrics.rx_dropped, id, &e);
-                    0
-                }
-                Err(e) => {
-                    // The frame stays pending for the next chain.
-                    note(&metrics.rx_bad_chains, id, &e);
-                    0
-                }
-            };
-            if let Err(e) = rx.add_used(&a.mem, head, used_len) {
-                note(&metrics.event_errors, id, &NetError::Queue(e));
-            }
-            used_any = true;
         }
-        if used_any {
-            signal_used(rx, &a.mem, &a.interrupt, metrics, id);
+        let mut rx = RxPath {
+            id,
+            tap,
+            buf: rx_buf,
+            pending: rx_pending,
+            descs: rx_descs,
+            metrics,
+            reads_left: RX_BUDGET,
+        };
+        let device = format!("net {id}");
+        if let Some(served) = activation.serve_with(RX_QUEUE, RX_BUDGET, &device, &mut rx) {
+            count_errors(metrics, &served);
         }
-        wants_input
+        rx_pending.is_none()
     }
 }
 
-fn signal_used(
-    queue: &mut Queue,
-    mem: &GuestMemory,
-    interrupt: &VirtioInterrupt,
-    metrics: &NetMetrics,
-    id: &str,
-) {
-    match queue.needs_notification(mem) {
-        Ok(false) => {}
-        // If the guest's ring cannot be read, interrupting is the safe side.
-        Ok(true) | Err(_) => {
-            if let Err(e) = interrupt.signal_used_queue() {
-                note(&metrics.event_errors, id, &NetError::Interrupt(e));
+fn count_errors(metrics: &NetMetrics, served: &Served) {
+    let errors = u64::try_from(served.errors).unwrap_or(u64::MAX);
+    metrics.event_errors.fetch_add(errors, Ordering::Relaxed);
+}
+
+/// The receive path as the queue loop sees it: it wants a chain while a
+/// frame from the tap is waiting, reading the tap for the next one when none
+/// is.
+struct RxPath<'a> {
+    id: &'a str,
+    tap: &'a Tap,
+    buf: &'a mut Vec<u8>,
+    pending: &'a mut Option<usize>,
+    descs: &'a mut Vec<(GuestAddress, u32)>,
+    metrics: &'a NetMetrics,
+    // Tap reads left in this pass: frames the guest cannot take (bad ones)
+    // are read and dropped too, so chains alone do not bound the pass.
+    reads_left: usize,
+}
+
+impl ChainHandler for RxPath<'_> {
+    fn wants_chain(&mut self) -> bool {
+        while self.pending.is_none() && self.reads_left > 0 {
+            self.reads_left -= 1;
+            let len = match self.tap.read_packet(self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    note(
+                        &self.metrics.tap_read_errors,
+                        self.id,
+                        &NetError::TapRead(e),
+                    );
+                    break;
+                }
+            };
+            match check_rx_packet(self.buf, len) {
+                Ok(()) => *self.pending = Some(len),
+                Err(e) => note(&self.metrics.rx_dropped, self.id, &e),
             }
         }
+        self.pending.is_some()
+    }
+
+    fn handle(
+        &mut self,
+        mem: &GuestMemory,
+        queue_size: u16,
+        chain: DescriptorChain<&GuestMemory>,
+    ) -> Handled {
+        let Some(len) = *self.pending else {
+            // Only asked for a chain with a frame waiting.
+            return Handled::Keep;
+        };
+        let frame = self.buf.get(..len).unwrap_or_default();
+        let metrics = self.metrics;
+        let used_len = match write_frame(chain, mem, frame, queue_size, self.descs) {
+            Ok(()) => {
+                *self.pending = None;
+                metrics.rx_frames.fetch_add(1, Ordering::Relaxed);
+                metrics.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                u32::try_from(len).unwrap_or(0)
+            }
+            Err(e @ NetError::BufferTooSmall { .. }) => {
+                // A driver without MRG_RXBUF posts buffers big enough for
+                // any frame; one that does not loses this frame rather than
+                // every buffer it has.
+                *self.pending = None;
+                note(&metrics.rx_dropped, self.id, &e);
+                0
+            }
+            Err(e) => {
+                // The frame stays pending for the next chain.
+                note(&metrics.rx_bad_chains, self.id, &e);
+                0
+            }
+        };
+        Handled::Used(used_len)
     }
 }
 
@@ -606,6 +600,7 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 mod tests {
     use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::QueueT;
 
     use super::super::test_utils::{
         count, in_netns, set_link_up, test_frame, DriverQueue, Harness, PacketSocket, BUFS,

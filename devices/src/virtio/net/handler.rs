@@ -385,6 +385,19 @@ mod tests {
             h.pump();
             assert_eq!(txq.q.used_idx(), 0);
             assert_eq!(rxq.q.used_idx(), 0);
+            {
+                let n = net.lock().unwrap();
+                assert!(n.activation.is_broken(super::TX_QUEUE));
+                assert!(n.activation.is_broken(super::RX_QUEUE));
+            }
+            // Broken until reset: more kicks and frames change nothing.
+            h.tx_evt.write(1).unwrap();
+            h.rx_evt.write(1).unwrap();
+            sock.send(&test_frame(0x56, 64));
+            h.pump();
+            assert_eq!(txq.q.used_idx(), 0);
+            assert_eq!(rxq.q.used_idx(), 0);
+            assert!(!net.lock().unwrap().tap_polling);
         });
     }
 }

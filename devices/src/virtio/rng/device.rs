@@ -41,7 +41,6 @@ pub struct Rng {
     acked_features: u64,
     activation: QueueActivation,
     counters: Arc<RngCounters>,
-    queue_broken: bool,
 }
 
 impl Rng {
@@ -52,7 +51,6 @@ impl Rng {
             acked_features: 0,
             activation: QueueActivation::new().map_err(RngError::EventFd)?,
             counters: Arc::default(),
-            queue_broken: false,
         })
     }
 
@@ -66,25 +64,22 @@ impl Rng {
         self.activation.is_active()
     }
 
-    /// Fills every available chain, then interrupts the driver if it wants.
+    /// Fills every available chain (up to the budget), then interrupts the
+    /// driver if it wants. Does nothing after the driver broke the queue.
     pub fn process_queue(&mut self, queue_index: usize) {
         let Self {
             id,
             activation,
             counters,
-            queue_broken,
             ..
         } = self;
-        if *queue_broken {
-            return;
-        }
         let device = format!("virtio-rng {id}");
-        let served = activation.serve(
+        activation.serve(
             queue_index,
             CHAINS_PER_EVENT,
             &device,
-            |mem, max_descriptors, chain| {
-                let written = fill_chain(chain, mem, max_descriptors, counters);
+            |mem, queue_size, chain| {
+                let written = fill_chain(chain, mem, usize::from(queue_size), counters);
                 counters.requests.fetch_add(1, Ordering::Relaxed);
                 counters
                     .bytes
@@ -92,9 +87,6 @@ impl Rng {
                 written
             },
         );
-        if let Some(served) = served {
-            *queue_broken = served.broken;
-        }
     }
 }
 
@@ -170,13 +162,11 @@ impl VirtioDevice for Rng {
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         ctx.check_queues(&format!("virtio-rng {}", self.id), 1)?;
-        self.queue_broken = false;
         self.activation.activate(ctx)
     }
 
     fn reset(&mut self) {
         self.acked_features = 0;
-        self.queue_broken = false;
         self.activation.reset();
     }
 }
@@ -210,6 +200,7 @@ mod tests {
     use event_manager::{EventManager, SubscriberOps};
     use std::sync::Mutex;
     use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::QueueT;
     use vm_memory::GuestAddress;
 
     fn active(mem: &GuestMemory, tq: &TestQueue) -> (Rng, Arc<crate::test_utils::RecordingIrq>) {
@@ -292,6 +283,52 @@ mod tests {
         assert_eq!(tq.used_elem(2), (6, 16 * 1024));
         assert_eq!(tq.used_elem(3), (7, MAX_BYTES_PER_CHAIN));
         assert_eq!(rng.counters().bad_buffers.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_lying_avail_index_stops_the_queue_until_reset() {
+        let mem = default_guest_memory();
+        let tq = TestQueue::new(&mem, GuestAddress(0), 16);
+        tq.add_chain(0, &[TestDesc::writable(0x10_0000, 64)]);
+        let rng = Arc::new(Mutex::new(Rng::new("rng0").unwrap()));
+        let mut em: EventManager<Arc<Mutex<Rng>>> = EventManager::new().unwrap();
+        em.add_subscriber(rng.clone());
+        let (interrupt, irq) = recording_interrupt();
+        let (ctx, evts) = activate_context(&mem, interrupt, vec![tq.create_queue()]);
+        rng.lock().unwrap().activate(ctx).unwrap();
+        pump(&mut em, 4);
+        evts[0].write(1).unwrap();
+        pump(&mut em, 4);
+        assert_eq!(tq.used_idx(), 1);
+        // More than the 16 entries the queue holds.
+        tq.set_avail_idx(1000);
+        evts[0].write(1).unwrap();
+        pump(&mut em, 4);
+        assert_eq!(em.run_with_timeout(50).unwrap(), 0, "event loop still busy");
+        assert_eq!(tq.used_idx(), 1);
+        assert_eq!(irq.count(), 1);
+        assert!(rng.lock().unwrap().activation.is_broken(0));
+        // Left alone even once the index looks sane again.
+        tq.set_avail_idx(1);
+        tq.add_chain(1, &[TestDesc::writable(0x10_1000, 64)]);
+        evts[0].write(1).unwrap();
+        pump(&mut em, 4);
+        assert_eq!(tq.used_idx(), 1);
+        // A reset and a new activation bring it back.
+        rng.lock().unwrap().reset();
+        pump(&mut em, 4);
+        // The driver set the queue up again where it left off.
+        let mut q = tq.create_queue();
+        q.set_next_avail(1);
+        q.set_next_used(1);
+        let (interrupt, _) = recording_interrupt();
+        let (ctx, evts) = activate_context(&mem, interrupt, vec![q]);
+        rng.lock().unwrap().activate(ctx).unwrap();
+        pump(&mut em, 4);
+        evts[0].write(1).unwrap();
+        pump(&mut em, 4);
+        assert_eq!(tq.used_idx(), 2);
+        assert_eq!(tq.used_elem(1), (1, 64));
     }
 
     #[test]

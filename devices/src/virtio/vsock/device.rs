@@ -12,12 +12,12 @@ use std::os::unix::io::RawFd;
 use std::path::{Path, PathBuf};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::DescriptorChain;
 
 use super::muxer::{EventRegistry, Muxer, MuxerError};
 use super::packet::{self, RxBuffer};
-use crate::interrupt::VirtioInterrupt;
 use crate::virtio::activation::{Dispatch, QueueActivation};
+use crate::virtio::queue::{ChainHandler, Handled, Served};
 use crate::virtio::{
     ActivateContext, ActivateError, GuestMemory, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1,
 };
@@ -36,8 +36,8 @@ const QUEUE_SIZES: [u16; 3] = [QUEUE_SIZE; 3];
 /// clear a backlog, bounded so one event cannot monopolise the loop.
 const MAX_PUMP_ROUNDS: usize = 16;
 
-/// Tx chains handled per pass before yielding to other devices (the tx
-/// eventfd is kicked so the rest is handled on the next turn).
+/// Chains handled per pass over a queue before yielding to other devices
+/// (the queue's eventfd is kicked so the rest is handled on the next turn).
 const CHAINS_PER_PASS: usize = 256;
 
 /// Errors creating the device.
@@ -188,148 +188,185 @@ impl Vsock {
         }
     }
 
-    /// Takes packets from the tx queue and hands them to the muxer.
+    /// Takes packets from the tx queue and hands them to the muxer, until
+    /// the queue is empty, the budget is spent or too many control packets
+    /// wait for rx buffers (then tx is held until rx buffers free them).
     fn process_tx(&mut self) {
-        self.tx_held = false;
-        let Some(active) = self.activation.active_mut() else {
-            return;
+        let Self {
+            cid,
+            muxer,
+            activation,
+            tx_held,
+            tx_payload,
+            metrics,
+            ..
+        } = self;
+        *tx_held = false;
+        let mut tx = TxPath {
+            cid: *cid,
+            muxer,
+            held: tx_held,
+            payload: tx_payload,
+            metrics,
         };
-        let mem = &active.mem;
-        let Some(q) = active.queues.get_mut(TXQ) else {
-            return;
-        };
-        if !q.ready() {
-            return;
-        }
-        let mut used_any = false;
-        let mut budget = CHAINS_PER_PASS;
-        let mut yielded = false;
-        'notify: loop {
-            if q.disable_notification(mem).is_err() {
-                self.metrics.queue_errors += 1;
-            }
-            loop {
-                if self.muxer.rx_backlogged() {
-                    self.tx_held = true;
-                    // Keep kicks coming so nothing is missed once resumed.
-                    let _ = q.enable_notification(mem);
-                    break 'notify;
-                }
-                if budget == 0 {
-                    yielded = true;
-                    break 'notify;
-                }
-                budget -= 1;
-                let Some(chain) = q.pop_descriptor_chain(mem) else {
-                    break;
-                };
-                let head = chain.head_index();
-                match packet::read_tx_packet(chain, mem, &mut self.tx_payload) {
-                    Ok(hdr) => {
-                        self.metrics.tx_packets += 1;
-                        self.metrics.tx_bytes += self.tx_payload.len() as u64;
-                        self.muxer.recv_from_guest(&hdr, &self.tx_payload);
-                    }
-                    Err(e) => {
-                        self.metrics.tx_malformed += 1;
-                        log::debug!("vsock cid {}: tx: {e}", self.cid);
-                        if let Some(hdr) = e.header() {
-                            self.muxer.recv_malformed(hdr);
-                        }
-                    }
-                }
-                if let Err(e) = q.add_used(mem, head, 0) {
-                    log::warn!("vsock cid {}: tx used ring: {e}", self.cid);
-                    self.metrics.queue_errors += 1;
-                    break 'notify;
-                }
-                used_any = true;
-            }
-            match q.enable_notification(mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(_) => {
-                    self.metrics.queue_errors += 1;
-                    break;
-                }
-            }
-        }
-        if used_any {
-            notify(q, mem, &active.interrupt, &mut self.metrics);
-        }
-        // Let other devices run; the event loop brings us back.
-        if yielded && self.activation.kick(TXQ).is_err() {
-            self.metrics.queue_errors += 1;
+        let device = format!("vsock cid {cid}");
+        if let Some(served) = activation.serve_with(TXQ, CHAINS_PER_PASS, &device, &mut tx) {
+            count_errors(metrics, &served);
         }
     }
 
     /// Fills rx buffers with the muxer's pending packets.
     fn process_rx(&mut self) {
-        let Some(active) = self.activation.active_mut() else {
-            return;
+        let Self {
+            cid,
+            muxer,
+            activation,
+            metrics,
+            ..
+        } = self;
+        let mut rx = RxPath {
+            cid: *cid,
+            muxer,
+            metrics,
         };
-        let mem = &active.mem;
-        let Some(q) = active.queues.get_mut(RXQ) else {
-            return;
-        };
-        if !q.ready() {
-            return;
+        let device = format!("vsock cid {cid}");
+        if let Some(served) = activation.serve_with(RXQ, CHAINS_PER_PASS, &device, &mut rx) {
+            count_errors(metrics, &served);
         }
-        let mut used_any = false;
-        while self.muxer.has_rx() {
-            let Some(chain) = q.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            let len = match RxBuffer::new(chain, mem) {
-                Ok(mut buf) => {
-                    let max = buf.max_payload();
-                    match self.muxer.pop_rx(max, |h, a, b| buf.write_packet(h, a, b)) {
-                        Ok(Some(len)) => {
-                            self.metrics.rx_packets += 1;
-                            self.metrics.rx_bytes += u64::from(len);
-                            len
-                        }
-                        Ok(None) => {
-                            // Nothing fits this buffer; leave it for later.
-                            q.go_to_previous_position();
-                            break;
-                        }
-                        Err(e) => {
-                            log::warn!("vsock cid {}: rx write: {e}", self.cid);
-                            self.metrics.rx_bad_buffers += 1;
-                            0
-                        }
-                    }
-                }
-                Err(e) => {
-                    log::debug!("vsock cid {}: rx: {e}", self.cid);
-                    self.metrics.rx_bad_buffers += 1;
-                    0
-                }
-            };
-            if let Err(e) = q.add_used(mem, head, len) {
-                log::warn!("vsock cid {}: rx used ring: {e}", self.cid);
-                self.metrics.queue_errors += 1;
-                break;
-            }
-            used_any = true;
+    }
+
+    /// The event queue: this device sends no transport events, so it takes
+    /// no buffer; serving it only re-arms the driver's notifications.
+    fn process_evq(&mut self) {
+        let device = format!("vsock cid {}", self.cid);
+        if let Some(served) =
+            self.activation
+                .serve_with(EVQ, CHAINS_PER_PASS, &device, &mut NoEvents)
+        {
+            count_errors(&mut self.metrics, &served);
         }
-        if used_any {
-            notify(q, mem, &active.interrupt, &mut self.metrics);
-        }
+    }
+
+    /// Whether the driver broke queue `idx` (its available index ran more
+    /// than the queue size ahead): the queue is then left alone until a
+    /// reset.
+    pub fn queue_broken(&self, idx: usize) -> bool {
+        self.activation.is_broken(idx)
     }
 }
 
-fn notify(q: &mut Queue, mem: &GuestMemory, irq: &VirtioInterrupt, metrics: &mut VsockMetrics) {
-    match q.needs_notification(mem) {
-        Ok(false) => {}
-        Ok(true) => {
-            if irq.signal_used_queue().is_err() {
-                metrics.queue_errors += 1;
+fn count_errors(metrics: &mut VsockMetrics, served: &Served) {
+    let errors = u64::try_from(served.errors).unwrap_or(u64::MAX);
+    metrics.queue_errors = metrics.queue_errors.saturating_add(errors);
+}
+
+/// The tx queue as the queue loop sees it: every chain is a packet for the
+/// muxer, unless the muxer's replies to the guest back up.
+struct TxPath<'a> {
+    cid: u64,
+    muxer: &'a mut Muxer,
+    held: &'a mut bool,
+    payload: &'a mut Vec<u8>,
+    metrics: &'a mut VsockMetrics,
+}
+
+impl ChainHandler for TxPath<'_> {
+    fn wants_chain(&mut self) -> bool {
+        if self.muxer.rx_backlogged() {
+            // Resumed when rx buffers drain the backlog (see `pump`).
+            *self.held = true;
+            return false;
+        }
+        true
+    }
+
+    fn handle(
+        &mut self,
+        mem: &GuestMemory,
+        _queue_size: u16,
+        chain: DescriptorChain<&GuestMemory>,
+    ) -> Handled {
+        match packet::read_tx_packet(chain, mem, self.payload) {
+            Ok(hdr) => {
+                self.metrics.tx_packets += 1;
+                self.metrics.tx_bytes += self.payload.len() as u64;
+                self.muxer.recv_from_guest(&hdr, self.payload);
+            }
+            Err(e) => {
+                self.metrics.tx_malformed += 1;
+                log::debug!("vsock cid {}: tx: {e}", self.cid);
+                if let Some(hdr) = e.header() {
+                    self.muxer.recv_malformed(hdr);
+                }
             }
         }
-        Err(_) => metrics.queue_errors += 1,
+        // The device writes nothing into a tx buffer.
+        Handled::Used(0)
+    }
+}
+
+/// The rx queue as the queue loop sees it: a chain is wanted while the
+/// muxer has a packet for the guest.
+struct RxPath<'a> {
+    cid: u64,
+    muxer: &'a mut Muxer,
+    metrics: &'a mut VsockMetrics,
+}
+
+impl ChainHandler for RxPath<'_> {
+    fn wants_chain(&mut self) -> bool {
+        self.muxer.has_rx()
+    }
+
+    fn handle(
+        &mut self,
+        mem: &GuestMemory,
+        _queue_size: u16,
+        chain: DescriptorChain<&GuestMemory>,
+    ) -> Handled {
+        let len = match RxBuffer::new(chain, mem) {
+            Ok(mut buf) => {
+                let max = buf.max_payload();
+                match self.muxer.pop_rx(max, |h, a, b| buf.write_packet(h, a, b)) {
+                    Ok(Some(len)) => {
+                        self.metrics.rx_packets += 1;
+                        self.metrics.rx_bytes += u64::from(len);
+                        len
+                    }
+                    // Nothing fits this buffer; leave it for later.
+                    Ok(None) => return Handled::Keep,
+                    Err(e) => {
+                        log::warn!("vsock cid {}: rx write: {e}", self.cid);
+                        self.metrics.rx_bad_buffers += 1;
+                        0
+                    }
+                }
+            }
+            Err(e) => {
+                log::debug!("vsock cid {}: rx: {e}", self.cid);
+                self.metrics.rx_bad_buffers += 1;
+                0
+            }
+        };
+        Handled::Used(len)
+    }
+}
+
+/// The event queue's handler: no event to send, no buffer wanted.
+struct NoEvents;
+
+impl ChainHandler for NoEvents {
+    fn wants_chain(&mut self) -> bool {
+        false
+    }
+
+    fn handle(
+        &mut self,
+        _mem: &GuestMemory,
+        _queue_size: u16,
+        _chain: DescriptorChain<&GuestMemory>,
+    ) -> Handled {
+        Handled::Keep
     }
 }
 
@@ -400,9 +437,9 @@ impl MutEventSubscriber for Vsock {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         match self.activation.handle(&events, ops) {
             Dispatch::Control => self.on_control(ops),
-            // Rx buffers are used by the pump; the event queue carries nothing
-            // this device sends.
+            // New rx buffers are filled by the pump.
             Dispatch::Queue(TXQ) => self.process_queues(ops),
+            Dispatch::Queue(EVQ) => self.process_evq(),
             Dispatch::Queue(_) => {
                 self.pump();
                 self.muxer.sync_interest(ops);

@@ -116,6 +116,7 @@ struct Harness {
     irq: Arc<RecordingIrq>,
     rx: Ring,
     tx: Ring,
+    ev: Ring,
     rx_posted: usize,
 }
 
@@ -133,8 +134,8 @@ fn ghdr(op: u16, src_port: u32, dst_port: u32) -> Header {
 }
 
 // Activates `dev` with fresh queues laid out in `mem`, as the transport
-// would at DRIVER_OK; returns the driver's rx and tx rings.
-fn activate(dev: &Mutex<Vsock>, mem: &GuestMemory) -> (Ring, Ring, Arc<RecordingIrq>) {
+// would at DRIVER_OK; returns the driver's rx, tx and event rings.
+fn activate(dev: &Mutex<Vsock>, mem: &GuestMemory) -> (Ring, Ring, Ring, Arc<RecordingIrq>) {
     let mut queues = Vec::new();
     let mut evts = Vec::new();
     let mut rings = Vec::new();
@@ -165,10 +166,10 @@ fn activate(dev: &Mutex<Vsock>, mem: &GuestMemory) -> (Ring, Ring, Arc<Recording
             queue_evts: evts,
         })
         .unwrap();
-    rings.truncate(2);
+    let ev = rings.pop().unwrap();
     let tx = rings.pop().unwrap();
     let rx = rings.pop().unwrap();
-    (rx, tx, irq)
+    (rx, tx, ev, irq)
 }
 
 impl Harness {
@@ -179,7 +180,7 @@ impl Harness {
         let dev = Arc::new(Mutex::new(Vsock::new(GUEST_CID, uds.clone()).unwrap()));
         let mut em = EventManager::new().unwrap();
         em.add_subscriber(dev.clone());
-        let (rx, tx, irq) = activate(&dev, &mem);
+        let (rx, tx, ev, irq) = activate(&dev, &mem);
         let mut h = Self {
             _dir: dir,
             uds,
@@ -189,6 +190,7 @@ impl Harness {
             irq,
             rx,
             tx,
+            ev,
             rx_posted: 0,
         };
         h.pump();
@@ -197,9 +199,10 @@ impl Harness {
     }
 
     fn reactivate(&mut self) {
-        let (rx, tx, irq) = activate(&self.dev, &self.mem);
+        let (rx, tx, ev, irq) = activate(&self.dev, &self.mem);
         self.rx = rx;
         self.tx = tx;
+        self.ev = ev;
         self.irq = irq;
         self.rx_posted = 0;
         self.pump();
@@ -859,6 +862,12 @@ fn a_lying_tx_avail_index_does_not_spin_the_event_loop() {
     );
     assert!(h.tx.take_used(&h.mem).is_empty());
     assert_eq!(h.metrics().tx_packets, 0);
+    assert!(h.dev.lock().unwrap().queue_broken(TXQ));
+    // The other queues go on: a host connection still reaches the guest.
+    let _s = h.host_connect(61);
+    h.refill_rx(4);
+    h.pump();
+    assert_eq!(h.recv_one().0.op, OP_REQUEST);
     // A reset and a new activation bring the device back.
     h.dev.lock().unwrap().reset();
     h.pump();
@@ -868,4 +877,63 @@ fn a_lying_tx_avail_index_does_not_spin_the_event_loop() {
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"back");
+}
+
+// Runs the event loop as `pump` does, then checks that it has gone idle.
+fn assert_idle(h: &mut Harness, what: &str) {
+    h.pump();
+    assert_eq!(h.em.run_with_timeout(50).unwrap(), 0, "{what}");
+}
+
+#[test]
+fn a_lying_rx_avail_index_stops_rx_without_spinning() {
+    let mut h = Harness::new();
+    h.post_rx(1, RX_BUF);
+    let _s = h.host_connect(62);
+    assert_eq!(h.recv_one().0.op, OP_REQUEST);
+    // A second request waits for a buffer when the driver breaks the ring.
+    let _s2 = h.host_connect(63);
+    assert!(h.recv().is_empty());
+    lie_about_avail(&h.mem, &h.rx, 1000);
+    assert_idle(
+        &mut h,
+        "the device keeps the event loop busy with a broken rx ring",
+    );
+    assert!(h.dev.lock().unwrap().queue_broken(RXQ));
+    assert!(h.rx.take_used(&h.mem).is_empty());
+    // Host events keep coming and are handled without touching the ring.
+    let _s3 = h.host_connect(64);
+    assert_idle(&mut h, "host events on a broken rx ring");
+    assert!(h.rx.take_used(&h.mem).is_empty());
+    // The tx queue goes on: a reset for nothing is taken and needs no reply.
+    h.send(ghdr(OP_RST, 10, 25), &[]);
+    assert_eq!(h.tx.take_used(&h.mem).len(), 1);
+    h.dev.lock().unwrap().reset();
+    h.pump();
+    h.reactivate();
+    let (mut s, hport) = h.establish_from_host(65, 65536);
+    h.send(ghdr(OP_RW, 65, hport), b"back");
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"back");
+}
+
+#[test]
+fn a_lying_event_queue_avail_index_is_left_alone() {
+    let mut h = Harness::new();
+    // The driver posts an event buffer, then lies about the index.
+    let head = h.ev.add_chain(&h.mem, &[Seg::Write(8)]);
+    assert_eq!(head, 0);
+    lie_about_avail(&h.mem, &h.ev, 1000);
+    assert_idle(
+        &mut h,
+        "the device keeps the event loop busy with a broken event ring",
+    );
+    // No transport event to send: the buffer stays with the driver.
+    assert!(h.ev.take_used(&h.mem).is_empty());
+    let (mut s, hport) = h.establish_from_host(66, 65536);
+    h.send(ghdr(OP_RW, 66, hport), b"fine");
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"fine");
 }
