@@ -6,6 +6,14 @@
 //! never KVM: `vmm` registers those eventfds with KVM (irqfd, ioeventfd) and
 //! places the devices on its buses.
 
+// Guest-written numbers are converted all over this crate: a conversion
+// that could cut or flip one is a bug here (tests build their own, small
+// values and may cast).
+#![cfg_attr(
+    not(test),
+    deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)
+)]
+
 pub mod bus;
 pub mod interrupt;
 pub mod legacy;

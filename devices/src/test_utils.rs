@@ -227,15 +227,16 @@ impl<'a> TestQueue<'a> {
     /// available.
     pub fn write_chain(&self, first: u16, descs: &[TestDesc]) {
         let n = descs.len();
+        let flag = |f: u32| u16::try_from(f).expect("descriptor flags are 16-bit");
         for (i, d) in descs.iter().enumerate() {
-            let index = first + i as u16;
+            let index = first + u16::try_from(i).expect("a chain fits the queue");
             let mut flags = if d.writable {
-                VRING_DESC_F_WRITE as u16
+                flag(VRING_DESC_F_WRITE)
             } else {
                 0
             };
             let next = if i + 1 < n {
-                flags |= VRING_DESC_F_NEXT as u16;
+                flags |= flag(VRING_DESC_F_NEXT);
                 index + 1
             } else {
                 0

@@ -5,6 +5,14 @@
 //! run ([`Vmm::run`]: vCPU threads plus one event-loop thread) and an
 //! [`ExitReport`] out, which the binary turns into its exit status.
 
+// Guest-written numbers and sizes from the configuration are converted in
+// this crate: a conversion that could cut or flip one is a bug here (tests
+// build their own, small values and may cast).
+#![cfg_attr(
+    not(test),
+    deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)
+)]
+
 pub mod boot;
 pub mod config;
 pub mod device_manager;

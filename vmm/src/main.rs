@@ -2,6 +2,8 @@
 //! status out (0 clean guest exit, 1 error before the guest ran, 2 guest
 //! kernel panic, 3 vCPU failure, 128+N on signal N).
 
+#![deny(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -268,7 +268,7 @@ impl MmioTransport {
             regs::DEVICE_FEATURES => {
                 let features = lock(&self.device).device_features();
                 match self.device_features_sel {
-                    0 => features as u32,
+                    0 => (features & 0xffff_ffff) as u32,
                     1 => (features >> 32) as u32,
                     _ => 0,
                 }
@@ -300,7 +300,15 @@ impl MmioTransport {
             regs::DRIVER_FEATURES_SEL => self.driver_features_sel = value,
             regs::DRIVER_FEATURES => self.write_driver_features(value),
             regs::QUEUE_SEL => self.queue_sel = value,
-            regs::QUEUE_NUM => self.write_queue(|q| q.set_size(value as u16), value),
+            regs::QUEUE_NUM => match u16::try_from(value) {
+                Ok(size) => self.write_queue(|q| q.set_size(size), value),
+                // Queue sizes are 16-bit; a larger value would be cut to a
+                // size the driver did not ask for.
+                Err(_) => warn!(
+                    "virtio-mmio {}: queue size {value:#x} out of range, ignored",
+                    self.device_type
+                ),
+            },
             regs::QUEUE_READY => self.write_queue(|q| q.set_ready(value == 1), value),
             regs::QUEUE_DESC_LOW => {
                 self.write_queue(|q| q.set_desc_table_address(Some(value), None), value)

@@ -244,10 +244,11 @@ fn set_lint(fd: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
     let mut lapic = fd.get_lapic()?;
     for (off, mode) in [(APIC_LVT0, APIC_MODE_EXTINT), (APIC_LVT1, APIC_MODE_NMI)] {
         let reg = &mut lapic.regs[off..off + 4];
-        let mut v = u32::from_le_bytes([reg[0] as u8, reg[1] as u8, reg[2] as u8, reg[3] as u8]);
-        v = (v & !0x700) | (mode << 8);
+        // The register file is c_char bytes; reinterpret them, no value changes.
+        let bytes: [u8; 4] = std::array::from_fn(|i| u8::from_ne_bytes(reg[i].to_ne_bytes()));
+        let v = (u32::from_le_bytes(bytes) & !0x700) | (mode << 8);
         for (d, s) in reg.iter_mut().zip(v.to_le_bytes()) {
-            *d = s as libc::c_char;
+            *d = libc::c_char::from_ne_bytes([s]);
         }
     }
     fd.set_lapic(&lapic)

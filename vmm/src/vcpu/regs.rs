@@ -259,14 +259,20 @@ pub fn write_pvh_gdt_idt(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
     write_descriptor_tables(mem, &PVH_GDT)
 }
 
+/// The limit of a descriptor table of `bytes` bytes: its last byte's offset,
+/// at most 0xffff (a 64 KiB table; ours are a few entries).
+fn table_limit(bytes: usize) -> u16 {
+    u16::try_from(bytes.saturating_sub(1)).unwrap_or(u16::MAX)
+}
+
 /// `base` with GDTR/IDTR pointing at the boot tables and every segment register loaded from
 /// `gdt`: CS from the code entry, DS/ES/FS/GS/SS from the data entry, TR from the TSS.
 fn with_segments(base: &kvm_sregs, gdt: &[u64; 4]) -> kvm_sregs {
     let mut sregs = *base;
     sregs.gdt.base = layout::BOOT_GDT_START;
-    sregs.gdt.limit = (gdt.len() * 8 - 1) as u16;
+    sregs.gdt.limit = table_limit(std::mem::size_of_val(gdt));
     sregs.idt.base = layout::BOOT_IDT_START;
-    sregs.idt.limit = (BOOT_IDT_SIZE - 1) as u16;
+    sregs.idt.limit = table_limit(BOOT_IDT_SIZE);
 
     let code = kvm_segment_from_gdt(gdt[usize::from(GDT_CODE_INDEX)], GDT_CODE_INDEX);
     let data = kvm_segment_from_gdt(gdt[usize::from(GDT_DATA_INDEX)], GDT_DATA_INDEX);

@@ -299,28 +299,32 @@ fn split_at(segs: &[Segment], at: u64) -> (Vec<Segment>, Vec<Segment>) {
     let mut tail = Vec::new();
     let mut left = at;
     for seg in segs {
-        let len = u64::from(seg.len);
         if left == 0 {
             tail.push(*seg);
-        } else if len <= left {
-            head.push(*seg);
-            left -= len;
-        } else {
-            // 0 < left < len <= u32::MAX.
-            let cut = left as u32;
-            head.push(Segment {
-                addr: seg.addr,
-                len: cut,
-            });
-            // Parse checked the whole buffer lies in memory, so this address
-            // exists; checked_add only guards the arithmetic.
-            if let Some(addr) = seg.addr.checked_add(left) {
-                tail.push(Segment {
-                    addr,
-                    len: seg.len - cut,
+            continue;
+        }
+        match u32::try_from(left) {
+            // The split falls inside this buffer.
+            Ok(cut) if cut < seg.len => {
+                head.push(Segment {
+                    addr: seg.addr,
+                    len: cut,
                 });
+                // Parse checked the whole buffer lies in memory, so this
+                // address exists; checked_add only guards the arithmetic.
+                if let Some(addr) = seg.addr.checked_add(u64::from(cut)) {
+                    tail.push(Segment {
+                        addr,
+                        len: seg.len - cut,
+                    });
+                }
+                left = 0;
             }
-            left = 0;
+            // The whole buffer comes before the split.
+            _ => {
+                head.push(*seg);
+                left -= u64::from(seg.len);
+            }
         }
     }
     (head, tail)
@@ -437,12 +441,19 @@ impl Request {
             if src.is_empty() {
                 break;
             }
-            let n = src.len().min(seg.len as usize);
-            if mem.write_slice(&src[..n], seg.addr).is_err() {
+            // At most the 20 serial bytes, so `n` fits a u32.
+            let n = u32::try_from(src.len()).map_or(seg.len, |left| left.min(seg.len));
+            let Some((now, rest)) = usize::try_from(n)
+                .ok()
+                .and_then(|n| src.split_at_checked(n))
+            else {
+                break;
+            };
+            if mem.write_slice(now, seg.addr).is_err() {
                 return (VIRTIO_BLK_S_IOERR, written);
             }
-            src = &src[n..];
-            written += n as u32;
+            src = rest;
+            written += n;
         }
         (VIRTIO_BLK_S_OK, written)
     }
@@ -468,8 +479,9 @@ fn write_status(
     status: u32,
     data_written: u32,
 ) -> Completion {
-    // VIRTIO_BLK_S_* values are all below 256.
-    let byte = status as u8;
+    // VIRTIO_BLK_S_* values are all below 256; anything else would still
+    // be an error to the driver.
+    let byte = u8::try_from(status).unwrap_or(u8::MAX);
     match mem.write_obj(byte, addr) {
         Ok(()) => Completion {
             status: Some(byte),

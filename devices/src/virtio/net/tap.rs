@@ -22,9 +22,13 @@ const TUN_PATH: &str = "/dev/net/tun";
 
 /// A tap (Ethernet frames, not IP packets), no packet-info prefix, a vnet
 /// header on every packet. libc has the flags as c_int, the ifreq field is a
-/// c_short: 0x5002 fits.
-const TAP_FLAGS: libc::c_short =
-    (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+/// c_short: 0x5002 fits, which the assertion checks when the crate is built.
+#[allow(clippy::cast_possible_truncation)]
+const TAP_FLAGS: libc::c_short = {
+    let flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+    assert!(flags >= 0 && flags <= libc::c_short::MAX as libc::c_int);
+    flags as libc::c_short
+};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the NUL).
 pub const MAX_TAP_NAME_LEN: usize = libc::IFNAMSIZ - 1;
@@ -141,7 +145,11 @@ impl Tap {
         // is replaced by a number).
         let actual = name_from_ifreq(&ifr).unwrap_or_else(|| name.to_owned());
 
-        let hdr_len: libc::c_int = VNET_HDR_LEN as libc::c_int;
+        let hdr_len =
+            libc::c_int::try_from(VNET_HDR_LEN).map_err(|_| TapError::SetVnetHdrSize {
+                name: actual.clone(),
+                source: io::Error::from(io::ErrorKind::InvalidInput),
+            })?;
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which
         // points at `hdr_len`, alive for the call; `file` is the attached tap.
         let ret = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) };
@@ -243,7 +251,7 @@ fn name_from_ifreq(ifr: &libc::ifreq) -> Option<String> {
         .ifr_name
         .iter()
         .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
+        .map(|&c| u8::from_ne_bytes(c.to_ne_bytes()))
         .collect();
     String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
 }

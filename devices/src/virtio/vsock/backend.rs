@@ -15,8 +15,10 @@ use std::path::Path;
 /// Completes at once or fails: Unix sockets have no connect in progress.
 pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     let bytes = path.as_os_str().as_bytes();
+    let invalid = |what: &'static str| io::Error::new(io::ErrorKind::InvalidInput, what);
     let mut addr = libc::sockaddr_un {
-        sun_family: libc::AF_UNIX as libc::sa_family_t,
+        sun_family: libc::sa_family_t::try_from(libc::AF_UNIX)
+            .map_err(|_| invalid("AF_UNIX does not fit sa_family_t"))?,
         sun_path: [0; 108],
     };
     // Keep a terminating NUL, and no NUL inside (it would cut the path short).
@@ -43,7 +45,8 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     // SAFETY: `fd` is a socket we just created and nothing else owns; the
     // OwnedFd closes it on every path from here.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_un>())
+        .map_err(|_| invalid("sockaddr_un does not fit socklen_t"))?;
     // SAFETY: `addr` is a valid, initialised sockaddr_un that outlives the
     // call, `len` is its size, and connect(2) only reads it.
     let ret = unsafe { libc::connect(fd, std::ptr::from_ref(&addr).cast::<libc::sockaddr>(), len) };
