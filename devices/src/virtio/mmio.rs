@@ -875,6 +875,24 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_size_beyond_16_bits_is_refused_not_cut() {
+        let mut f = fixture();
+        let tq0 = TestQueue::new(&f.mem, GuestAddress(0), 16);
+        let tq1 = TestQueue::new(&f.mem, GuestAddress(0x4000), 4);
+        assert!(negotiate(&mut f.t, VERSION_1));
+        setup_queue(&mut f.t, 0, &tq0);
+        setup_queue(&mut f.t, 1, &tq1);
+        // 0x1_0002 would be 2 once cut to 16 bits: a size the driver never
+        // set. Queue 1 keeps the 4 it was given.
+        w(&mut f.t, regs::QUEUE_READY, 0);
+        w(&mut f.t, regs::QUEUE_NUM, 0x1_0002);
+        w(&mut f.t, regs::QUEUE_READY, 1);
+        w(&mut f.t, regs::STATUS, INIT_SEQUENCE[3]);
+        assert!(f.t.is_activated());
+        assert_eq!(f.dev.lock().unwrap().queue_sizes, vec![16, 4]);
+    }
+
+    #[test]
     fn a_driver_may_set_several_status_bits_at_once() {
         let mut f = fixture();
         w(&mut f.t, regs::STATUS, status::ACKNOWLEDGE);
