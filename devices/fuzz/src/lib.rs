@@ -17,10 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
+use devices::virtio::queue::{serve_queue, Requests};
 use devices::virtio::GuestMemory;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Address as _, Bytes, GuestAddress};
 
 /// Guest memory size: two adjacent 512 KiB regions, so buffers can straddle a
@@ -1312,6 +1313,9 @@ static NET_STATS: [AtomicU64; 4] = [
     AtomicU64::new(0),
 ];
 
+/// Chains per pass of the net target's transmit loop (the device's budget).
+const NET_TX_BUDGET: usize = 256;
+
 /// Runs the net device's chain handling over `data`: the transmit path's
 /// check and gather of each tx chain, and the receive path's scatter of
 /// frames into rx chains, in the order and with the outcomes the device's
@@ -1352,53 +1356,56 @@ pub fn fuzz_net(data: &[u8]) {
     for _ in 0..passes {
         let laid = lay_out(&mem, &input.tx_ring, &tx_chains);
         let mut q = laid.queue;
-        let mut slices = Vec::new();
-        // The device's loop: pop, check and gather, return with length 0.
-        while let Some(chain) = q.pop_descriptor_chain(&mem) {
-            let head = chain.head_index();
-            slices.clear();
-            let result = gather_tx_chain(chain, &mem, q.size(), &mut slices);
-            let want = laid
-                .view
-                .pristine
-                .then(|| laid.heads.iter().find(|&&(h, _)| h == head))
-                .flatten()
-                .and_then(|&(_, i)| expected.get(i).cloned().flatten());
-            match result {
-                Ok(total) => {
-                    NET_STATS[0].fetch_add(1, Ordering::Relaxed);
-                    let sum: usize = slices.iter().map(|s| s.len()).sum();
-                    assert_eq!(sum, total, "gathered slices do not add up");
-                    assert!(
-                        (VNET_HDR_LEN + 14..=MAX_PACKET_LEN).contains(&total),
-                        "accepted a {total}-byte packet"
-                    );
-                    if let Some(want) = want {
-                        let mut got = Vec::with_capacity(total);
-                        for s in &slices {
-                            let mut b = vec![0u8; s.len()];
-                            s.copy_to(&mut b[..]);
-                            got.extend_from_slice(&b);
-                        }
-                        assert_eq!(got, want, "tx frame not gathered as the guest wrote it");
-                    }
-                }
-                Err(e) => {
-                    NET_STATS[1].fetch_add(1, Ordering::Relaxed);
-                    if let Some(want) = want {
-                        let ok_len = (VNET_HDR_LEN + 14..=MAX_PACKET_LEN).contains(&want.len());
+        // The device's loop (the one every queue is served with): check and
+        // gather each chain, return it with length 0; passes end at the
+        // device's budget, and go on while it yields.
+        let (interrupt, _irq) = devices::test_utils::recording_interrupt();
+        let mut tx = Requests(
+            |mem: &GuestMemory, queue_size, chain: DescriptorChain<&GuestMemory>| {
+                let head = chain.head_index();
+                let mut slices = Vec::new();
+                let result = gather_tx_chain(chain, mem, queue_size, &mut slices);
+                let want = laid
+                    .view
+                    .pristine
+                    .then(|| laid.heads.iter().find(|&&(h, _)| h == head))
+                    .flatten()
+                    .and_then(|&(_, i)| expected.get(i).cloned().flatten());
+                match result {
+                    Ok(total) => {
+                        NET_STATS[0].fetch_add(1, Ordering::Relaxed);
+                        let sum: usize = slices.iter().map(|s| s.len()).sum();
+                        assert_eq!(sum, total, "gathered slices do not add up");
                         assert!(
-                            !ok_len,
-                            "well-formed {}-byte tx chain refused: {e}",
-                            want.len()
+                            (VNET_HDR_LEN + 14..=MAX_PACKET_LEN).contains(&total),
+                            "accepted a {total}-byte packet"
                         );
+                        if let Some(want) = want {
+                            let mut got = Vec::with_capacity(total);
+                            for s in &slices {
+                                let mut b = vec![0u8; s.len()];
+                                s.copy_to(&mut b[..]);
+                                got.extend_from_slice(&b);
+                            }
+                            assert_eq!(got, want, "tx frame not gathered as the guest wrote it");
+                        }
+                    }
+                    Err(e) => {
+                        NET_STATS[1].fetch_add(1, Ordering::Relaxed);
+                        if let Some(want) = want {
+                            let ok_len = (VNET_HDR_LEN + 14..=MAX_PACKET_LEN).contains(&want.len());
+                            assert!(
+                                !ok_len,
+                                "well-formed {}-byte tx chain refused: {e}",
+                                want.len()
+                            );
+                        }
                     }
                 }
-            }
-            if q.add_used(&mem, head, 0).is_err() {
-                break;
-            }
-        }
+                0
+            },
+        );
+        while serve_queue(&mut q, &mem, &interrupt, NET_TX_BUDGET, "net", &mut tx).yielded {}
         tx_view = Some(laid.view);
     }
 
