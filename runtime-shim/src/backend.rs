@@ -29,8 +29,6 @@ use crate::state::ContainerDir;
 /// vsock context id of the guest (each VM has its own vsock device, so every
 /// guest can use the same one).
 const GUEST_CID: u64 = 3;
-/// Default installed location of the guest kernel and agent initramfs.
-const SHARE_DIR: &str = "/usr/share/runm";
 
 /// Errors choosing or preparing a backend.
 #[derive(Debug, thiserror::Error)]
@@ -239,10 +237,10 @@ pub struct GuestImages {
     pub initrd: PathBuf,
 }
 
-/// `$RUNM_KERNEL`/`$RUNM_INITRD`, else `/usr/share/runm/{vmlinux,agent.cpio}`.
+/// `$RUNM_KERNEL`/`$RUNM_INITRD`, else the installed `vmlinux`/`agent.cpio` ([`crate::guest_images`]).
 pub fn find_guest_images() -> Result<GuestImages, BackendError> {
     let find = |env: &'static str, file: &str, what: &'static str| {
-        let default = Path::new(SHARE_DIR).join(file);
+        let default = crate::guest_images::installed(file);
         let path = std::env::var_os(env)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)

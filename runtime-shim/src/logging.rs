@@ -3,12 +3,13 @@
 //! `--log-format text` writes logrus-style lines (`time="..." level=info
 //! msg="..."`), `json` writes one JSON object per line
 //! (`{"level":"error","msg":"...","time":"..."}`); containerd reads the last
-//! `error` line of the log to report why a runtime command failed. People see
-//! a plain `runm: ...` line on stderr for errors, and without `--log` for
-//! warnings and notices ([`notice`], [`warn`]) too; the log gets a record of
-//! each. With `--log`, warnings and notices go to the log only, as runc's
-//! do: containerd hands `create` and `exec` the workload's own stdio, so a
-//! line on stderr would land in the container's output.
+//! `error` line of the log to report why a runtime command failed.
+//!
+//! Quiet on success, as runc is: engines hand `create`, `run` and `exec` the
+//! workload's own stdio, so whatever runm wrote there would become the
+//! container's output. Errors go to stderr (a plain `runm: ...` line) and to
+//! the log. Warnings and notices ([`warn`], [`notice`]) go to the log only;
+//! without `--log` they reach stderr only with `--debug`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -44,6 +45,8 @@ struct Logger {
     format: LogFormat,
     /// The `--log` file; stderr when absent.
     file: Option<Mutex<File>>,
+    /// Debug with `--debug` (then, without a log file, warnings, notices and
+    /// routine records go to stderr), else info.
     level: log::LevelFilter,
     /// Whether people also get `runm: ...` lines on stderr. The sandbox turns
     /// this off: its stderr belongs to the workload.
@@ -102,15 +105,11 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        // Without a log file, stderr is for people: warnings and errors as
-        // `runm:` lines, routine records only with --debug.
-        if self.file.is_none() && self.level < log::LevelFilter::Debug {
-            if self.stderr_notices {
-                match record.level() {
-                    log::Level::Error => eprintln!("runm: {}", record.args()),
-                    log::Level::Warn => eprintln!("runm: warning: {}", record.args()),
-                    _ => {}
-                }
+        // Without a log file and without --debug, stderr gets errors only,
+        // as `runm:` lines.
+        if self.file.is_none() && !self.debug() {
+            if self.stderr_notices && record.level() == log::Level::Error {
+                eprintln!("runm: {}", record.args());
             }
             return;
         }
@@ -133,6 +132,10 @@ impl log::Log for Logger {
 }
 
 impl Logger {
+    fn debug(&self) -> bool {
+        self.level >= log::LevelFilter::Debug
+    }
+
     fn write_line(&self, line: &str) {
         match &self.file {
             Some(f) => {
@@ -148,16 +151,18 @@ impl Logger {
         }
     }
 
-    /// Records `msg` at `level` and tells people on stderr (errors always,
-    /// the rest only when there is no log file).
+    /// Records `msg` at `level`: in the log file when there is one; on
+    /// stderr as a `runm:` line for errors, and for the rest only with
+    /// `--debug` and no log file.
     fn tell(&self, level: &str, prefix: &str, msg: &str) {
-        if self.stderr_notices && (self.file.is_none() || level == "error") {
+        let to_stderr = level == "error" || (self.file.is_none() && self.debug());
+        if self.stderr_notices && to_stderr {
             eprintln!("runm: {prefix}{msg}");
         }
-        // The log file always gets the record; with no file, a JSON record is
-        // still written to stderr (runc's behaviour), a text one would only
-        // repeat the line above.
-        if self.file.is_some() || self.format == LogFormat::Json {
+        // The log file always gets the record; with no file, a JSON record
+        // goes to stderr beside the line above (runc's behaviour), a text one
+        // would only repeat it.
+        if self.file.is_some() || (to_stderr && self.format == LogFormat::Json) {
             self.write_line(&format_record(self.format, level, msg, &rfc3339_now()));
         }
     }
@@ -180,7 +185,8 @@ pub fn format_record(format: LogFormat, level: &str, msg: &str, time: &str) -> S
 fn tell(level: &str, prefix: &str, msg: &str) {
     match LOGGER.get() {
         Some(l) => l.tell(level, prefix, msg),
-        None => eprintln!("runm: {prefix}{msg}"),
+        None if level == "error" => eprintln!("runm: {prefix}{msg}"),
+        None => {}
     }
 }
 
@@ -189,12 +195,13 @@ pub fn error(msg: &str) {
     tell("error", "", msg);
 }
 
-/// A warning for people (ignored configuration, ...).
+/// A warning (ignored configuration, ...): the log, or stderr with `--debug`.
 pub fn warn(msg: &str) {
     tell("warning", "warning: ", msg);
 }
 
-/// Something people should know (which backend was chosen, and why).
+/// Something worth knowing (which backend was chosen, and why): the log,
+/// or stderr with `--debug`.
 pub fn notice(msg: &str) {
     tell("info", "", msg);
 }

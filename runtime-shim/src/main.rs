@@ -4,10 +4,11 @@
 //! Module map: [`cli`] (the command line), [`commands`] (one module per
 //! command), [`state`] (container state, lifecycle, locking), [`bundle`]
 //! (config.json → what the guest builds), [`rootfs`] (disk image),
-//! [`backend`] (runm-vmm/QEMU, agent channel), [`sandbox`] (the
-//! per-container host process), [`control`] (its socket protocol),
-//! [`agent_client`] (talking to the guest agent), [`signal`], [`logging`],
-//! [`sys`] (system call wrappers), [`error`].
+//! [`backend`] (runm-vmm/QEMU, agent channel), [`guest_images`] (where the
+//! installed guest images are), [`sandbox`] (the per-container host
+//! process), [`control`] (its socket protocol), [`agent_client`] (talking
+//! to the guest agent), [`signal`], [`logging`], [`sys`] (system call
+//! wrappers), [`error`].
 
 mod agent_client;
 mod backend;
@@ -17,6 +18,7 @@ mod cli;
 mod commands;
 mod control;
 mod error;
+mod guest_images;
 mod logging;
 mod rootfs;
 mod sandbox;

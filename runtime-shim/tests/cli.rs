@@ -206,19 +206,52 @@ mod tests {
         r.run(&["--hypervisor", "bhyve", "create", "c1", "--bundle", bs])
             .fails_with("unknown hypervisor 'bhyve'");
         // Fields runm does not apply: a warning, then the create goes on (and
-        // here fails later, on the fake kernel or a missing QEMU).
+        // here fails later, on the fake kernel or a missing QEMU). The
+        // warning is not on stderr, which engines hand the workload, but in
+        // --log, or on stderr with --debug.
         bundle(&b, &["true"], false, |c| {
             c["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO"});
             c["process"]["capabilities"] = serde_json::json!({"bounding": ["CAP_KILL"]});
         });
+        let warned = |text: &str| {
+            text.contains("not applied inside the microVM")
+                && text.contains("process.capabilities, linux.seccomp")
+        };
         let out = r.run(&["--hypervisor", "qemu", "create", "c1", "--bundle", bs]);
+        assert_ne!(out.code, 0);
+        assert!(!out.stderr.contains("not applied"), "{out:?}");
+        let log = r.tmp.path().join("warn.log");
+        let out = r.run(&[
+            "--log",
+            log.to_str().unwrap(),
+            "--hypervisor",
+            "qemu",
+            "create",
+            "c1",
+            "--bundle",
+            bs,
+        ]);
+        assert_ne!(out.code, 0);
+        assert!(!out.stderr.contains("not applied"), "{out:?}");
+        let text = fs::read_to_string(&log).unwrap();
+        let line = text.lines().find(|l| warned(l)).unwrap_or_default();
+        assert!(line.contains("level=warning"), "{text}");
+        let out = r.run(&[
+            "--debug",
+            "--hypervisor",
+            "qemu",
+            "create",
+            "c1",
+            "--bundle",
+            bs,
+        ]);
+        assert_ne!(out.code, 0);
         assert!(
             out.stderr
-                .contains("runm: warning: not applied inside the microVM")
-                && out.stderr.contains("process.capabilities, linux.seccomp"),
+                .lines()
+                .any(|l| l.starts_with("runm: warning: ") && warned(l)),
             "{out:?}"
         );
-        assert_ne!(out.code, 0);
         r.assert_clean();
     }
 
@@ -246,31 +279,56 @@ mod tests {
     }
 
     #[test]
-    fn the_backend_choice_is_said_once() {
+    fn the_backend_choice_is_said_once_in_the_log_and_not_on_stderr() {
         // A VM program that exits at once: create fails after saying what it chose.
         let r = runm_with_images().with_env("RUNM_QEMU", "/bin/false");
         let b = r.tmp.path().join("b");
         bundle(&b, &["true"], false, |_| {});
-        let out = r
-            .run(&[
-                "--hypervisor",
-                "qemu",
-                "create",
-                "c1",
-                "--bundle",
-                b.to_str().unwrap(),
-            ])
-            .fails_with("the VM exited");
+        let bs = b.to_str().unwrap();
+        let log = r.tmp.path().join("log.json");
+        let ls = log.to_str().unwrap();
+        let create = |global: &[&str]| {
+            let mut args = global.to_vec();
+            args.extend(["--hypervisor", "qemu", "create", "c1", "--bundle", bs]);
+            r.run(&args)
+        };
+        // With --log (as engines call runm): stderr has the error alone, the
+        // log the notice (once) and the error, in the format asked for.
+        let out = create(&["--log", ls, "--log-format", "json"]).fails_with("the VM exited");
+        assert_eq!(out.runm_lines().len(), 1, "{out:?}");
+        assert!(!out.stderr.contains("backend"), "{out:?}");
+        let records: Vec<serde_json::Value> = fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let said: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|v| v["msg"].as_str().unwrap().contains(": backend qemu"))
+            .collect();
+        assert_eq!(said.len(), 1, "{records:?}");
+        assert_eq!(said[0]["level"], "info");
+        let msg = said[0]["msg"].as_str().unwrap();
+        assert!(
+            msg.contains("accelerator") && msg.contains("asked for"),
+            "{msg}"
+        );
+        let last = records.last().unwrap();
+        assert_eq!(last["level"], "error");
+        assert!(last["msg"].as_str().unwrap().contains("the VM exited"));
+        // Without --log: nothing but the error on stderr.
+        let out = create(&[]).fails_with("the VM exited");
+        assert_eq!(out.runm_lines().len(), 1, "{out:?}");
+        assert!(!out.stderr.contains("backend"), "{out:?}");
+        // With --debug: people see the choice.
+        let out = create(&["--debug"]);
+        assert_ne!(out.code, 0, "{out:?}");
         let said: Vec<&str> = out
             .stderr
             .lines()
             .filter(|l| l.contains(": backend qemu"))
             .collect();
         assert_eq!(said.len(), 1, "{out:?}");
-        assert!(
-            said[0].contains("accelerator") && said[0].contains("asked for"),
-            "{out:?}"
-        );
         r.assert_clean();
     }
 

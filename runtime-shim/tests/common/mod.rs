@@ -31,17 +31,25 @@ impl Out {
         self
     }
 
-    /// Panics unless runm failed with exactly one `runm: ` error line containing `needle`.
+    /// runm's own lines on stderr (`runm: ...`, or log records written
+    /// there), as opposed to what a workload printed.
+    pub fn runm_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| {
+                l.starts_with("runm: ") || l.starts_with("time=\"") || l.starts_with("{\"level\"")
+            })
+            .collect()
+    }
+
+    /// Panics unless runm failed with exactly one `runm: ` line on stderr,
+    /// an error containing `needle` (warnings and notices go to the log).
     pub fn fails_with(self, needle: &str) -> Self {
         assert_ne!(self.code, 0, "runm should have failed: {self:?}");
         let errors: Vec<&str> = self
             .stderr
             .lines()
-            .filter(|l| {
-                l.starts_with("runm: ")
-                    && !l.starts_with("runm: warning: ")
-                    && !l.contains(": backend ")
-            })
+            .filter(|l| l.starts_with("runm: "))
             .collect();
         assert_eq!(errors.len(), 1, "one error line expected: {self:?}");
         assert!(
