@@ -10,8 +10,9 @@ say() { echo "[setup] $*" >&2; }
 packages=(
     # guest kernel build
     linux-source-6.12 flex bison bc libelf-dev libssl-dev make gcc xz-utils patch
-    # guest images and the software-emulated KVM test host
-    busybox-static cpio e2fsprogs erofs-utils qemu-system-x86
+    # guest images (file: build-initramfs.sh checks the agent is static) and
+    # the software-emulated KVM test host
+    busybox-static cpio file e2fsprogs erofs-utils qemu-system-x86
     # the container column of the comparisons, and tap/netns tests
     runc iproute2
     # containerd drives runm through its runc shim (tests/tests/containerd.rs)
@@ -39,6 +40,6 @@ fi
 say "guest kernel"
 guest-kernel-config/build.sh --flavor guest >/dev/null
 
-say "building runm-vmm (cargo build)"
-cargo build --quiet -p vmm --bin runm-vmm >&2
+say "building runm and runm-vmm (cargo build)"
+cargo build --quiet -p runtime-shim -p vmm --bin runm --bin runm-vmm >&2
 say "done"

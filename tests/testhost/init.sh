@@ -353,7 +353,7 @@ test_runm_oci_run_exit_status() {
     cp -a /bundles/busybox "$T/bundle"
     t0=$(date +%s)
     RUNM_KERNEL=$GUEST_KERNEL RUNM_INITRD=/guest/agent.cpio RUNM_BOOT_TIMEOUT=$guest_timeout \
-        timeout -s KILL "$guest_timeout" runm --root "$T/state" --hypervisor runm-vmm \
+        timeout -s KILL "$guest_timeout" runm --root "$T/state" --log "$T/log" --hypervisor runm-vmm \
         run r1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
     status=$?
     secs=$(( $(date +%s) - t0 ))
@@ -368,7 +368,7 @@ test_runm_oci_run_exit_status() {
         *) fail "runm list after the run: $left (expected no container)" ;;
     esac
     ! pidof runm-vmm >/dev/null || fail "a runm-vmm process is left after the run: $(pidof runm-vmm)"
-    pass_detail "${secs} s, $(grep -o 'backend [a-z-]*' "$T/err" | head -n 1)"
+    pass_detail "${secs} s, $(grep -o 'backend [a-z-]*' "$T/log" | head -n 1)"
 }
 
 # --- runm OCI helpers: each test has its own --root ($T/state) ---------------
