@@ -25,6 +25,7 @@ use crate::proto::{
 };
 use crate::relay::{self, SharedWriter};
 use crate::{ps, sys};
+use guest_agent::network::{self, NetworkError};
 
 /// How long after a process exited its output may still drain before
 /// `Exited` is sent anyway (a background child may hold the pipes open).
@@ -66,6 +67,9 @@ pub enum RequestError {
     /// Listing processes failed.
     #[error("listing processes: {0}")]
     Ps(#[source] io::Error),
+    /// Configuring the guest's network failed.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
 }
 
 /// Something the event loop reacts to.
@@ -125,6 +129,7 @@ pub struct Agent<W: Write + Send + 'static> {
     tx: Sender<Event>,
     greeted: bool,
     kernel: String,
+    network_configured: bool,
     container: Option<Container>,
     procs: HashMap<u32, Proc>,
     next_key: u64,
@@ -139,6 +144,7 @@ impl<W: Write + Send + 'static> Agent<W> {
             tx,
             greeted: false,
             kernel,
+            network_configured: false,
             container: None,
             procs: HashMap::new(),
             next_key: 0,
@@ -264,6 +270,7 @@ impl<W: Write + Send + 'static> Agent<W> {
             return Flow::Continue;
         }
         let result = match m {
+            Message::ConfigureNetwork { interfaces } => self.configure_network(&interfaces),
             Message::Create { container } => self.create(&container),
             Message::Start => self.start(),
             Message::Exec {
@@ -291,6 +298,28 @@ impl<W: Write + Send + 'static> Agent<W> {
             Err(e) => self.send_error(e.to_string()),
         }
         Flow::Continue
+    }
+
+    /// `ConfigureNetwork`: once, before the container exists.
+    fn configure_network(
+        &mut self,
+        interfaces: &[proto::InterfaceSpec],
+    ) -> Result<Option<Message>, RequestError> {
+        if self.network_configured {
+            return Err(RequestError::OutOfOrder(
+                "the network was already configured".into(),
+            ));
+        }
+        if self.container.is_some() {
+            return Err(RequestError::OutOfOrder(
+                "the network is configured before the container is created".into(),
+            ));
+        }
+        network::configure(interfaces)?;
+        self.network_configured = true;
+        let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
+        log!("network configured: lo {}", names.join(" "));
+        Ok(Some(Message::NetworkConfigured))
     }
 
     /// `Create`: the container's tree, hostname, and its held init process.
@@ -625,6 +654,8 @@ impl<W: Write + Send + 'static> Agent<W> {
 fn message_name(m: &Message) -> &'static str {
     match m {
         Message::Hello { .. } => "hello",
+        Message::ConfigureNetwork { .. } => "configure_network",
+        Message::NetworkConfigured => "network_configured",
         Message::Create { .. } => "create",
         Message::Start => "start",
         Message::Exec { .. } => "exec",
@@ -737,6 +768,30 @@ mod tests {
             version: PROTOCOL_VERSION,
         }));
         assert!(error_text(&replies(&a)[0]).contains("unexpected hello"));
+    }
+
+    /// A description the agent refuses before touching any interface (so
+    /// this test changes nothing on the machine running it).
+    #[test]
+    fn configure_network_reaches_the_configuration_and_reports_errors() {
+        let (mut a, _rx) = greeted();
+        let nic = proto::InterfaceSpec {
+            name: "eth0".into(),
+            mac: proto::MacAddr([2, 0, 0, 0, 0, 1]),
+            mtu: 10,
+            addresses: vec![],
+            routes: vec![],
+            neighbours: vec![],
+        };
+        a.handle(control(Message::ConfigureNetwork {
+            interfaces: vec![nic],
+        }));
+        let r = replies(&a);
+        assert!(
+            error_text(&r[0]).contains("network interface eth0: MTU 10"),
+            "{r:?}"
+        );
+        assert!(!a.network_configured);
     }
 
     #[test]

@@ -9,12 +9,16 @@
 //! `Ready`, both carrying [`PROTOCOL_VERSION`]; a peer with another version is
 //! refused with an `Error`.
 
+use std::fmt;
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. Bump on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: `ConfigureNetwork` / `NetworkConfigured`.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// Name of the virtio-serial port the agent uses where there is no vsock.
@@ -166,9 +170,134 @@ pub struct ContainerSpec {
     pub process: ProcessSpec,
 }
 
-/// Control messages. Host to agent: `Hello`, `Create`, `Start`, `Exec`,
-/// `Signal`, `Ps`, `Shutdown`. Agent to host: `Ready`, `Created`, `Started`,
-/// `Exited`, `Processes`, `Error`.
+/// An Ethernet address; on the wire `"02:42:0a:58:00:05"`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a MAC address (six hex bytes separated by ':')");
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut out {
+            let p = parts.next().ok_or_else(bad)?;
+            // from_str_radix alone would take "+2".
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An address with its prefix length (`10.88.0.5/16`); a route's
+/// destination (`0.0.0.0/0` for a default route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpNet {
+    /// The address.
+    pub address: IpAddr,
+    /// Prefix length: at most 32 for IPv4, 128 for IPv6.
+    pub prefix_len: u8,
+}
+
+impl IpNet {
+    /// Whether the prefix length fits the address family.
+    pub fn is_valid(&self) -> bool {
+        let max = if self.address.is_ipv4() { 32 } else { 128 };
+        self.prefix_len <= max
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// A route through one guest interface (the main table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    /// Where to: `0.0.0.0/0` or `::/0` for the default route.
+    pub destination: IpNet,
+    /// Next hop; none for a route to a directly attached network.
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    /// Preferred source address.
+    #[serde(default)]
+    pub source: Option<IpAddr>,
+    /// Metric (priority).
+    #[serde(default)]
+    pub metric: Option<u32>,
+    /// The gateway is reachable on the link although no prefix covers it
+    /// (`onlink`).
+    #[serde(default)]
+    pub on_link: bool,
+}
+
+/// A static neighbour (ARP / NDP) entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighbourSpec {
+    /// The neighbour's IP address.
+    pub address: IpAddr,
+    /// Its Ethernet address.
+    pub mac: MacAddr,
+}
+
+/// One guest network interface, as the host prepared it: the guest's NIC
+/// with this MAC gets this name, MTU, addresses, routes and neighbours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceSpec {
+    /// Name to give it (the host interface's, e.g. `eth0`).
+    pub name: String,
+    /// The MAC of the guest NIC, which identifies it.
+    pub mac: MacAddr,
+    /// MTU.
+    pub mtu: u32,
+    /// Addresses.
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+    /// Routes through this interface.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// Static neighbours on this interface.
+    #[serde(default)]
+    pub neighbours: Vec<NeighbourSpec>,
+}
+
+/// Control messages. Host to agent: `Hello`, `ConfigureNetwork`, `Create`,
+/// `Start`, `Exec`, `Signal`, `Ps`, `Shutdown`. Agent to host: `Ready`,
+/// `NetworkConfigured`, `Created`, `Started`, `Exited`, `Processes`, `Error`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
@@ -176,6 +305,13 @@ pub enum Message {
     Hello {
         /// The host's [`PROTOCOL_VERSION`].
         version: u32,
+    },
+    /// Configure the guest's network before `Create`: loopback up, then each
+    /// interface found by its MAC. Sent once; an empty list leaves the guest
+    /// with loopback only.
+    ConfigureNetwork {
+        /// The interfaces.
+        interfaces: Vec<InterfaceSpec>,
     },
     /// Prepare the container (mounts, hostname, ...); its process waits for `Start`.
     Create {
@@ -211,6 +347,8 @@ pub enum Message {
         /// The guest kernel's release (`uname -r`).
         kernel: String,
     },
+    /// The network was configured.
+    NetworkConfigured,
     /// The container was prepared.
     Created,
     /// A process is running.
@@ -377,6 +515,10 @@ mod tests {
             Message::Hello {
                 version: PROTOCOL_VERSION,
             },
+            Message::ConfigureNetwork {
+                interfaces: vec![sample_interface()],
+            },
+            Message::NetworkConfigured,
             Message::Create { container },
             Message::Start,
             Message::Exec {
@@ -520,6 +662,89 @@ mod tests {
             write_frame(&mut Vec::new(), &f),
             Err(ProtoError::FrameSize(_))
         ));
+    }
+
+    fn sample_interface() -> InterfaceSpec {
+        InterfaceSpec {
+            name: "eth0".into(),
+            mac: MacAddr([0x02, 0x42, 0x0a, 0x58, 0x00, 0x05]),
+            mtu: 1500,
+            addresses: vec![
+                IpNet {
+                    address: "10.88.0.5".parse().unwrap(),
+                    prefix_len: 16,
+                },
+                IpNet {
+                    address: "fd00::5".parse().unwrap(),
+                    prefix_len: 64,
+                },
+            ],
+            routes: vec![RouteSpec {
+                destination: IpNet {
+                    address: "0.0.0.0".parse().unwrap(),
+                    prefix_len: 0,
+                },
+                gateway: Some("10.88.0.1".parse().unwrap()),
+                source: None,
+                metric: Some(100),
+                on_link: false,
+            }],
+            neighbours: vec![NeighbourSpec {
+                address: "10.88.0.1".parse().unwrap(),
+                mac: MacAddr([0x02, 0, 0, 0, 0, 1]),
+            }],
+        }
+    }
+
+    #[test]
+    fn network_description_is_readable_json() {
+        let json = serde_json::to_value(sample_interface()).unwrap();
+        assert_eq!(json["mac"], "02:42:0a:58:00:05");
+        assert_eq!(json["addresses"][0]["address"], "10.88.0.5");
+        assert_eq!(json["addresses"][0]["prefix_len"], 16);
+        assert_eq!(json["routes"][0]["gateway"], "10.88.0.1");
+        assert_eq!(json["neighbours"][0]["mac"], "02:00:00:00:00:01");
+        // Optional parts may be left out.
+        let minimal: InterfaceSpec =
+            serde_json::from_str(r#"{"name":"eth1","mac":"02:00:00:00:00:02","mtu":9000}"#)
+                .unwrap();
+        assert!(minimal.addresses.is_empty() && minimal.routes.is_empty());
+        let route: RouteSpec =
+            serde_json::from_str(r#"{"destination":{"address":"::","prefix_len":0}}"#).unwrap();
+        assert_eq!(route.gateway, None);
+        assert!(!route.on_link);
+    }
+
+    #[test]
+    fn mac_addresses_parse_strictly() {
+        let m: MacAddr = "02:42:AC:11:00:02".parse().unwrap();
+        assert_eq!(m.0, [0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
+        assert_eq!(m.to_string(), "02:42:ac:11:00:02");
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "2:42:ac:11:00:02",
+            "02-42-ac-11-00-02",
+            "zz:42:ac:11:00:02",
+            "+2:42:ac:11:00:02",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} accepted");
+        }
+        assert!(serde_json::from_str::<MacAddr>(r#""nope""#).is_err());
+    }
+
+    #[test]
+    fn prefix_lengths_are_checked_per_family() {
+        let net = |a: &str, p| IpNet {
+            address: a.parse().unwrap(),
+            prefix_len: p,
+        };
+        assert!(net("10.0.0.1", 32).is_valid());
+        assert!(!net("10.0.0.1", 33).is_valid());
+        assert!(net("fd00::1", 128).is_valid());
+        assert!(!net("fd00::1", 129).is_valid());
+        assert_eq!(net("fd00::1", 64).to_string(), "fd00::1/64");
     }
 
     #[test]
