@@ -11,7 +11,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use guest_agent::proto::{self, ContainerSpec, Frame, Message, ProtoError, PROTOCOL_VERSION};
+use guest_agent::proto::{
+    self, ContainerSpec, Frame, InterfaceSpec, Message, ProtoError, PROTOCOL_VERSION,
+};
 
 /// Errors talking to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,24 @@ pub fn handshake(stream: &mut UnixStream, deadline: Instant) -> Result<String, A
     match next_control(stream, deadline, "Hello")? {
         Message::Ready { version, kernel } if version == PROTOCOL_VERSION => Ok(kernel),
         Message::Ready { version, .. } => Err(AgentError::Version { agent: version }),
+        Message::Error { message } => Err(AgentError::Refused(message)),
+        m => Err(AgentError::Unexpected(format!("{m:?}"))),
+    }
+}
+
+/// `ConfigureNetwork` → `NetworkConfigured`: before `create`, once.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the sandbox sends it once networking is wired")
+)]
+pub fn configure_network(
+    stream: &mut UnixStream,
+    interfaces: Vec<InterfaceSpec>,
+    deadline: Instant,
+) -> Result<(), AgentError> {
+    proto::send(stream, Message::ConfigureNetwork { interfaces })?;
+    match next_control(stream, deadline, "ConfigureNetwork")? {
+        Message::NetworkConfigured => Ok(()),
         Message::Error { message } => Err(AgentError::Refused(message)),
         m => Err(AgentError::Unexpected(format!("{m:?}"))),
     }
@@ -213,6 +233,34 @@ mod tests {
             create(&mut host, spec(), deadline),
             Err(AgentError::Closed | AgentError::Proto(_))
         ));
+    }
+
+    #[test]
+    fn configure_network_with_a_scripted_agent() {
+        let (mut host, mut agent) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            for answer in [
+                Message::NetworkConfigured,
+                Message::Error {
+                    message: "network interface eth0: no NIC".into(),
+                },
+            ] {
+                let asked = proto::read_frame(&mut agent).unwrap().unwrap();
+                assert_eq!(
+                    asked,
+                    Frame::Control(Box::new(Message::ConfigureNetwork { interfaces: vec![] }))
+                );
+                proto::send(&mut agent, answer).unwrap();
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        configure_network(&mut host, vec![], deadline).unwrap();
+        let e = configure_network(&mut host, vec![], deadline).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the guest agent failed: network interface eth0: no NIC"
+        );
+        t.join().unwrap();
     }
 
     #[test]

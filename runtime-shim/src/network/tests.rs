@@ -249,6 +249,7 @@ fn plumbs_every_interface_carries_frames_and_tears_down_cleanly() {
     let addrs_before = c.ip(&["-o", "addr", "show", "dev", "eth0"]);
 
     let ns = c.open();
+    assert_eq!(ns.path(), c.path());
     let plumbing = plumb(&ns).expect("plumb");
 
     // The guest's description.
