@@ -4,57 +4,33 @@
 //! virtio-blk and the agent's channel on a virtio-serial port whose other end
 //! is a Unix socket the test speaks the protocol on.
 //!
-//! Needs `qemu-system-x86_64`, `busybox` (static), `mkfs.ext4` and `cpio`;
-//! builds the guest kernel (`guest-kernel-config/build.sh`, cached) and the
-//! initramfs (`guest-agent/build-initramfs.sh`, cached) on first use. A
-//! missing tool fails the test with the reason: it never passes by skipping.
+//! Needs `qemu-system-x86_64`, `busybox` (static), `mkfs.ext4` and `cpio`.
+//! The guest kernel and the initramfs are `$RUNM_KERNEL` and `$RUNM_INITRD`,
+//! else built on first use by `guest-kernel-config/build.sh` and
+//! `guest-agent/build-initramfs.sh` (both cached). A missing tool fails the
+//! test with the reason: it never passes by skipping.
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
     use std::io::ErrorKind;
     use std::os::unix::net::UnixStream;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::OnceLock;
     use std::time::{Duration, Instant};
 
     use guest_agent::proto::{
         self, ContainerSpec, Frame, Message, MountSpec, ProcessSpec, Rlimit, RootSpec, Stream,
         PROTOCOL_VERSION,
     };
+    use test_support::images::{self, Applets};
     use vm_spec::{AgentPort, Console, DiskConfig, QemuAccel, QemuMicrovm};
 
     /// Time for one reply, guest boot included (software emulation, shared cores).
     const REPLY_TIMEOUT: Duration = Duration::from_secs(40);
     /// Time for QEMU to exit after the container ended.
     const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
-
-    /// One emulated machine at a time: the cores are shared.
-    static ONE_VM: Mutex<()> = Mutex::new(());
-
-    fn repo_root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("guest-agent lives in the workspace")
-            .to_path_buf()
-    }
-
-    /// Runs a build script; its last stdout line is the artifact's path.
-    fn script_output(script: &Path) -> Result<PathBuf, String> {
-        let out = Command::new(script)
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!("{} failed: {}", script.display(), out.status));
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .map(PathBuf::from)
-            .ok_or_else(|| format!("{} printed no path", script.display()))
-    }
 
     /// What every VM boots from.
     struct Artifacts {
@@ -69,63 +45,23 @@ mod tests {
         "false",
     ];
 
-    /// A busybox root file system as an ext4 image.
-    fn build_rootfs(dir: &Path) -> Result<PathBuf, String> {
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())
-            .ok_or("busybox is not installed (apt-get install busybox-static)")?;
-        let tree = dir.join("tree");
-        for d in ["bin", "dev", "proc", "sys", "etc", "root"] {
-            std::fs::create_dir_all(tree.join(d)).map_err(|e| e.to_string())?;
-        }
-        let tmp = tree.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
-            .map_err(|e| e.to_string())?;
-        std::fs::copy(busybox, tree.join("bin/busybox")).map_err(|e| e.to_string())?;
-        for applet in APPLETS {
-            std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet))
-                .map_err(|e| e.to_string())?;
-        }
-        let img = dir.join("rootfs.img");
-        let out = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
-            .arg(&tree)
-            .arg(&img)
-            .arg("16M")
-            .output()
-            .map_err(|e| format!("mkfs.ext4 (apt-get install e2fsprogs): {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mkfs.ext4 failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(img)
-    }
-
+    /// The guest kernel, the agent's initramfs and a busybox root file
+    /// system as an ext4 image, made once.
     fn artifacts() -> &'static Artifacts {
-        static ARTIFACTS: OnceLock<Result<Artifacts, String>> = OnceLock::new();
-        let built = ARTIFACTS.get_or_init(|| {
-            let root = repo_root();
-            let kernel_dir = script_output(&root.join("guest-kernel-config/build.sh"))?;
-            let initrd = script_output(&root.join("guest-agent/build-initramfs.sh"))?;
-            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let rootfs = build_rootfs(dir.path())?;
-            Ok(Artifacts {
-                vmlinux: kernel_dir.join("vmlinux"),
-                initrd,
+        static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+        ARTIFACTS.get_or_init(|| {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let tree = dir.path().join("tree");
+            images::busybox_tree(&tree, Applets::Only(APPLETS)).expect("the root file system");
+            let rootfs = dir.path().join("rootfs.img");
+            images::ext4_image(&tree, &rootfs, "16M", "root").expect("the root image");
+            Artifacts {
+                vmlinux: test_support::guest_kernel().expect("the guest kernel"),
+                initrd: test_support::agent_initramfs().expect("the agent initramfs"),
                 rootfs,
                 _dir: dir,
-            })
-        });
-        match built {
-            Ok(a) => a,
-            Err(e) => panic!("cannot build the test guest: {e}"),
-        }
+            }
+        })
     }
 
     /// Everything a test saw from its processes.
@@ -157,7 +93,7 @@ mod tests {
     impl Vm {
         fn boot() -> Vm {
             let art = artifacts();
-            let one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+            let one = test_support::one_guest_at_a_time();
             let dir = tempfile::tempdir().expect("temporary directory");
             // Each guest writes to its root: give it its own copy.
             let disk = dir.path().join("rootfs.img");
@@ -216,8 +152,7 @@ mod tests {
         fn logs(&self) -> String {
             let console =
                 std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default();
-            let lines: Vec<&str> = console.lines().collect();
-            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            let tail = test_support::tail(&console, 40);
             let qemu =
                 std::fs::read_to_string(self.dir.path().join("qemu.log")).unwrap_or_default();
             format!("\n--- guest console (last 40 lines) ---\n{tail}\n--- qemu ---\n{qemu}")

@@ -19,17 +19,14 @@ mod tests {
     use std::os::fd::{FromRawFd, OwnedFd, RawFd};
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::path::{Path, PathBuf};
-    use std::process::Command;
     use std::sync::{Mutex, MutexGuard};
     use std::time::{Duration, Instant};
 
     use crate::common::{bundle, guest_images, Runm};
 
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-    /// A runm for VM tests, holding the one-at-a-time lock.
+    /// A runm for VM tests, holding the one-guest-at-a-time lock.
     fn vm_runm() -> (MutexGuard<'static, ()>, Runm) {
-        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = test_support::one_guest_at_a_time();
         let (k, i) = guest_images();
         let r = Runm::new()
             .with_env("RUNM_KERNEL", k)
@@ -466,30 +463,12 @@ mod tests {
 
     /// An initramfs whose `/init` never answers the host (it sleeps).
     fn silent_initramfs(dir: &Path) -> PathBuf {
-        let stage = dir.join("silent");
-        fs::create_dir_all(stage.join("bin")).unwrap();
-        let bb = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox");
-        fs::copy(bb, stage.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep"] {
-            std::os::unix::fs::symlink("busybox", stage.join("bin").join(applet)).unwrap();
-        }
-        fs::write(stage.join("init"), "#!/bin/sh\nexec sleep 100000\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(stage.join("init"), fs::Permissions::from_mode(0o755)).unwrap();
         let cpio = dir.join("silent.cpio");
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "cd {} && find . | cpio --quiet -o -H newc > {}",
-                stage.display(),
-                cpio.display()
-            ))
-            .status()
-            .unwrap();
-        assert!(status.success(), "cpio");
+        let image = test_support::images::busybox_initramfs(
+            "#!/bin/busybox sh\nexec /bin/busybox sleep 100000\n",
+        )
+        .expect("the silent initramfs");
+        fs::write(&cpio, image).unwrap();
         cpio
     }
 
@@ -498,10 +477,11 @@ mod tests {
         let (_g, r) = vm_runm();
         let b = r.tmp.path().join("b");
         bundle(&b, &["true"], true, |_| {});
+        let (kernel, initrd) = guest_images();
         // The guest boots but nothing answers: the boot timeout ends it.
         let silent = silent_initramfs(r.tmp.path());
         let r1 = Runm::new()
-            .with_env("RUNM_KERNEL", &guest_images().0)
+            .with_env("RUNM_KERNEL", &kernel)
             .with_env("RUNM_INITRD", &silent)
             .with_env("RUNM_BOOT_TIMEOUT", "5");
         r1.run(&["--hypervisor", "qemu", "create", "mute", "--bundle", s(&b)])
@@ -513,7 +493,7 @@ mod tests {
         fs::write(&bad, "not a kernel").unwrap();
         let r2 = Runm::new()
             .with_env("RUNM_KERNEL", &bad)
-            .with_env("RUNM_INITRD", &guest_images().1);
+            .with_env("RUNM_INITRD", &initrd);
         let out = r2
             .run(&["--hypervisor", "qemu", "create", "bad", "--bundle", s(&b)])
             .fails_with("the VM exited");

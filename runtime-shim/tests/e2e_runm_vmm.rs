@@ -13,44 +13,11 @@ mod common;
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
-
-    use crate::common::{bundle, Runm};
-
-    fn repo() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf()
-    }
-
-    fn script_output(script: &str) -> PathBuf {
-        let out = Command::new("bash")
-            .arg(repo().join(script))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .unwrap_or_default(),
-        )
-    }
+    use crate::common::{bundle, guest_images, Runm};
 
     #[test]
     fn runm_vmm_backend_runs_or_explains() {
-        let kernel = std::env::var_os("RUNM_KERNEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| script_output("guest-kernel-config/build.sh").join("vmlinux"));
-        let initrd = std::env::var_os("RUNM_INITRD")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| script_output("guest-agent/build-initramfs.sh"));
+        let (kernel, initrd) = guest_images();
         let kvm_usable = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

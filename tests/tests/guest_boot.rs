@@ -3,10 +3,10 @@
 //!
 //! Builds nothing of the workspace: it runs the runm-vmm found at `$RUNM_VMM`,
 //! else `target/<profile>/runm-vmm` (the test command builds it first). The
-//! guest kernel comes from `guest-kernel-config/build.sh` (cached; minutes the
-//! first time). The initramfs is made here: a static busybox (`/bin/busybox`,
-//! Debian's busybox-static, which the setup installs) and an `/init` that
-//! prints a marker and reboots.
+//! guest kernel is `$RUNM_KERNEL`, else `guest-kernel-config/build.sh`'s
+//! (cached; minutes the first time). The initramfs is made here: a static
+//! busybox (Debian's busybox-static, which the setup installs) and an `/init`
+//! that prints a marker and reboots (`test_support::vmm`).
 //!
 //! On a PVM host (`/sys/module/kvm_pvm`) a stock guest kernel runs through
 //! KVM's instruction emulator: it reaches `Run /init` after a minute or more,
@@ -18,7 +18,7 @@
 mod boot {
     use std::time::{Duration, Instant};
 
-    use integration_tests::*;
+    use test_support::*;
     use vm_spec::HostKvm;
 
     /// How long the guest may take to get to init and end. Generous: on PVM a
@@ -35,7 +35,7 @@ mod boot {
     /// `sigterm_tears_the_vm_down` asserts that 2 vCPUs come up.
     #[test]
     fn guest_kernel_boots_to_init() {
-        let _one = ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = one_guest_at_a_time();
         let vcpus = if HostKvm::detect().is_pvm() { 1 } else { 2 };
         let vcpus_arg = vcpus.to_string();
         let smp_line = if vcpus == 1 {
@@ -43,7 +43,7 @@ mod boot {
         } else {
             format!("smp: Brought up 1 node, {vcpus} CPUs")
         };
-        let vmlinux = guest_vmlinux();
+        let vmlinux = guest_kernel().expect("the guest kernel");
         let dir = tempfile::tempdir().unwrap();
         let initrd = initramfs(dir.path());
         let log = dir.path().join("console.log");
@@ -127,8 +127,8 @@ mod boot {
     /// a network namespace of the test's own.
     #[test]
     fn guest_kernel_probes_virtio_devices_and_mounts_its_root_disk() {
-        let _one = ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner());
-        let vmlinux = guest_vmlinux();
+        let _one = one_guest_at_a_time();
+        let vmlinux = guest_kernel().expect("the guest kernel");
         let dir = tempfile::tempdir().unwrap();
         let disk = ext4_root(dir.path());
         let uds = dir.path().join("vsock.sock");
@@ -218,8 +218,8 @@ mod boot {
     /// work), then SIGTERM tears the busy VM down: exit 128 + 15, said on stderr.
     #[test]
     fn sigterm_tears_the_vm_down() {
-        let _one = ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner());
-        let vmlinux = guest_vmlinux();
+        let _one = one_guest_at_a_time();
+        let vmlinux = guest_kernel().expect("the guest kernel");
         let dir = tempfile::tempdir().unwrap();
         let initrd = initramfs(dir.path());
         let log = dir.path().join("console.log");
@@ -285,7 +285,7 @@ mod bad_input {
     use std::process::Command;
     use std::time::Duration;
 
-    use integration_tests::*;
+    use test_support::*;
 
     /// Runs runm-vmm with `args` in `dir` and checks the common promise of bad
     /// input: a non-zero exit within seconds, no panic, and exactly one line on

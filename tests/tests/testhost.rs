@@ -13,7 +13,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Instant;
 
-    use integration_tests::{repo_root, runm_vmm};
+    use test_support::{repo_root, runm_vmm};
 
     /// The tests that must PASS inside the test host, in the order they run.
     const EXPECTED: &[&str] = &[

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use test_support::images::{self, Applets};
+
 /// The runm binary under test.
 pub const RUNM: &str = env!("CARGO_BIN_EXE_runm");
 
@@ -277,70 +279,18 @@ pub fn bundle(dir: &Path, args: &[&str], busybox: bool, edit: impl FnOnce(&mut s
 /// `/etc/passwd`, and with `busybox` a static busybox with its applets as
 /// symbolic links in `/bin`.
 pub fn rootfs(dir: &Path, busybox: bool) {
-    for d in ["bin", "dev", "proc", "sys", "tmp", "etc"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
     if busybox {
-        let bb = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox (busybox-static) is needed for these tests");
-        fs::copy(bb, dir.join("bin/busybox")).unwrap();
-        let list = Command::new(bb).arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" && !applet.is_empty() {
-                let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
-            }
-        }
+        images::busybox_tree(dir, Applets::All).expect("a busybox root file system");
+    } else {
+        images::root_tree(dir).expect("a root file system");
     }
 }
 
-/// The workspace's top directory.
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The last stdout line of a build script.
-fn script_output(script: &str) -> String {
-    let out = Command::new("bash")
-        .arg(repo().join(script))
-        .output()
-        .unwrap_or_else(|e| panic!("{script}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// (kernel, initramfs): `$RUNM_KERNEL`/`$RUNM_INITRD`, else what the
-/// project's build scripts make (cached by them), found once per test run.
-pub fn guest_images() -> &'static (PathBuf, PathBuf) {
-    static IMAGES: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
-    IMAGES.get_or_init(|| {
-        let kernel = std::env::var_os("RUNM_KERNEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(script_output("guest-kernel-config/build.sh")).join("vmlinux")
-            });
-        let initrd = std::env::var_os("RUNM_INITRD")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(script_output("guest-agent/build-initramfs.sh")));
-        assert!(kernel.is_file(), "no guest kernel at {}", kernel.display());
-        assert!(
-            initrd.is_file(),
-            "no agent initramfs at {}",
-            initrd.display()
-        );
-        (kernel, initrd)
-    })
+/// (kernel, initramfs) for runm's VMs: `$RUNM_KERNEL`/`$RUNM_INITRD`, else
+/// what the project's build scripts make (cached by them).
+pub fn guest_images() -> (PathBuf, PathBuf) {
+    (
+        test_support::guest_kernel().expect("the guest kernel"),
+        test_support::agent_initramfs().expect("the agent initramfs"),
+    )
 }
