@@ -24,6 +24,7 @@ use super::marks::{self, TimedLine};
 use super::model::{Backend, HostKind};
 use super::procs;
 use super::spawn::{self, ExitInfo, Running};
+use super::vmm_startup::VmmLaunch;
 
 /// The programs and guest images found on this host.
 #[derive(Debug, Clone, Default)]
@@ -289,15 +290,15 @@ impl Env {
             Backend::RunmVmm => {
                 let id = self.next_id();
                 let console = self.work.join(format!("{id}-console.log"));
-                let mut cmd = Command::new(t.runm_vmm.clone().unwrap_or_default());
-                cmd.arg("--kernel")
-                    .arg(t.kernel.clone().unwrap_or_default())
-                    .arg("--initrd")
-                    .arg(&self.direct_initrd)
-                    .args(["--mem-mib", &self.vm_mem_mib.to_string(), "--vcpus", "1"])
-                    .arg("--print-phases")
-                    .arg("--console")
-                    .arg(format!("file:{}", console.display()));
+                let cmd = VmmLaunch {
+                    vmm: t.runm_vmm.as_deref().unwrap_or(Path::new("")),
+                    kernel: t.kernel.as_deref().unwrap_or(Path::new("")),
+                    initrd: Some(&self.direct_initrd),
+                    vcpus: 1,
+                    mem_mib: self.vm_mem_mib,
+                    console: Some(&console),
+                }
+                .command();
                 Ok(Instance {
                     backend,
                     run: Running::spawn(what, cmd, vec![console])?,

@@ -5,11 +5,13 @@
 //! program, and an /init that runs it and resets the machine).
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
+use test_support::images::{self, elf_is_static, Applets};
+use test_support::Cpio;
 
 use super::error::{ReportError, Result};
 use super::spawn;
@@ -20,39 +22,6 @@ pub const WORKLOAD_IN_ROOTFS: &str = "/bin/runm-bench-workload";
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "sleep", "uname", "hostname", "mount", "reboot", "true",
 ];
-
-/// Whether an ELF file is statically linked: it has no PT_INTERP program
-/// header (static and static-pie binaries have none).
-pub fn elf_is_static(data: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        data.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |o: usize| {
-        data.get(o..o + 8).map(|b| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(b);
-            u64::from_le_bytes(a)
-        })
-    };
-    // 64-bit little-endian ELF only (the one target here).
-    if data.get(0..6) != Some(b"\x7fELF\x02\x01") {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return false;
-    };
-    let Ok(phoff) = usize::try_from(phoff) else {
-        return false;
-    };
-    (0..usize::from(phnum)).all(|i| {
-        let at = phoff + i * usize::from(phentsize);
-        u32_at(at).is_some_and(|t| t != PT_INTERP)
-    })
-}
 
 /// Builds the benchmark program statically (in its own target directory,
 /// so the workspace's build cache keeps its flags) and returns its path.
@@ -104,22 +73,15 @@ fn copy_exec(from: &Path, to: &Path) -> Result<()> {
 
 /// Makes a busybox root file system in `dir` (bin with the applets, the
 /// program, and the directories the runtimes mount on) and returns it.
-pub fn make_rootfs(dir: &Path, busybox: &Path, workload: &Path) -> Result<PathBuf> {
+pub fn make_rootfs(dir: &Path, workload: &Path) -> Result<PathBuf> {
     let root = dir.join("rootfs");
-    for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "root", "run"] {
-        let p = root.join(d);
-        fs::create_dir_all(&p).map_err(ReportError::io(&p))?;
-    }
-    let tmp = root.join("tmp");
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).map_err(ReportError::io(&tmp))?;
-    copy_exec(busybox, &root.join("bin/busybox"))?;
-    for a in APPLETS {
-        let link = root.join("bin").join(a);
-        symlink("busybox", &link).map_err(ReportError::io(&link))?;
-    }
+    images::busybox_tree(&root, Applets::Only(APPLETS)).map_err(|e| ReportError::Command {
+        what: "making the busybox root file system".into(),
+        detail: e.to_string(),
+    })?;
+    let run = root.join("run");
+    fs::create_dir_all(&run).map_err(ReportError::io(&run))?;
     install_workload(&root, workload)?;
-    let etc = root.join("etc/passwd");
-    fs::write(&etc, "root:x:0:0:root:/:/bin/sh\n").map_err(ReportError::io(&etc))?;
     Ok(root)
 }
 
@@ -223,49 +185,6 @@ pub fn write_bundle(dir: &Path, config: &Value) -> Result<()> {
     fs::write(&path, text).map_err(ReportError::io(&path))
 }
 
-/// One member of a newc cpio archive.
-pub struct CpioEntry<'a> {
-    /// Path inside the archive, without a leading `/`.
-    pub name: &'a str,
-    /// st_mode: type and permission bits.
-    pub mode: u32,
-    /// (major, minor) for device nodes.
-    pub rdev: (u32, u32),
-    /// File contents (or a symlink's target).
-    pub data: &'a [u8],
-}
-
-/// An uncompressed newc ("070701") cpio archive of `entries` with its
-/// trailer, padded to 512 bytes. Uncompressed because a guest under
-/// emulation unpacks compressed initramfs images very slowly.
-pub fn newc_archive(entries: &[CpioEntry<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut put = |ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
-        let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
-        let namesize = u32::try_from(name.len() + 1).unwrap_or(0);
-        let filesize = u32::try_from(data.len()).unwrap_or(0);
-        out.extend_from_slice(b"070701");
-        for f in [
-            ino, mode, 0, 0, nlink, 0, filesize, 0, 0, rdev.0, rdev.1, namesize, 0,
-        ] {
-            out.extend_from_slice(format!("{f:08x}").as_bytes());
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.resize(out.len().next_multiple_of(4), 0);
-        out.extend_from_slice(data);
-        out.resize(out.len().next_multiple_of(4), 0);
-    };
-    let mut ino = 0u32;
-    for e in entries {
-        ino += 1;
-        put(ino, e.name, e.mode, e.rdev, e.data);
-    }
-    put(0, "TRAILER!!!", 0, (0, 0), &[]);
-    out.resize(out.len().next_multiple_of(512), 0);
-    out
-}
-
 /// The direct-boot /init: mounts what the program needs, runs it with the
 /// arguments the kernel passed to init (everything after `--` on the
 /// command line), and resets the machine (`reboot=k` makes the reset reach
@@ -279,88 +198,22 @@ pub const DIRECT_INIT: &str = "#!/bin/busybox sh
 
 /// The initramfs for QEMU's direct boot of the guest kernel.
 pub fn direct_boot_initramfs(busybox: &[u8], workload: &[u8]) -> Vec<u8> {
-    let dir = 0o040755;
-    let exe = 0o100755;
-    newc_archive(&[
-        CpioEntry {
-            name: "bin",
-            mode: dir,
-            rdev: (0, 0),
-            data: &[],
-        },
-        CpioEntry {
-            name: "dev",
-            mode: dir,
-            rdev: (0, 0),
-            data: &[],
-        },
-        CpioEntry {
-            name: "dev/console",
-            mode: 0o020600,
-            rdev: (5, 1),
-            data: &[],
-        },
-        CpioEntry {
-            name: "proc",
-            mode: dir,
-            rdev: (0, 0),
-            data: &[],
-        },
-        CpioEntry {
-            name: "tmp",
-            mode: 0o041777,
-            rdev: (0, 0),
-            data: &[],
-        },
-        CpioEntry {
-            name: "bin/busybox",
-            mode: exe,
-            rdev: (0, 0),
-            data: busybox,
-        },
-        CpioEntry {
-            name: "bin/sh",
-            mode: 0o120777,
-            rdev: (0, 0),
-            data: b"busybox",
-        },
-        CpioEntry {
-            name: "bin/runm-bench-workload",
-            mode: exe,
-            rdev: (0, 0),
-            data: workload,
-        },
-        CpioEntry {
-            name: "init",
-            mode: exe,
-            rdev: (0, 0),
-            data: DIRECT_INIT.as_bytes(),
-        },
-    ])
+    let mut cpio = Cpio::new();
+    cpio.dir("bin", 0o755)
+        .dir("dev", 0o755)
+        .char_dev("dev/console", 5, 1)
+        .dir("proc", 0o755)
+        .dir("tmp", 0o1777)
+        .file("bin/busybox", 0o755, busybox)
+        .symlink("bin/sh", "busybox")
+        .file("bin/runm-bench-workload", 0o755, workload)
+        .file("init", 0o755, DIRECT_INIT.as_bytes());
+    cpio.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn static_elf_check_reads_program_headers() {
-        let me = fs::read(std::env::current_exe().unwrap()).unwrap();
-        // The test binary is a normal dynamic executable.
-        assert!(!elf_is_static(&me));
-        assert!(!elf_is_static(b"#!/bin/sh\n"));
-        // A minimal ELF header with no program headers counts as static.
-        let mut hdr = vec![0u8; 64];
-        hdr[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        assert!(elf_is_static(&hdr));
-        // One PT_INTERP header makes it dynamic.
-        hdr[0x20] = 64;
-        hdr[0x36] = 56;
-        hdr[0x38] = 1;
-        hdr.resize(64 + 56, 0);
-        hdr[64] = 3;
-        assert!(!elf_is_static(&hdr));
-    }
 
     #[test]
     fn config_is_runc_like_with_our_args() {
@@ -385,29 +238,6 @@ mod tests {
     }
 
     #[test]
-    fn newc_archive_layout() {
-        let a = newc_archive(&[CpioEntry {
-            name: "init",
-            mode: 0o100755,
-            rdev: (0, 0),
-            data: b"#!x\n",
-        }]);
-        assert_eq!(a.len() % 512, 0);
-        assert_eq!(&a[..6], b"070701");
-        // ino 1, mode 0100755, then uid, gid, nlink 1.
-        assert_eq!(&a[6..22], b"00000001000081ed");
-        assert_eq!(&a[38..46], b"00000001");
-        // filesize 4 and namesize 5 ("init" + NUL).
-        assert_eq!(&a[54..62], b"00000004");
-        assert_eq!(&a[94..102], b"00000005");
-        assert_eq!(&a[110..115], b"init\0");
-        // 110 + 5 = 115, padded to 116, then the data.
-        assert_eq!(&a[116..120], b"#!x\n");
-        let text = String::from_utf8_lossy(&a);
-        assert!(text.contains("TRAILER!!!"));
-    }
-
-    #[test]
     fn direct_init_runs_the_program_with_init_args() {
         assert!(DIRECT_INIT.contains("/bin/runm-bench-workload \"$@\""));
         assert!(DIRECT_INIT.trim_end().ends_with("reboot -f"));
@@ -428,7 +258,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("prog");
         fs::write(&fake, b"x").unwrap();
-        let root = make_rootfs(dir.path(), &fake, &fake).unwrap();
+        let root = make_rootfs(dir.path(), &fake).unwrap();
         for p in ["bin/sh", "bin/busybox", "proc", "sys", "dev", "tmp"] {
             assert!(root.join(p).symlink_metadata().is_ok(), "{p}");
         }

@@ -1,5 +1,5 @@
 //! The host the figures come from (its kind of KVM, CPU, kernel, runc and
-//! QEMU versions, load) and where the programs and guest images are found.
+//! QEMU versions, load) and where its programs are found on PATH.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -113,38 +113,6 @@ pub fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-/// The workspace's root (benches/ is one of its members).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-/// The workspace's release binary `name`, if built.
-pub fn release_binary(name: &str) -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|d| repo_root().join(d))
-        .unwrap_or_else(|| repo_root().join("target"));
-    let p = target.join("release").join(name);
-    p.is_file().then_some(p)
-}
-
-/// The last non-empty stdout line of a build script (the path it prints).
-pub fn script_output(script: &Path) -> Option<PathBuf> {
-    let out = Command::new("bash")
-        .arg(script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
-    Some(PathBuf::from(last.trim()))
 }
 
 #[cfg(test)]

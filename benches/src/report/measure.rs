@@ -18,6 +18,7 @@ use super::model::{
 use super::probes::{self, HostView};
 use super::procs;
 use super::summary::fmt_num;
+use super::vmm_startup;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -447,45 +448,18 @@ fn idle_memory(env: &Env, plan: &Plan, b: Backend, n: usize) -> Result<DensityPo
     })
 }
 
-/// One start-up sample of runm-vmm.
-struct StartupSample {
-    /// Its phases up to the first KVM_RUN.
-    phases: Vec<(String, f64)>,
-    /// Its PSS 200 ms after the first KVM_RUN, KiB.
-    pss: u64,
-    /// The guest RAM it had touched then, KiB.
-    guest: u64,
-}
+/// When runm-vmm's memory is read: this long after its first KVM_RUN.
+const STARTUP_SAMPLE_AFTER: Duration = Duration::from_millis(200);
 
-/// Starts runm-vmm, waits for its first KVM_RUN mark, reads its memory
-/// 200 ms later (like `vmm-startup`), and ends it.
-fn vmm_startup_run(env: &Env) -> Result<StartupSample> {
-    let b = Backend::RunmVmm;
-    let mut inst = env.start(b, &RunSpec::args(&[]))?;
-    let got = inst.run.wait_until(Duration::from_secs(30), |run| {
-        run.stderr.iter().any(|l| {
-            vm_spec::PhaseMark::parse(&l.text)
-                .is_some_and(|m| m.phase == vm_spec::Phase::FirstKvmRun)
-        })
-    });
-    if !got {
-        return Err(ReportError::Output {
-            what: "runm-vmm".into(),
-            detail: format!("no first_kvm_run mark: {}", inst.run.tail(4)),
-        });
-    }
-    let phases = super::backends::phases(b, &[], &inst.run.stderr, &[], None, inst.run.t0_ns, None);
-    let first = phases
-        .iter()
-        .find(|(n, _)| n == marks::PHASE_FIRST_KVM_RUN)
-        .map_or(0.0, |(_, v)| *v);
-    // Memory a fixed time after the first KVM_RUN, like vmm-startup.
-    let now = super::spawn::monotonic_ns().saturating_sub(inst.run.t0_ns) as f64 / 1e6;
-    let wait = (first + 200.0 - now).max(0.0);
-    std::thread::sleep(Duration::from_micros((wait * 1000.0) as u64));
-    let pids: BTreeSet<i32> = [inst.run.pid].into_iter().collect();
-    let (pss, guest) = procs::memory_of(&pids, env.vm_mem_mib);
-    Ok(StartupSample { phases, pss, guest })
+/// Starts runm-vmm, takes one start-up sample, and ends it.
+fn vmm_startup_run(env: &Env) -> Result<vmm_startup::StartupSample> {
+    let mut inst = env.start(Backend::RunmVmm, &RunSpec::args(&[]))?;
+    vmm_startup::sample(
+        &mut inst.run,
+        env.vm_mem_mib,
+        STARTUP_SAMPLE_AFTER,
+        Duration::from_secs(30),
+    )
 }
 
 /// runm-vmm by itself: exec to its first KVM_RUN and its memory 200 ms
@@ -497,7 +471,7 @@ fn measure_runm_vmm(env: &Env, plan: &Plan, r: &mut BackendResult) {
     for i in 0..plan.runs {
         let res = vmm_startup_run(env);
         match res {
-            Ok(StartupSample { phases, pss, guest }) => {
+            Ok(vmm_startup::StartupSample { phases, memory }) => {
                 say(&format!(
                     "runm-vmm start-up {}/{}: {}; PSS {:.1} MiB (guest RAM touched {:.1} MiB)",
                     i + 1,
@@ -507,12 +481,12 @@ fn measure_runm_vmm(env: &Env, plan: &Plan, r: &mut BackendResult) {
                         .map(|(n, v)| format!("{n} {} ms", fmt_num(*v)))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    pss as f64 / 1024.0,
-                    guest as f64 / 1024.0
+                    memory.pss as f64 / 1024.0,
+                    memory.guest as f64 / 1024.0
                 ));
                 phase_runs.push(phases);
-                r.pss_kib.push(pss as f64);
-                r.guest_touched_kib.push(guest as f64);
+                r.pss_kib.push(memory.pss as f64);
+                r.guest_touched_kib.push(memory.guest as f64);
             }
             Err(e) => note(r, &format!("start-up run {}: {e}", i + 1)),
         }

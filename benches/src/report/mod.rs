@@ -25,10 +25,13 @@ pub mod procs;
 pub mod render;
 pub mod spawn;
 pub mod summary;
+pub mod vmm_startup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
+
+use test_support::workspace::{self, Binary, Profile};
 
 use backends::{Env, Tools};
 use error::{ReportError, Result};
@@ -83,7 +86,7 @@ fn parse_list<T>(v: &str, what: &str, f: impl Fn(&str) -> Option<T>) -> Result<V
 pub fn parse_args(args: &[String]) -> Result<Options> {
     let mut o = Options {
         plan: Plan::default(),
-        out: host::repo_root().join("target").join("report"),
+        out: test_support::repo_root().join("target").join("report"),
         bundle: None,
         build: true,
     };
@@ -172,36 +175,30 @@ fn build_binaries(repo: &Path) -> Result<()> {
     spawn::output("building runm and runm-vmm", &mut cmd).map(|_| ())
 }
 
-fn env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-}
-
-/// Finds the programs and the guest images (building the images through
-/// the project's scripts, which cache them).
-fn find_tools(repo: &Path) -> Tools {
-    let kernel = env_path("RUNM_KERNEL").or_else(|| {
-        host::script_output(&repo.join("guest-kernel-config/build.sh")).map(|d| d.join("vmlinux"))
-    });
-    let agent_initrd = env_path("RUNM_INITRD")
-        .or_else(|| host::script_output(&repo.join("guest-agent/build-initramfs.sh")));
+/// Finds the programs (the workspace's release builds first) and the guest
+/// images (building them through the project's scripts, which cache them);
+/// what is missing makes its backends "not measured".
+fn find_tools() -> Tools {
+    let built = |b: Binary| {
+        b.find(&[Profile::Release])
+            .ok()
+            .or_else(|| host::which(b.name))
+    };
     Tools {
         runc: host::which("runc"),
-        runm: env_path("RUNM_BIN")
-            .or_else(|| host::release_binary("runm"))
-            .or_else(|| host::which("runm")),
-        qemu: env_path("RUNM_QEMU").or_else(|| host::which("qemu-system-x86_64")),
-        runm_vmm: env_path("RUNM_VMM")
-            .or_else(|| host::release_binary("runm-vmm"))
-            .or_else(|| host::which("runm-vmm")),
-        kernel: kernel.filter(|k| k.is_file()),
-        agent_initrd: agent_initrd.filter(|i| i.is_file()),
+        runm: built(workspace::RUNM),
+        qemu: std::env::var_os("RUNM_QEMU")
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .or_else(|| host::which("qemu-system-x86_64")),
+        runm_vmm: built(workspace::RUNM_VMM),
+        kernel: workspace::guest_kernel().ok(),
+        agent_initrd: workspace::agent_initramfs().ok(),
     }
 }
 
 fn run(o: &Options) -> Result<()> {
-    let repo = host::repo_root();
+    let repo = test_support::repo_root();
     if o.build {
         println!("report: building runm, runm-vmm and the benchmark program (release)");
         build_binaries(&repo)?;
@@ -214,15 +211,11 @@ fn run(o: &Options) -> Result<()> {
         bundle::check_static(&p)?;
         p
     };
-    let busybox = host::which("busybox").ok_or_else(|| ReportError::Command {
-        what: "looking for busybox".into(),
-        detail: "not found: install busybox-static".into(),
+    let busybox = test_support::images::busybox().map_err(|e| ReportError::Command {
+        what: "looking for a static busybox".into(),
+        detail: e.to_string(),
     })?;
-    bundle::check_static(&busybox).map_err(|_| ReportError::Command {
-        what: format!("checking {}", busybox.display()),
-        detail: "busybox is not static: install busybox-static".into(),
-    })?;
-    let tools = find_tools(&repo);
+    let tools = find_tools();
     let work = tempfile::Builder::new()
         .prefix("runm-report-")
         .tempdir()
@@ -233,7 +226,7 @@ fn run(o: &Options) -> Result<()> {
             bundle::install_workload(&root, &workload)?;
             root
         }
-        None => bundle::make_rootfs(work.path(), &busybox, &workload)?,
+        None => bundle::make_rootfs(work.path(), &workload)?,
     };
     let initrd = work.path().join("direct.cpio");
     let bb = std::fs::read(&busybox).map_err(ReportError::io(&busybox))?;

@@ -3,8 +3,9 @@
 //! arrive, notice when such a file appears, and its exit; end it by its own
 //! pid on timeout or when dropped.
 //!
-//! Times are milliseconds since the spawn, from CLOCK_MONOTONIC, the clock
-//! runm-vmm's phase marks use, so its marks land on the same time line.
+//! Times are milliseconds since the spawn, from runm-vmm's own clock
+//! (`vmm::monotonic_ns`, CLOCK_MONOTONIC), the one its phase marks use, so
+//! its marks land on the same time line.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
@@ -22,17 +23,6 @@ use super::procs;
 /// How often watched files are polled: fine enough for phases of VMs that
 /// take tens of milliseconds and more, cheap enough for 2 shared cores.
 const FILE_POLL: Duration = Duration::from_millis(5);
-
-/// CLOCK_MONOTONIC in nanoseconds.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +90,7 @@ pub struct Running {
 }
 
 fn ms_since(t0_ns: u64) -> f64 {
-    monotonic_ns().saturating_sub(t0_ns) as f64 / 1e6
+    vmm::monotonic_ns().saturating_sub(t0_ns) as f64 / 1e6
 }
 
 fn pump_lines(r: impl Read + Send + 'static, t0: u64, tx: Sender<Event>, err: bool) {
@@ -179,7 +169,7 @@ impl Running {
             .stderr(Stdio::piped());
         let (tx, events) = channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let t0 = monotonic_ns();
+        let t0 = vmm::monotonic_ns();
         let mut child = cmd.spawn().map_err(|source| ReportError::Spawn {
             program: format!("{:?}", cmd.get_program()),
             source,
