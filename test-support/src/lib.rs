@@ -9,8 +9,10 @@
 //! - [`vmm`]: runm-vmm as a child process under test, and the guest whose
 //!   init prints a marker.
 //!
-//! Test code only: production crates never depend on this one (the clock
-//! of runm-vmm's phase marks, for one, is runm-vmm's own).
+//! Test code only: production crates never depend on this one. What
+//! production code owns stays there and tests use it from there (the clock
+//! of runm-vmm's phase marks is `vm_spec::phase::monotonic_ns`, host KVM
+//! detection is `vm_spec::HostKvm`).
 
 pub mod cpio;
 pub mod images;

@@ -2,7 +2,8 @@
 //! phase, `runm-vmm: phase NAME monotonic_ns=N`, with N the
 //! `CLOCK_MONOTONIC` time in nanoseconds, comparable across processes.
 //! runm-vmm writes them with [`PhaseMark`]'s `Display`; the benchmarks read
-//! them with [`PhaseMark::parse`].
+//! them with [`PhaseMark::parse`] and time their own events with the same
+//! clock, [`monotonic_ns`], so both land on one time line.
 
 use std::fmt;
 
@@ -10,6 +11,18 @@ use std::fmt;
 const PREFIX: &str = "runm-vmm: phase ";
 /// What precedes the timestamp.
 const TIME_KEY: &str = "monotonic_ns=";
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of every mark.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only into `ts`, which lives through the
+    // call; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
 
 /// A point in runm-vmm's start-up and end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +79,11 @@ impl PhaseMark {
         }
     }
 
+    /// `phase` reached now.
+    pub fn now(phase: Phase) -> Self {
+        PhaseMark::new(phase, monotonic_ns())
+    }
+
     /// A mark from a line of runm-vmm's stderr; `None` for any other line.
     pub fn parse(line: &str) -> Option<Self> {
         let rest = line.trim().strip_prefix(PREFIX)?;
@@ -103,6 +121,15 @@ mod tests {
             PhaseMark::new(Phase::FirstKvmRun, 854_224_186_481).to_string(),
             "runm-vmm: phase first_kvm_run monotonic_ns=854224186481"
         );
+    }
+
+    #[test]
+    fn marks_made_now_follow_the_clock() {
+        let before = monotonic_ns();
+        let m = PhaseMark::now(Phase::KvmOpen);
+        assert!(before > 0);
+        assert!(m.monotonic_ns >= before);
+        assert!(monotonic_ns() >= m.monotonic_ns);
     }
 
     #[test]

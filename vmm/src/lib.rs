@@ -172,20 +172,9 @@ pub struct Vmm {
     options: RunOptions,
 }
 
-/// CLOCK_MONOTONIC in nanoseconds.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
 fn phase(options: &RunOptions, phase: Phase) {
     if options.print_phases {
-        eprintln!("{}", PhaseMark::new(phase, monotonic_ns()));
+        eprintln!("{}", PhaseMark::now(phase));
     }
 }
 

@@ -3,9 +3,9 @@
 //! arrive, notice when such a file appears, and its exit; end it by its own
 //! pid on timeout or when dropped.
 //!
-//! Times are milliseconds since the spawn, from runm-vmm's own clock
-//! (`vmm::monotonic_ns`, CLOCK_MONOTONIC), the one its phase marks use, so
-//! its marks land on the same time line.
+//! Times are milliseconds since the spawn, from the clock runm-vmm's phase
+//! marks use (`vm_spec::phase::monotonic_ns`), so its marks land on the
+//! same time line.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use vm_spec::phase::monotonic_ns;
 
 use super::error::{ReportError, Result};
 use super::marks::TimedLine;
@@ -90,7 +92,7 @@ pub struct Running {
 }
 
 fn ms_since(t0_ns: u64) -> f64 {
-    vmm::monotonic_ns().saturating_sub(t0_ns) as f64 / 1e6
+    monotonic_ns().saturating_sub(t0_ns) as f64 / 1e6
 }
 
 fn pump_lines(r: impl Read + Send + 'static, t0: u64, tx: Sender<Event>, err: bool) {
@@ -169,7 +171,7 @@ impl Running {
             .stderr(Stdio::piped());
         let (tx, events) = channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let t0 = vmm::monotonic_ns();
+        let t0 = monotonic_ns();
         let mut child = cmd.spawn().map_err(|source| ReportError::Spawn {
             program: format!("{:?}", cmd.get_program()),
             source,

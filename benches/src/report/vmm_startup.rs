@@ -12,6 +12,7 @@ use super::error::{ReportError, Result};
 use super::model::Backend;
 use super::spawn::Running;
 use crate::procfs;
+use vm_spec::phase::monotonic_ns;
 use vm_spec::{Phase, PhaseMark};
 
 /// How runm-vmm is started.
@@ -156,7 +157,7 @@ pub fn sample(
         None,
     );
     let at = first_ns + u64::try_from(sample_after.as_nanos()).unwrap_or(u64::MAX);
-    let now = vmm::monotonic_ns();
+    let now = monotonic_ns();
     if at > now {
         std::thread::sleep(Duration::from_nanos(at - now));
     }

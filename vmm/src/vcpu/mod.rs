@@ -184,7 +184,7 @@ impl Vcpu {
 
     fn run(&mut self, io: &IoBuses, stop: &AtomicBool) -> VcpuEnd {
         if self.announce_first_run {
-            let mark = vm_spec::PhaseMark::new(vm_spec::Phase::FirstKvmRun, crate::monotonic_ns());
+            let mark = vm_spec::PhaseMark::now(vm_spec::Phase::FirstKvmRun);
             eprintln!("{mark}");
         }
         loop {
