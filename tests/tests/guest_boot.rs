@@ -363,6 +363,24 @@ mod bad_input {
             names.sort();
             assert!(names.is_empty(), "left behind: {names:?}");
         }
+        /// `--config` with a file naming the junk kernel and the console
+        /// plus the JSON member `member`, refused with `expect` in the error
+        /// line, leaving nothing behind.
+        fn config_refused(&self, member: &str, expect: &str) {
+            let cfg = self.path("input-vm.json");
+            let json = format!(
+                r#"{{"kernel": "{}", "console": {{"file": "{}"}}, {member}}}"#,
+                self.s("input-junk-kernel"),
+                self.s("console.log")
+            );
+            std::fs::write(&cfg, json).unwrap();
+            refuses(
+                self.dir.path(),
+                &["--config", cfg.to_str().unwrap()],
+                expect,
+            );
+            self.assert_clean();
+        }
         /// `--kernel KERNEL --console file:...` plus `extra`, refused
         /// with `expect` in the error line, leaving nothing behind.
         fn run_with(&self, kernel: &str, extra: &[&str], expect: &str) -> String {
@@ -519,40 +537,14 @@ mod bad_input {
 
     #[test]
     fn unknown_config_field() {
-        let w = Work::new();
-        let cfg = w.path("input-vm.json");
-        let json = format!(
-            r#"{{"kernel": "{}", "console": {{"file": "{}"}}, "memory_mb": 64}}"#,
-            w.s("input-junk-kernel"),
-            w.s("console.log")
-        );
-        std::fs::write(&cfg, json).unwrap();
-        refuses(
-            w.dir.path(),
-            &["--config", cfg.to_str().unwrap()],
-            "unknown field `memory_mb`",
-        );
-        w.assert_clean();
+        Work::new().config_refused(r#""memory_mb": 64"#, "unknown field `memory_mb`");
     }
 
     #[test]
     fn invalid_value_in_config_file() {
         // Valid JSON, a valid field, a value validation refuses: the console
         // named in the same file must not be created.
-        let w = Work::new();
-        let cfg = w.path("input-vm.json");
-        let json = format!(
-            r#"{{"kernel": "{}", "console": {{"file": "{}"}}, "vcpus": 0}}"#,
-            w.s("input-junk-kernel"),
-            w.s("console.log")
-        );
-        std::fs::write(&cfg, json).unwrap();
-        refuses(
-            w.dir.path(),
-            &["--config", cfg.to_str().unwrap()],
-            "vcpu count is 0",
-        );
-        w.assert_clean();
+        Work::new().config_refused(r#""vcpus": 0"#, "vcpu count is 0");
     }
 
     #[test]
