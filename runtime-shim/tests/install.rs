@@ -20,13 +20,14 @@ mod tests {
     use std::process::{Command, Stdio};
     use std::time::{Duration, SystemTime};
 
-    use crate::common::{bundle, repo, wait_bounded, Runm};
+    use crate::common::{bundle, wait_bounded, Runm};
+    use test_support::repo_root;
 
     /// What `install.sh ARGS` did: exit status and stderr.
     fn install(tmp: &Path, args: &[&str]) -> (i32, String) {
         let err = tmp.join("install.err");
         let mut child = Command::new("bash")
-            .arg(repo().join("scripts/install.sh"))
+            .arg(repo_root().join("scripts/install.sh"))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
