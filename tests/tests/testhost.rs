@@ -10,10 +10,9 @@
 #[cfg(test)]
 mod tests {
     use std::process::{Command, Stdio};
-    use std::sync::Mutex;
     use std::time::Instant;
 
-    use test_support::{repo_root, runm_vmm};
+    use test_support::{one_guest_at_a_time, repo_root, runm_vmm};
 
     /// The tests that must PASS inside the test host, in the order they run.
     const EXPECTED: &[&str] = &[
@@ -31,9 +30,6 @@ mod tests {
         "runm-oci-lifecycle",
         "runm-oci-two-containers",
     ];
-
-    /// Each test boots a software-emulated machine with 2 vCPUs: one at a time.
-    static ONE_MACHINE: Mutex<()> = Mutex::new(());
 
     struct Run {
         success: bool,
@@ -69,7 +65,7 @@ mod tests {
     fn testhost_suite_passes() {
         // Fails with the command that builds it when there is no binary.
         let vmm = runm_vmm();
-        let _machine = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+        let _machine = one_guest_at_a_time();
         let vmm = vmm.to_str().expect("runm-vmm path is UTF-8");
         let run = run_testhost(&["--vmm", vmm]);
 
@@ -104,7 +100,8 @@ mod tests {
         // The same image as the suite's (cached); this test does not use runm-vmm.
         let vmm = runm_vmm();
         let vmm_arg = vmm.to_str().expect("runm-vmm path is UTF-8");
-        let _machine = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+        // A software-emulated machine with 2 vCPUs: one at a time.
+        let _machine = one_guest_at_a_time();
         let args = [
             "--vmm",
             vmm_arg,
