@@ -65,6 +65,7 @@ mod tests {
     fn testhost_suite_passes() {
         // Fails with the command that builds it when there is no binary.
         let vmm = runm_vmm();
+        // A software-emulated machine with 2 vCPUs: one at a time.
         let _machine = one_guest_at_a_time();
         let vmm = vmm.to_str().expect("runm-vmm path is UTF-8");
         let run = run_testhost(&["--vmm", vmm]);
@@ -100,7 +101,6 @@ mod tests {
         // The same image as the suite's (cached); this test does not use runm-vmm.
         let vmm = runm_vmm();
         let vmm_arg = vmm.to_str().expect("runm-vmm path is UTF-8");
-        // A software-emulated machine with 2 vCPUs: one at a time.
         let _machine = one_guest_at_a_time();
         let args = [
             "--vmm",
