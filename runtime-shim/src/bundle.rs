@@ -11,7 +11,14 @@
 //!   quota/period (vCPUs), `annotations` (and runm's own `io.runm.*`);
 //!   `linux.cgroupsPath` with the memory limit and CPU quota, period and
 //!   shares are also applied on the host, to the sandbox and VM processes
-//!   (`create` does that with [`crate::cgroup`], or warns where it cannot);
+//!   (`create` does that with [`crate::cgroup`]);
+//! - held to runm's own configuration ([`crate::config`]), because the
+//!   bundle is not trusted: `io.runm.*` annotations only where enabled, guest
+//!   RAM and vCPUs within the host's limits (a request above them is refused,
+//!   a resource limit above them is already kept by the largest VM allowed),
+//!   and `root.path` opened without following a symlink out of the bundle
+//!   (relative) or any symlink at all (absolute), then used only through
+//!   the open directory ([`RootDir`]), so it cannot be swapped afterwards;
 //! - refused with an error: bind mounts and other mounts of host paths, and
 //!   joining existing namespaces (`linux.namespaces[].path`): a VM cannot
 //!   share them with the host, and pretending would give the workload
@@ -28,11 +35,15 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use guest_agent::proto::{ContainerSpec, MountSpec, ProcessSpec, Rlimit, RootSpec};
 use oci_spec::runtime::{Process, Spec};
+use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
 use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Limits};
 
 /// Guest RAM when the bundle sets no memory limit.
 pub const DEFAULT_MEM_MIB: u64 = 256;
@@ -127,8 +138,10 @@ pub struct ContainerPlan {
     pub container: ContainerSpec,
     /// VM size.
     pub sizing: VmSizing,
-    /// `io.runm.hypervisor`, if given.
+    /// `io.runm.hypervisor`, if given (and enabled).
     pub hypervisor: Option<String>,
+    /// `io.runm.vm.host_overhead_mib`, if given (and enabled, within the limit).
+    pub host_overhead_mib: Option<u64>,
     /// The bundle's annotations.
     pub annotations: BTreeMap<String, String>,
     /// Configuration runm accepts but does not apply (see the module docs).
@@ -170,33 +183,110 @@ impl HostResources {
     }
 }
 
-/// Reads `<bundle>/config.json` and maps it; checks the root file system exists.
-pub fn load(bundle: &Path, id: &str) -> Result<ContainerPlan, BundleError> {
+/// The root file system directory, open (`O_PATH`): everything after
+/// [`load`] reaches it through this descriptor, never through `root.path`
+/// again, so a symlink swapped in afterwards changes nothing.
+#[derive(Debug)]
+pub struct RootDir {
+    fd: OwnedFd,
+}
+
+impl RootDir {
+    /// A path to the open directory that this process and its children
+    /// (same user) can use while this process runs.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.fd.as_raw_fd()
+        ))
+    }
+}
+
+/// Reads `<bundle>/config.json`, maps it under runm's `config` and opens
+/// the root file system.
+pub fn load(
+    bundle: &Path,
+    id: &str,
+    config: &Config,
+) -> Result<(ContainerPlan, RootDir), BundleError> {
     let bundle = fs::canonicalize(bundle).map_err(|source| BundleError::BundleDir {
         path: bundle.to_path_buf(),
         source,
     })?;
     let (spec, raw) = read_config(&bundle)?;
-    let host_cpus = std::thread::available_parallelism()
-        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
-        .unwrap_or(1);
-    let plan = plan(&spec, &raw, &bundle, id, host_cpus)?;
-    match fs::metadata(&plan.rootfs) {
-        Ok(m) if m.is_dir() => Ok(plan),
-        Ok(_) => Err(BundleError::Rootfs {
-            rootfs: plan.rootfs,
-            config: bundle.join("config.json"),
-            why: "is not a directory".into(),
-        }),
-        Err(e) => Err(BundleError::Rootfs {
-            rootfs: plan.rootfs,
-            config: bundle.join("config.json"),
-            why: if e.kind() == io::ErrorKind::NotFound {
-                "does not exist".into()
-            } else {
-                format!("cannot be read: {e}")
-            },
-        }),
+    let plan = plan(&spec, &raw, &bundle, id, config, &config.host_limits())?;
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let dir = open_root(&bundle, &root)?;
+    Ok((plan, dir))
+}
+
+/// Opens `root` (`root.path`): a relative path beneath `bundle`, through
+/// symlinks only where they stay beneath it; an absolute one through no
+/// symlink at all (what it names is the host's business, and a symlink in it
+/// is how a hostile bundle would point elsewhere).
+pub fn open_root(bundle: &Path, root: &Path) -> Result<RootDir, BundleError> {
+    let rootfs = bundle.join(root);
+    let fail = |why: String| BundleError::Rootfs {
+        rootfs: rootfs.clone(),
+        config: bundle.join("config.json"),
+        why,
+    };
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let absolute = root.is_absolute();
+    let opened = if absolute {
+        openat2_retrying(
+            CWD,
+            root,
+            flags,
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+    } else {
+        rustix::fs::open(bundle, flags, Mode::empty()).and_then(|b| {
+            openat2_retrying(
+                &b,
+                root,
+                flags,
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            )
+        })
+    };
+    match opened {
+        Ok(fd) => Ok(RootDir { fd }),
+        Err(rustix::io::Errno::NOENT) => Err(fail("does not exist".into())),
+        Err(rustix::io::Errno::NOTDIR) => Err(fail("is not a directory".into())),
+        Err(rustix::io::Errno::XDEV) => Err(fail(
+            "leads out of the bundle directory (through a symlink or '..'): refused".into(),
+        )),
+        Err(rustix::io::Errno::LOOP) if absolute => Err(fail(
+            "has a symlink in it: an absolute root.path must name the directory without symlinks"
+                .into(),
+        )),
+        Err(rustix::io::Errno::NOSYS) => Err(fail(
+            "cannot be opened safely: this kernel has no openat2 (Linux 5.6 or later needed)"
+                .into(),
+        )),
+        Err(e) => Err(fail(format!("cannot be opened: {}", io::Error::from(e)))),
+    }
+}
+
+/// openat2 answers EAGAIN when a rename elsewhere raced the lookup.
+fn openat2_retrying<Fd: std::os::fd::AsFd>(
+    dir: Fd,
+    path: &Path,
+    flags: OFlags,
+    resolve: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(&dir, path, flags, Mode::empty(), resolve) {
+            Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
+            r => return r,
+        }
     }
 }
 
@@ -217,13 +307,15 @@ pub fn read_config(bundle: &Path) -> Result<(Spec, serde_json::Value), BundleErr
     Ok((spec, raw))
 }
 
-/// Maps a parsed configuration (no file system access).
+/// Maps a parsed configuration (no file system access), holding it to
+/// runm's configuration `runm` and the host's `limits`.
 pub fn plan(
     spec: &Spec,
     raw: &serde_json::Value,
     bundle: &Path,
     id: &str,
-    host_cpus: u32,
+    runm: &Config,
+    limits: &Limits,
 ) -> Result<ContainerPlan, BundleError> {
     let config = bundle.join("config.json");
     let invalid = |what: &str| BundleError::Invalid {
@@ -271,8 +363,33 @@ pub fn plan(
         .as_ref()
         .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    let sizing = sizing(spec, &annotations, host_cpus).map_err(|what| invalid(&what))?;
+    for name in annotations.keys().filter(|k| k.starts_with("io.runm.")) {
+        if !runm.annotation_enabled(name) {
+            return Err(invalid(&format!(
+                "annotation {name} is not enabled by runm's configuration ({}: \
+                 enable_annotations); only the host may choose it",
+                runm.source.display()
+            )));
+        }
+    }
+    let sizing = sizing(spec, &annotations, limits).map_err(|what| invalid(&what))?;
     let hypervisor = annotations.get(ANNOTATION_HYPERVISOR).cloned();
+    let host_overhead_mib = match annotations.get(ANNOTATION_HOST_OVERHEAD) {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|m| *m <= limits.max_host_overhead_mib)
+                .ok_or_else(|| {
+                    invalid(&format!(
+                        "annotation {ANNOTATION_HOST_OVERHEAD}='{v}': give a number of MiB, \
+                         at most {} (runm's configuration: max_host_overhead_mib)",
+                        limits.max_host_overhead_mib
+                    ))
+                })?,
+        ),
+    };
     let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
 
     Ok(ContainerPlan {
@@ -291,6 +408,7 @@ pub fn plan(
         },
         sizing,
         hypervisor,
+        host_overhead_mib,
         annotations,
         ignored: ignored_fields(raw),
         cgroups_path: spec
@@ -397,21 +515,32 @@ fn mount_spec(m: &oci_spec::runtime::Mount) -> Result<Option<MountSpec>, BundleE
     }))
 }
 
-/// Guest RAM and vCPUs from the resources and the `io.runm.vm.*` annotations.
+/// Guest RAM and vCPUs from the resources and the `io.runm.vm.*`
+/// annotations, within `limits`: resource limits above them are clamped
+/// (the largest VM allowed keeps them), annotations above them refused (they
+/// ask for a size, and the host does not give it).
 fn sizing(
     spec: &Spec,
     annotations: &BTreeMap<String, String>,
-    host_cpus: u32,
+    limits: &Limits,
 ) -> Result<VmSizing, String> {
+    let max_mem = limits.max_memory_mib;
+    if max_mem < MIN_MEM_MIB {
+        return Err(format!(
+            "runm's configuration allows at most {max_mem} MiB of guest RAM, less than the \
+             {MIN_MEM_MIB} MiB a guest needs"
+        ));
+    }
+    let max_vcpus = u8::try_from(limits.max_vcpus.clamp(1, u32::from(MAX_VCPUS))).unwrap_or(1);
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-    let mut mem_mib = DEFAULT_MEM_MIB;
+    let mut mem_mib = DEFAULT_MEM_MIB.min(max_mem);
     if let Some(limit) = resources
         .and_then(|r| r.memory().as_ref())
         .and_then(|m| m.limit())
     {
         if limit > 0 {
             let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-            mem_mib = limit.div_ceil(1 << 20).max(MIN_MEM_MIB);
+            mem_mib = limit.div_ceil(1 << 20).clamp(MIN_MEM_MIB, max_mem);
         }
     }
     let mut vcpus = DEFAULT_VCPUS;
@@ -420,8 +549,7 @@ fn sizing(
             if quota > 0 && period > 0 {
                 let quota = u64::try_from(quota).unwrap_or(u64::MAX);
                 let want = quota.div_ceil(period);
-                let cap = u64::from(host_cpus.clamp(1, u32::from(MAX_VCPUS)));
-                vcpus = u8::try_from(want.min(cap)).unwrap_or(MAX_VCPUS);
+                vcpus = u8::try_from(want.min(u64::from(max_vcpus))).unwrap_or(max_vcpus);
             }
         }
     }
@@ -430,19 +558,26 @@ fn sizing(
             .trim()
             .parse::<u64>()
             .ok()
-            .filter(|m| *m >= MIN_MEM_MIB)
+            .filter(|m| (MIN_MEM_MIB..=max_mem).contains(m))
             .ok_or_else(|| {
-                format!("annotation {ANNOTATION_MEMORY}='{v}': give a number of MiB, at least {MIN_MEM_MIB}")
+                format!(
+                    "annotation {ANNOTATION_MEMORY}='{v}': give a number of MiB from \
+                     {MIN_MEM_MIB} to {max_mem} (this host's limit)"
+                )
             })?;
     }
     if let Some(v) = annotations.get(ANNOTATION_VCPUS) {
         vcpus = v
             .trim()
-            .parse::<u8>()
+            .parse::<u64>()
             .ok()
-            .filter(|n| (1..=MAX_VCPUS).contains(n))
+            .filter(|n| (1..=u64::from(max_vcpus)).contains(n))
+            .and_then(|n| u8::try_from(n).ok())
             .ok_or_else(|| {
-                format!("annotation {ANNOTATION_VCPUS}='{v}': give a number from 1 to {MAX_VCPUS}")
+                format!(
+                    "annotation {ANNOTATION_VCPUS}='{v}': give a number from 1 to {max_vcpus} \
+                     (this host's limit)"
+                )
             })?;
     }
     Ok(VmSizing { mem_mib, vcpus })
@@ -537,9 +672,27 @@ mod tests {
         })
     }
 
-    fn plan_of(v: serde_json::Value) -> Result<ContainerPlan, BundleError> {
+    fn plan_with(v: serde_json::Value, config: &Config) -> Result<ContainerPlan, BundleError> {
         let (spec, raw) = parse(v);
-        plan(&spec, &raw, Path::new("/b"), "c1", 4)
+        plan(
+            &spec,
+            &raw,
+            Path::new("/b"),
+            "c1",
+            config,
+            &config.limits(4, 8192),
+        )
+    }
+
+    fn plan_of(v: serde_json::Value) -> Result<ContainerPlan, BundleError> {
+        plan_with(v, &Config::default())
+    }
+
+    fn all_annotations() -> Config {
+        Config {
+            enable_annotations: vec!["io.runm.*".into()],
+            ..Config::default()
+        }
     }
 
     #[test]
@@ -658,7 +811,7 @@ mod tests {
             "io.runm.vm.vcpus": "3",
             "io.runm.hypervisor": "qemu",
         });
-        let p = plan_of(v.clone()).unwrap();
+        let p = plan_with(v.clone(), &all_annotations()).unwrap();
         assert_eq!(
             p.sizing,
             VmSizing {
@@ -668,6 +821,10 @@ mod tests {
         );
         assert_eq!(p.hypervisor.as_deref(), Some("qemu"));
         assert_eq!(p.annotations.len(), 3);
+        v["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("io.runm.hypervisor");
         v["annotations"]["io.runm.vm.memory_mib"] = "lots".into();
         let e = plan_of(v.clone()).unwrap_err().to_string();
         assert!(e.contains("io.runm.vm.memory_mib='lots'"), "{e}");
@@ -773,24 +930,206 @@ mod tests {
 
     #[test]
     fn files_and_rootfs_errors_name_the_file() {
+        let c = Config::default();
         let dir = tempfile::tempdir().unwrap();
-        let e = load(dir.path(), "c").unwrap_err().to_string();
+        let e = load(dir.path(), "c", &c).unwrap_err().to_string();
         assert!(
             e.contains("config.json") && e.contains("cannot read"),
             "{e}"
         );
         fs::write(dir.path().join("config.json"), "{ nope").unwrap();
-        let e = load(dir.path(), "c").unwrap_err().to_string();
+        let e = load(dir.path(), "c", &c).unwrap_err().to_string();
         assert!(
             e.starts_with("malformed ") && e.contains("config.json"),
             "{e}"
         );
         fs::write(dir.path().join("config.json"), minimal().to_string()).unwrap();
-        let e = load(dir.path(), "c").unwrap_err().to_string();
+        let e = load(dir.path(), "c", &c).unwrap_err().to_string();
         assert!(e.contains("rootfs") && e.contains("does not exist"), "{e}");
+        fs::write(dir.path().join("rootfs"), "").unwrap();
+        let e = load(dir.path(), "c", &c).unwrap_err().to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+        fs::remove_file(dir.path().join("rootfs")).unwrap();
         fs::create_dir(dir.path().join("rootfs")).unwrap();
-        load(dir.path(), "c").unwrap();
-        let e = load(&dir.path().join("nope"), "c").unwrap_err().to_string();
+        let (_, root) = load(dir.path(), "c", &c).unwrap();
+        assert_eq!(
+            fs::canonicalize(root.path()).unwrap(),
+            fs::canonicalize(dir.path().join("rootfs")).unwrap()
+        );
+        let e = load(&dir.path().join("nope"), "c", &c)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("bundle directory"), "{e}");
+    }
+
+    /// A bundle with `root.path` = `root` in `dir`.
+    fn bundle_with_root(dir: &Path, root: &str) {
+        let mut v = minimal();
+        v["root"]["path"] = root.into();
+        fs::write(dir.join("config.json"), v.to_string()).unwrap();
+    }
+
+    #[test]
+    fn root_path_symlinks_out_of_place_are_refused() {
+        let c = Config::default();
+        let t = tempfile::tempdir().unwrap();
+        let bundle = t.path().join("bundle");
+        let outside = t.path().join("outside");
+        fs::create_dir_all(bundle.join("real/sub")).unwrap();
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, bundle.join(name)).unwrap();
+        };
+        link(&outside, "abs-out");
+        link(Path::new("../outside"), "rel-out");
+        link(Path::new("real"), "inside");
+        link(Path::new("/"), "slash");
+        std::os::unix::fs::symlink(&outside, bundle.join("real/escape")).unwrap();
+
+        // Relative: symlinks that stay beneath the bundle are followed.
+        for (ok, expect) in [
+            ("real", "real"),
+            ("inside", "real"),
+            ("inside/sub", "real/sub"),
+            ("./real", "real"),
+        ] {
+            bundle_with_root(&bundle, ok);
+            let (_, root) = load(&bundle, "c", &c).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(
+                fs::canonicalize(root.path()).unwrap(),
+                fs::canonicalize(bundle.join(expect)).unwrap(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "abs-out",
+            "rel-out",
+            "slash",
+            "real/escape",
+            "abs-out/sub",
+            "../outside",
+        ] {
+            bundle_with_root(&bundle, bad);
+            let e = load(&bundle, "c", &c).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("root file system {}", bundle.join(bad).display()))
+                    && e.contains("leads out of the bundle directory"),
+                "{bad}: {e}"
+            );
+        }
+
+        // Absolute: no symlink anywhere in it.
+        let real = fs::canonicalize(bundle.join("real")).unwrap();
+        bundle_with_root(&bundle, real.to_str().unwrap());
+        load(&bundle, "c", &c).unwrap();
+        let canon_bundle = fs::canonicalize(&bundle).unwrap();
+        for bad in [
+            canon_bundle.join("abs-out"),
+            canon_bundle.join("inside"),
+            canon_bundle.join("abs-out/sub"),
+        ] {
+            bundle_with_root(&bundle, bad.to_str().unwrap());
+            let e = load(&bundle, "c", &c).unwrap_err().to_string();
+            assert!(e.contains("has a symlink in it"), "{}: {e}", bad.display());
+        }
+    }
+
+    #[test]
+    fn untrusted_annotations_are_refused_unless_enabled() {
+        let mut v = minimal();
+        v["annotations"] = serde_json::json!({"io.runm.hypervisor": "runm-vmm"});
+        let e = plan_of(v.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("annotation io.runm.hypervisor is not enabled")
+                && e.contains("/etc/runm/config.json")
+                && e.contains("/b/config.json"),
+            "{e}"
+        );
+        v["annotations"] = serde_json::json!({"io.runm.vm.host_overhead_mib": "100000"});
+        let e = plan_of(v.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("io.runm.vm.host_overhead_mib is not enabled"),
+            "{e}"
+        );
+        let e = plan_with(v.clone(), &all_annotations())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 4096"), "{e}");
+        v["annotations"] = serde_json::json!({"io.runm.vm.host_overhead_mib": "100"});
+        assert_eq!(
+            plan_with(v.clone(), &all_annotations())
+                .unwrap()
+                .host_overhead_mib,
+            Some(100)
+        );
+        // Other annotations are the workload's business.
+        v["annotations"] = serde_json::json!({"org.example/x": "y"});
+        plan_of(v).unwrap();
+    }
+
+    #[test]
+    fn oversized_vms_are_refused_or_capped() {
+        let mut v = minimal();
+        for (name, value, why) in [
+            (
+                "io.runm.vm.vcpus",
+                "1000",
+                "from 1 to 4 (this host's limit)",
+            ),
+            ("io.runm.vm.vcpus", "5", "from 1 to 4"),
+            ("io.runm.vm.vcpus", "18446744073709551617", "from 1 to 4"),
+            (
+                "io.runm.vm.memory_mib",
+                "1048576",
+                "from 128 to 8192 (this host's limit)",
+            ),
+            (
+                "io.runm.vm.memory_mib",
+                "18446744073709551615",
+                "from 128 to 8192",
+            ),
+        ] {
+            v["annotations"] = serde_json::json!({ name: value });
+            let e = plan_of(v.clone()).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{name}='{value}'")) && e.contains(why),
+                "{e}"
+            );
+        }
+        v["annotations"] =
+            serde_json::json!({"io.runm.vm.vcpus": "4", "io.runm.vm.memory_mib": "8192"});
+        assert_eq!(
+            plan_of(v.clone()).unwrap().sizing,
+            VmSizing {
+                mem_mib: 8192,
+                vcpus: 4
+            }
+        );
+        // A configured maximum below the host's.
+        let small = Config {
+            max_memory_mib: Some(512),
+            max_vcpus: Some(2),
+            ..Config::default()
+        };
+        assert!(plan_with(v.clone(), &small).is_err());
+        // Resource limits above the maximum: the largest VM allowed keeps them.
+        v.as_object_mut().unwrap().remove("annotations");
+        v["linux"] = serde_json::json!({"resources": {
+            "memory": {"limit": i64::MAX},
+            "cpu": {"quota": i64::MAX, "period": 1},
+        }});
+        assert_eq!(
+            plan_with(v, &small).unwrap().sizing,
+            VmSizing {
+                mem_mib: 512,
+                vcpus: 2
+            }
+        );
+        let tiny = Config {
+            max_memory_mib: Some(64),
+            ..Config::default()
+        };
+        let e = plan_with(minimal(), &tiny).unwrap_err().to_string();
+        assert!(e.contains("at most 64 MiB"), "{e}");
     }
 }

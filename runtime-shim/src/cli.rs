@@ -49,8 +49,8 @@ pub struct GlobalOpts {
     /// Overrides the bundle's io.runm.hypervisor annotation.
     #[arg(long, global = true, value_name = "auto|runm-vmm|qemu")]
     pub hypervisor: Option<String>,
-    /// Accepted for runc compatibility: runm does not drive systemd, so
-    /// with it `linux.cgroupsPath` is not applied (a warning says so).
+    /// linux.cgroupsPath is in systemd's slice:prefix:name form; runm creates
+    /// the cgroup systemd would use for that unit (without asking systemd).
     #[arg(long, global = true, hide = true)]
     pub systemd_cgroup: bool,
 }

@@ -5,6 +5,7 @@ use crate::agent_client::AgentError;
 use crate::backend::BackendError;
 use crate::bundle::BundleError;
 use crate::cgroup::CgroupError;
+use crate::config::ConfigError;
 use crate::control::ControlError;
 use crate::logging::LogError;
 use crate::rootfs::RootfsError;
@@ -33,6 +34,9 @@ pub enum RunmError {
     /// Host cgroups.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// runm's own configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The guest agent.
     #[error(transparent)]
     Agent(#[from] AgentError),

@@ -6,7 +6,8 @@
 //! (config.json → what the guest builds), [`rootfs`] (disk image),
 //! [`backend`] (runm-vmm/QEMU, agent channel), [`guest_images`] (where the
 //! installed guest images are), [`sandbox`] (the per-container host
-//! process), [`control`] (its socket protocol), [`agent_client`] (talking
+//! process), [`config`] (what the host lets a bundle ask for),
+//! [`control`] (its socket protocol), [`agent_client`] (talking
 //! to the guest agent), [`signal`], [`logging`], [`sys`] (system call
 //! wrappers), [`error`].
 
@@ -16,6 +17,7 @@ mod bundle;
 mod cgroup;
 mod cli;
 mod commands;
+mod config;
 mod control;
 mod error;
 mod guest_images;

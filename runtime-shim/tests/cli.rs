@@ -202,9 +202,17 @@ mod tests {
             c["annotations"] = serde_json::json!({"io.runm.hypervisor": "xen"});
         });
         r.run(&["create", "c1", "--bundle", bs])
+            .fails_with("annotation io.runm.hypervisor is not enabled by runm's configuration");
+        fs::write(
+            r.tmp.path().join("runm-config.json"),
+            r#"{"enable_annotations": ["io.runm.*"]}"#,
+        )
+        .unwrap();
+        r.run(&["create", "c1", "--bundle", bs])
             .fails_with("unknown hypervisor 'xen'");
         r.run(&["--hypervisor", "bhyve", "create", "c1", "--bundle", bs])
             .fails_with("unknown hypervisor 'bhyve'");
+        fs::remove_file(r.tmp.path().join("runm-config.json")).unwrap();
         // Fields runm does not apply: a warning, then the create goes on (and
         // here fails later, on the fake kernel or a missing QEMU). The
         // warning is not on stderr, which engines hand the workload, but in
@@ -253,6 +261,107 @@ mod tests {
             "{out:?}"
         );
         r.assert_clean();
+    }
+
+    #[test]
+    fn hostile_bundles_are_refused_at_create_and_leave_nothing() {
+        let r = runm_with_images();
+        let b = r.tmp.path().join("b");
+        let bs = b.to_str().unwrap();
+        let outside = r.tmp.path().join("outside");
+        fs::create_dir_all(outside.join("etc")).unwrap();
+        let config = r.tmp.path().join("runm-config.json");
+
+        // VM sizes beyond the host, asked for by annotation.
+        for (name, value, why) in [
+            ("io.runm.vm.vcpus", "1000", "give a number from 1 to"),
+            (
+                "io.runm.vm.memory_mib",
+                "1048576",
+                "give a number of MiB from 128 to",
+            ),
+        ] {
+            bundle(&b, &["true"], false, |c| {
+                c["annotations"] = serde_json::json!({ name: value });
+            });
+            let out = r
+                .run(&["create", "c1", "--bundle", bs])
+                .fails_with(&format!("annotation {name}='{value}': {why}"));
+            assert!(out.stderr.contains("(this host's limit)"), "{out:?}");
+        }
+        // A configured maximum below the host's is the limit.
+        fs::write(&config, r#"{"max_memory_mib": 200}"#).unwrap();
+        bundle(&b, &["true"], false, |c| {
+            c["annotations"] = serde_json::json!({"io.runm.vm.memory_mib": "256"});
+        });
+        r.run(&["create", "c1", "--bundle", bs])
+            .fails_with("from 128 to 200");
+        fs::write(&config, r#"{"max_memory_mib": "lots"}"#).unwrap();
+        r.run(&["create", "c1", "--bundle", bs])
+            .fails_with(&format!(
+                "malformed runm configuration {}",
+                config.display()
+            ));
+        fs::remove_file(&config).unwrap();
+        // Annotations only the host may set.
+        bundle(&b, &["true"], false, |c| {
+            c["annotations"] = serde_json::json!({"io.runm.vm.host_overhead_mib": "1000000"});
+        });
+        r.run(&["create", "c1", "--bundle", bs]).fails_with(
+            "annotation io.runm.vm.host_overhead_mib is not enabled by runm's configuration",
+        );
+
+        // root.path through a symlink out of the bundle, relative or absolute.
+        bundle(&b, &["true"], false, |_| {});
+        std::os::unix::fs::symlink(&outside, b.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../outside", b.join("escape-rel")).unwrap();
+        let canon = fs::canonicalize(&b).unwrap();
+        for (root, why) in [
+            ("escape".to_string(), "leads out of the bundle directory"),
+            (
+                "escape-rel".to_string(),
+                "leads out of the bundle directory",
+            ),
+            (
+                "../outside".to_string(),
+                "leads out of the bundle directory",
+            ),
+            (
+                canon.join("escape").display().to_string(),
+                "has a symlink in it",
+            ),
+        ] {
+            bundle(&b, &["true"], false, |c| {
+                c["root"]["path"] = root.clone().into()
+            });
+            r.run(&["create", "c1", "--bundle", bs])
+                .fails_with(&format!("root file system {}", canon.join(&root).display()))
+                .fails_with(why);
+        }
+
+        // Cgroups where the bundle has no business.
+        for (path, why) in [
+            (
+                "/user.slice/user-0.slice",
+                "is not below any of the cgroups runm's configuration allows",
+            ),
+            ("/", "names no cgroup"),
+            ("kubepods.slice:cri:c1", "needs --systemd-cgroup"),
+        ] {
+            bundle(&b, &["true"], false, |c| {
+                c["linux"]["cgroupsPath"] = path.into()
+            });
+            r.run(&["create", "c1", "--bundle", bs])
+                .fails_with(&format!("linux.cgroupsPath '{path}': "))
+                .fails_with(why);
+        }
+        bundle(&b, &["true"], false, |c| {
+            c["linux"]["cgroupsPath"] = "/default/c1".into()
+        });
+        r.run(&["--systemd-cgroup", "create", "c1", "--bundle", bs])
+            .fails_with("it must be slice:prefix:name");
+        r.assert_clean();
+        assert!(!outside.join("rootfs.img").exists());
     }
 
     #[test]

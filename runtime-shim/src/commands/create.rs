@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{self, Accel, Choice, Hypervisor, HypervisorRequest, KvmAccess};
 use crate::bundle::{self, ContainerPlan};
-use crate::cgroup::{Cgroups, HostLimits};
+use crate::cgroup::{self, vm_memory_bytes, Cgroups, HostLimits, DEFAULT_CPU_PERIOD};
 use crate::cli::CreateArgs;
 use crate::commands::{absolute, console_pty, Ctx};
+use crate::config::Config;
 use crate::error::RunmError;
 use crate::logging;
 use crate::rootfs;
@@ -37,83 +38,77 @@ const OVERHEAD_QEMU_KVM_MIB: u64 = 128;
 const OVERHEAD_RUNM_VMM_MIB: u64 = 64;
 
 /// The host memory allowance beyond guest RAM for `choice`, or the bundle's
-/// `io.runm.vm.host_overhead_mib`.
-pub fn host_overhead_mib(plan: &ContainerPlan, choice: &Choice) -> Result<u64, RunmError> {
-    if let Some(v) = plan.annotations.get(bundle::ANNOTATION_HOST_OVERHEAD) {
-        return v.trim().parse().map_err(|_| {
-            RunmError::Usage(format!(
-                "annotation {}='{v}': give a number of MiB",
-                bundle::ANNOTATION_HOST_OVERHEAD
-            ))
-        });
-    }
-    Ok(match (choice.hypervisor, choice.accel) {
-        (Hypervisor::Qemu, Accel::Tcg) => OVERHEAD_QEMU_TCG_MIB,
-        (Hypervisor::Qemu, Accel::Kvm) => OVERHEAD_QEMU_KVM_MIB,
-        (Hypervisor::RunmVmm, _) => OVERHEAD_RUNM_VMM_MIB,
+/// `io.runm.vm.host_overhead_mib` (where runm's configuration allows it).
+pub fn host_overhead_mib(plan: &ContainerPlan, choice: &Choice) -> u64 {
+    plan.host_overhead_mib
+        .unwrap_or(match (choice.hypervisor, choice.accel) {
+            (Hypervisor::Qemu, Accel::Tcg) => OVERHEAD_QEMU_TCG_MIB,
+            (Hypervisor::Qemu, Accel::Kvm) => OVERHEAD_QEMU_KVM_MIB,
+            (Hypervisor::RunmVmm, _) => OVERHEAD_RUNM_VMM_MIB,
+        })
+}
+
+/// The limits written into the host cgroups. Memory: guest RAM plus the VM
+/// process's overhead, always (the guest alone may use all of its RAM, so
+/// a bundle's own limit would get the VM process killed by the host, and no
+/// limit would let a guest's VM process use the host without bound). CPU:
+/// the bundle's quota, period and shares, or else a quota of the vCPUs plus
+/// one (the VM process's own threads). Pids: runm's configured maximum.
+pub fn host_limits(
+    plan: &ContainerPlan,
+    overhead_mib: u64,
+    pids_max: u64,
+) -> Result<HostLimits, RunmError> {
+    let memory = vm_memory_bytes(plan.sizing.mem_mib, overhead_mib).ok_or_else(|| {
+        RunmError::Usage(format!(
+            "guest RAM {} MiB plus host overhead {overhead_mib} MiB overflows",
+            plan.sizing.mem_mib
+        ))
+    })?;
+    let (cpu_quota, cpu_period) = match plan.host.cpu_quota {
+        Some(q) => (Some(q), plan.host.cpu_period),
+        None => {
+            let period = plan.host.cpu_period.unwrap_or(DEFAULT_CPU_PERIOD);
+            let quota = (u64::from(plan.sizing.vcpus) + 1)
+                .checked_mul(period)
+                .and_then(|q| i64::try_from(q).ok())
+                .ok_or_else(|| {
+                    RunmError::Usage(format!("linux.resources.cpu.period {period} is too large"))
+                })?;
+            (Some(quota), Some(period))
+        }
+    };
+    Ok(HostLimits {
+        memory_bytes: Some(memory),
+        cpu_shares: plan.host.cpu_shares,
+        cpu_quota,
+        cpu_period,
+        pids_max: Some(pids_max),
     })
 }
 
-/// The limits written into the host cgroups: guest RAM plus the VM
-/// process's overhead when the bundle limits memory (the guest alone may
-/// use all of its RAM, so the bundle's limit itself would get the VM
-/// process killed by the host), CPU quota, period and shares as given.
-pub fn host_limits(plan: &ContainerPlan, overhead_mib: u64) -> HostLimits {
-    HostLimits {
-        memory_bytes: plan
-            .host
-            .memory_limit
-            .map(|_| (plan.sizing.mem_mib + overhead_mib) << 20),
-        cpu_shares: plan.host.cpu_shares,
-        cpu_quota: plan.host.cpu_quota,
-        cpu_period: plan.host.cpu_quota.and(plan.host.cpu_period),
-    }
-}
-
-/// Makes the container's host cgroups, or says why none are made: what the
-/// bundle asked for that then goes unapplied is reported as a warning.
+/// Makes the container's host cgroups: where the bundle says, or where runm
+/// puts containers that name none. No cgroup, no VM.
 fn host_cgroups(
     ctx: &Ctx,
     plan: &ContainerPlan,
+    config: &Config,
     limits: &HostLimits,
-) -> Result<Option<Cgroups>, RunmError> {
-    let not_applied = |why: String| {
-        let mut what = vec!["linux.cgroupsPath"];
-        if plan.host.cpu_shares.is_some() {
-            what.push("linux.resources.cpu.shares");
-        }
-        logging::warn(&format!(
-            "not applied on the host: {} ({why})",
-            what.join(", ")
-        ));
-    };
-    let Some(path) = &plan.cgroups_path else {
-        if plan.host.cpu_shares.is_some() {
-            logging::warn(
-                "not applied: linux.resources.cpu.shares (no linux.cgroupsPath to apply it to)",
-            );
-        }
-        return Ok(None);
-    };
-    if ctx.systemd_cgroup {
-        not_applied("the systemd cgroup driver is not supported; use cgroupfs".into());
-        return Ok(None);
-    }
-    match Cgroups::create(path, limits) {
-        Ok(cg) => {
-            log::debug!(
-                "container {}: host cgroups {:?}",
-                plan.container.id,
-                cg.dirs
-            );
-            Ok(Some(cg))
-        }
-        Err(e) if e.unsupported() => {
-            not_applied(e.to_string());
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
+) -> Result<Cgroups, RunmError> {
+    let p = cgroup::placement(
+        plan.cgroups_path.as_deref(),
+        &plan.container.id,
+        &ctx.root,
+        ctx.systemd_cgroup,
+        config,
+    )?;
+    let cg = Cgroups::create(&p, limits)?;
+    log::debug!(
+        "container {}: host cgroups {:?}, limits {limits:?}",
+        plan.container.id,
+        cg.dirs
+    );
+    Ok(cg)
 }
 
 /// What to create.
@@ -200,7 +195,8 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
     }
     // Everything that can be checked without side effects comes first, so a
     // bad bundle or host leaves nothing behind.
-    let plan = bundle::load(&req.bundle, &req.id)?;
+    let config = Config::load()?;
+    let (plan, root_dir) = bundle::load(&req.bundle, &req.id, &config)?;
     if !plan.ignored.is_empty() {
         logging::warn(&format!(
             "not applied inside the microVM (the VM is the isolation boundary): {}",
@@ -257,17 +253,19 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         plan.annotations.clone(),
     );
     dir.save(&state)?;
-    let host_overhead_mib = host_overhead_mib(&plan, &choice)?;
-    let cgroups = host_cgroups(ctx, &plan, &host_limits(&plan, host_overhead_mib))?;
-    if let Some(cg) = &cgroups {
-        // Saved before anything else can fail, so the cleanup finds them.
-        state.runm.cgroups = Some(cg.clone());
-        if let Err(e) = dir.save(&state) {
-            cg.remove();
-            return Err(e.into());
-        }
+    let host_overhead_mib = host_overhead_mib(&plan, &choice);
+    let limits = host_limits(&plan, host_overhead_mib, config.cgroup.pids_max)?;
+    let cgroups = host_cgroups(ctx, &plan, &config, &limits)?;
+    // Saved before anything else can fail, so the cleanup finds them.
+    state.runm.cgroups = Some(cgroups.clone());
+    if let Err(e) = dir.save(&state) {
+        cgroups.remove();
+        return Err(e.into());
     }
-    let size = rootfs::build_image(&plan.rootfs, &dir.rootfs_image())?;
+    // Through the directory opened when the bundle was checked, not
+    // root.path again: a symlink swapped in since changes nothing.
+    let size = rootfs::build_image(&root_dir.path(), &dir.rootfs_image())?;
+    drop(root_dir);
     log::debug!("container {}: root image {} MiB", req.id, size >> 20);
     let boot_timeout_secs = boot_timeout();
     let sb_plan = SandboxPlan {
@@ -278,7 +276,7 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         images,
         pid_file: req.pid_file.as_deref().map(absolute),
         boot_timeout_secs,
-        cgroups,
+        cgroups: Some(cgroups),
         host_overhead_mib,
     };
     let text = serde_json::to_vec_pretty(&sb_plan).unwrap_or_default();

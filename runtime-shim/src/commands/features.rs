@@ -22,8 +22,9 @@ pub fn features() -> serde_json::Value {
             // from the host's by construction.
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
             "capabilities": [],
-            // linux.cgroupsPath holds the sandbox and VM processes (v1 only).
-            "cgroup": {"v1": true, "v2": false, "systemd": false, "systemdUser": false, "rdma": false},
+            // linux.cgroupsPath holds the sandbox and VM processes; systemd
+            // paths are mapped to the cgroup systemd would use.
+            "cgroup": {"v1": true, "v2": true, "systemd": true, "systemdUser": false, "rdma": false},
             "seccomp": {"enabled": false},
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
@@ -35,10 +36,10 @@ pub fn features() -> serde_json::Value {
             "io.runm.version": env!("CARGO_PKG_VERSION"),
             "io.runm.isolation": "microvm",
             "io.runm.hypervisors": "runm-vmm,qemu",
-            "io.runm.vm.memory_mib": "guest RAM in MiB (default: linux.resources.memory.limit, else 256; at least 128)",
-            "io.runm.vm.vcpus": "vCPU count (default: ceil(cpu quota / period), else 1)",
-            "io.runm.vm.host_overhead_mib": "host memory for the VM process beyond guest RAM, added to the host cgroup's limit (default by backend: 256 qemu/tcg, 128 qemu/kvm, 64 runm-vmm)",
-            "io.runm.hypervisor": "auto, runm-vmm or qemu"
+            "io.runm.vm.memory_mib": "guest RAM in MiB (default: linux.resources.memory.limit, else 256; at least 128, at most the host's limit; allowed by default)",
+            "io.runm.vm.vcpus": "vCPU count (default: ceil(cpu quota / period), else 1; at most the host's CPUs; allowed by default)",
+            "io.runm.vm.host_overhead_mib": "host memory for the VM process beyond guest RAM, added to the host cgroup's limit (default by backend: 256 qemu/tcg, 128 qemu/kvm, 64 runm-vmm; only where runm's configuration enables it)",
+            "io.runm.hypervisor": "auto, runm-vmm or qemu (only where runm's configuration enables it)"
         },
         "potentiallyUnsafeConfigAnnotations": []
     })

@@ -40,7 +40,7 @@ pub struct Ctx {
     pub debug: bool,
     /// `--hypervisor`.
     pub hypervisor: Option<String>,
-    /// `--systemd-cgroup` (not supported: cgroups are then not applied).
+    /// `--systemd-cgroup`: `linux.cgroupsPath` is `slice:prefix:name`.
     pub systemd_cgroup: bool,
 }
 

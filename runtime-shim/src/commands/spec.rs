@@ -74,7 +74,9 @@ mod tests {
     fn default_config_is_valid_and_fully_honoured() {
         let v = default_config();
         let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
-        let plan = crate::bundle::plan(&spec, &v, Path::new("/b"), "c", 1).unwrap();
+        let config = crate::config::Config::default();
+        let limits = config.limits(1, 1024);
+        let plan = crate::bundle::plan(&spec, &v, Path::new("/b"), "c", &config, &limits).unwrap();
         assert!(plan.ignored.is_empty(), "{:?}", plan.ignored);
         assert!(plan.container.process.terminal);
         assert_eq!(plan.container.process.args, vec!["sh"]);

@@ -63,7 +63,12 @@ pub fn decide(
                 .map(|l| l.div_ceil(1 << 20).max(crate::bundle::MIN_MEM_MIB));
             if wanted == Some(mem_mib) {
                 if cg.is_some() {
-                    d.limits.memory_bytes = Some((mem_mib + overhead_mib) << 20);
+                    match crate::cgroup::vm_memory_bytes(mem_mib, overhead_mib) {
+                        Some(b) => d.limits.memory_bytes = Some(b),
+                        None => d.refused.push(format!(
+                            "memory.limit {limit}: guest RAM plus host overhead overflows"
+                        )),
+                    }
                 }
             } else {
                 d.refused.push(format!(
@@ -261,12 +266,14 @@ mod tests {
             controllers: vec!["memory".into()],
             path: "/sys/fs/cgroup/memory/x".into(),
             created: vec![],
+            unified: false,
         }];
         if with_cpu {
             dirs.push(CgroupDir {
                 controllers: vec!["cpu".into()],
                 path: "/sys/fs/cgroup/cpu/x".into(),
                 created: vec![],
+                unified: false,
             });
         }
         Cgroups {
@@ -335,6 +342,7 @@ mod tests {
                 cpu_shares: Some(512),
                 cpu_quota: Some(50000),
                 cpu_period: Some(100000),
+                pids_max: None,
             }
         );
         assert!(d.notes[0].contains("keeps its 2 vCPU(s)"), "{d:?}");

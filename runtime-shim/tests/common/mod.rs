@@ -82,10 +82,13 @@ impl Runm {
             .tempdir()
             .unwrap();
         let root = tmp.path().join("root");
+        // runm's configuration: the defaults (this file does not exist until
+        // a test writes it), whatever the host's /etc/runm says.
+        let config = tmp.path().join("runm-config.json");
         Runm {
             tmp,
             root,
-            env: Vec::new(),
+            env: vec![("RUNM_CONFIG".into(), config.to_string_lossy().into_owned())],
             timeout: Duration::from_secs(240),
         }
     }
