@@ -90,8 +90,8 @@ pub fn build_image(rootfs: &Path, image: &Path) -> Result<u64, RootfsError> {
     let (used, files) = measure(rootfs)?;
     let size = image_size(used);
     let inodes = inode_count(size, files);
-    let out = Command::new("mkfs.ext4")
-        .arg("-q")
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.arg("-q")
         .arg("-d")
         .arg(rootfs)
         .args(["-L", "runm-root", "-N", &inodes.to_string()])
@@ -104,9 +104,10 @@ pub fn build_image(rootfs: &Path, image: &Path) -> Result<u64, RootfsError> {
         ])
         .arg(image)
         .arg(format!("{}k", size / 1024))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(RootfsError::NoMkfs)?;
+        .stdin(Stdio::null());
+    // Only stdio: no descriptor runm inherited reaches mkfs.
+    crate::sys::configure_child(&mut cmd, crate::sys::ChildSetup::default());
+    let out = cmd.output().map_err(RootfsError::NoMkfs)?;
     if !out.status.success() {
         let _ = fs::remove_file(image);
         return Err(RootfsError::Mkfs {

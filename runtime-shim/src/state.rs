@@ -32,7 +32,8 @@ pub const DEFAULT_ROOT: &str = "/run/runm";
 pub enum StateError {
     /// The id is not acceptable as a container id.
     #[error(
-        "invalid container id '{0}': use letters, digits and _ + - . only (not '..', not '/')"
+        "invalid container id '{0}': use letters, digits and _ + - . only (not '..', not '/', \
+         not a leading '-')"
     )]
     InvalidId(String),
     /// No container with that id.
@@ -78,14 +79,21 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateErr
     move |source| StateError::Io { what, path, source }
 }
 
-/// Checks a container id: `^[\w+\-.]+$`, not `.`, no `..`, at most 1024 bytes.
-/// Ids become directory names under the root, so anything that could climb
-/// out of it is refused.
+/// Checks a container id: `^[\w+\-.]+$`, not `.`, no `..`, not starting
+/// with `-`, at most 1024 bytes. Ids become directory names under the root,
+/// so anything that could climb out of it is refused; and they end up as
+/// arguments of other programs, where a leading `-` reads as an option.
 pub fn validate_id(id: &str) -> Result<(), StateError> {
     let ok_chars = id
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'));
-    if id.is_empty() || id.len() > 1024 || !ok_chars || id == "." || id.contains("..") {
+    if id.is_empty()
+        || id.len() > 1024
+        || !ok_chars
+        || id == "."
+        || id.contains("..")
+        || id.starts_with('-')
+    {
         return Err(StateError::InvalidId(id.to_string()));
     }
     Ok(())
@@ -466,19 +474,34 @@ pub fn create_root(root: &Path) -> Result<(), StateError> {
 
 /// Writes `data` to `path` through a temporary file in the same directory
 /// and a rename, so readers see the old or the new content, never a mix.
+/// The temporary file has an unpredictable name and is created with
+/// `O_EXCL|O_NOFOLLOW`: in a directory others can write to (a pid file's),
+/// nobody can have placed a symlink or file there for runm to write through;
+/// the rename replaces `path` itself, never what a symlink there points to.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
+    let mut tries = 0;
+    let (tmp, mut f) = loop {
+        let mut nonce = [0u8; 8];
+        rustix::rand::getrandom(&mut nonce, rustix::rand::GetRandomFlags::empty())
+            .map_err(|e| io_err("cannot write", path)(e.into()))?;
+        let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", u64::from_ne_bytes(nonce)));
+        match OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .mode(0o644)
-            .open(&tmp)?;
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(io_err("cannot write", path)(e)),
+        }
+    };
+    let result = (|| {
         f.write_all(data)?;
         f.sync_data()?;
         fs::rename(&tmp, path)
@@ -565,7 +588,8 @@ mod tests {
             validate_id(ok).unwrap();
         }
         for bad in [
-            "", ".", "..", "../x", "a/b", "a..b", "x..", "a b", "a\0", "é", "a:b",
+            "", ".", "..", "../x", "a/b", "a..b", "x..", "a b", "a\0", "é", "a:b", "-", "-rf",
+            "--help",
         ] {
             assert!(
                 matches!(validate_id(bad), Err(StateError::InvalidId(_))),
@@ -636,6 +660,48 @@ mod tests {
         dir.remove().unwrap();
         assert!(!dir.exists());
         dir.remove().unwrap();
+    }
+
+    #[test]
+    fn atomic_writes_replace_symlinks_and_never_write_through_them() {
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        // A pid file path somebody pointed elsewhere: replaced, not followed.
+        let pid_file = t.path().join("init.pid");
+        std::os::unix::fs::symlink(&victim, &pid_file).unwrap();
+        write_atomic(&pid_file, b"42").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!fs::symlink_metadata(&pid_file)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(&pid_file).unwrap(), "42");
+        // Predictable temporary names (the old `.<name>.tmp.<pid>`) planted
+        // as symlinks are not used either.
+        let planted = t
+            .path()
+            .join(format!(".init.pid.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomic(&pid_file, b"43").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        let mut names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                planted.file_name().unwrap().to_str().unwrap(),
+                "init.pid",
+                "victim"
+            ],
+            "no temporary file left"
+        );
+        // Into a directory that is not there: an error naming the file.
+        let e = write_atomic(&t.path().join("nope/x.pid"), b"1").unwrap_err();
+        assert!(e.to_string().contains("nope/x.pid"), "{e}");
     }
 
     #[test]

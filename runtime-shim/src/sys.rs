@@ -320,6 +320,12 @@ pub fn wait_exited_no_reap(pid: i32) -> io::Result<()> {
 }
 
 /// How a spawned child is set up between fork and exec.
+///
+/// Whatever the setup, the child keeps only descriptors 0, 1, 2 and the
+/// `dup2` targets: every other one is marked close-on-exec before the exec.
+/// runm's own descriptors are close-on-exec already (std opens them so);
+/// this is for what runm inherited from whoever started it (an engine's
+/// shim, a shell), which the VMM, QEMU or a helper must not get.
 #[derive(Debug, Default, Clone)]
 pub struct ChildSetup {
     /// Start a new session (detach from the caller's terminal and signals).
@@ -332,13 +338,40 @@ pub struct ChildSetup {
     pub chdir_root: bool,
 }
 
+/// Marks every descriptor from 3 up close-on-exec. Runs between fork and
+/// exec: system calls only, no allocation.
+fn cloexec_from_3(fallback_max: libc::c_int) -> io::Result<()> {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only changes
+    // descriptor flags; no memory involved.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: one descriptor at a time, up to the limit.
+    for fd in 3..fallback_max {
+        // SAFETY: fcntl(2) on a descriptor number; EBADF for unused ones.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
 /// Applies `setup` to `cmd`.
 pub fn configure_child(cmd: &mut Command, setup: ChildSetup) {
     let pairs = setup.dup2;
     let root = c"/";
+    // SAFETY: sysconf(3) only reads a limit.
+    let open_max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    let fallback_max = libc::c_int::try_from(open_max.clamp(3, 1 << 16)).unwrap_or(1 << 16);
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (setsid, prctl, dup2, chdir, fcntl) on
-    // values captured by copy; it allocates nothing.
+    // async-signal-safe system calls (setsid, prctl, close_range, fcntl,
+    // dup2, chdir) on values captured by copy; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             if setup.setsid {
@@ -350,6 +383,8 @@ pub fn configure_child(cmd: &mut Command, setup: ChildSetup) {
                     libc::c_ulong::try_from(sig).unwrap_or(9),
                 ))?;
             }
+            // First: the dup2 targets below come out without the flag.
+            cloexec_from_3(fallback_max)?;
             for &(from, to) in &pairs {
                 if from == to {
                     // dup2 onto itself keeps close-on-exec: clear it instead.
@@ -403,6 +438,41 @@ mod tests {
         let n = read(master.as_raw_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"a\n");
         restore_termios(slave.as_raw_fd(), &saved);
+    }
+
+    /// Descriptors of this process open without close-on-exec (as an
+    /// engine may hand runm) do not reach a child; the `dup2` targets do.
+    #[test]
+    fn children_get_only_stdio_and_what_is_placed() {
+        let (r, w) = pipe().unwrap();
+        let (r2, w2) = pipe().unwrap();
+        // SAFETY: fcntl(2) on descriptors we own; no memory involved.
+        unsafe {
+            libc::fcntl(r.as_raw_fd(), libc::F_SETFD, 0);
+            libc::fcntl(r2.as_raw_fd(), libc::F_SETFD, 0);
+        }
+        let (leaked, placed, kept) = (r.as_raw_fd(), 7, r2.as_raw_fd());
+        // `test` is a shell builtin: /proc/self is the shell itself.
+        let script = format!(
+            "for f in {leaked} {placed} {kept}; do [ -e /proc/self/fd/$f ] && echo $f; done; true"
+        );
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script])
+            .stdout(std::process::Stdio::piped());
+        configure_child(
+            &mut cmd,
+            ChildSetup {
+                dup2: vec![(w2.as_raw_fd(), placed), (kept, kept)],
+                ..ChildSetup::default()
+            },
+        );
+        let out = cmd.output().unwrap();
+        let open: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        assert_eq!(open, vec![placed, kept], "{out:?}");
+        drop((w, w2));
     }
 
     #[test]

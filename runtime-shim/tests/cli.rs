@@ -147,6 +147,14 @@ mod tests {
             r.run(&["state", id]).fails_with("invalid container id");
             r.run(&["delete", id]).fails_with("invalid container id");
         }
+        // An id starting with '-' reads as an option to whatever is given it
+        // later (ps, kill, a log line parsed by a script).
+        for id in ["-rf", "--x", "-"] {
+            r.run(&["create", "--bundle", b.to_str().unwrap(), "--", id])
+                .fails_with(&format!("invalid container id '{id}'"));
+            r.run(&["delete", "--", id])
+                .fails_with("invalid container id");
+        }
         assert!(!r.tmp.path().join("x").exists());
         r.assert_clean();
     }
