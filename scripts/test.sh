@@ -3,7 +3,8 @@
 #   formatting and lints, unit tests, device tests against real guest memory,
 #   KVM tests on this host's /dev/kvm (tiny guests, the guest kernel's boot),
 #   the software-emulated KVM test host (runm-vmm's whole path, guest user
-#   space included), and a bounded fuzz campaign of the device parsers.
+#   space included), and a bounded fuzz campaign of the device parsers and the
+#   host side of the agent protocol.
 # Installs what it needs first (scripts/setup.sh). Takes about 25-40 minutes
 # on a fresh 2-core machine (kernel builds included), about 10 when cached.
 set -euo pipefail
@@ -20,5 +21,5 @@ step "cargo build (binaries the integration tests drive)"
 cargo build --quiet --workspace --bins
 step "cargo test"
 cargo test --workspace -- --test-threads=2
-step "fuzzing the virtio device parsers (bounded: 20 s a target)"
+step "fuzzing the virtio device parsers and the agent protocol (bounded: 20 s a target)"
 bash devices/fuzz/run.sh 20

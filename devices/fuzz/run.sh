@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Bounded fuzzing campaign over the virtio device targets, for CI and by hand.
+# Bounded fuzzing campaign over the virtio device targets and the host side of
+# the agent protocol, for CI and by hand.
 #
 #   devices/fuzz/run.sh [SECONDS]        # SECONDS per target, default 20
 #
@@ -23,7 +24,7 @@
 set -euo pipefail
 
 SECONDS_PER_TARGET="${1:-20}"
-TARGETS=(virtio_block virtio_rng virtio_vsock virtio_net)
+TARGETS=(virtio_block virtio_rng virtio_vsock virtio_net agent_proto)
 cd "$(dirname "$0")"
 
 if [[ "${FUZZ_INSTALL_CARGO_FUZZ:-0}" == 1 ]] && ! cargo fuzz --version >/dev/null 2>&1; then

@@ -1,4 +1,5 @@
-//! Fuzz targets for the virtio devices, shared by the libFuzzer binaries
+//! Fuzz targets for the virtio devices and for the host side of the agent
+//! protocol ([`agent`]), shared by the libFuzzer binaries
 //! (`fuzz_targets/`, run with cargo-fuzz) and the stable-toolchain driver
 //! (`src/bin/stable_fuzz.rs`), so both exercise exactly the same code.
 //!
@@ -10,6 +11,9 @@
 //! indirect tables). It then lays that out in real guest memory and runs the
 //! real device's queue processing, and checks invariants that must hold
 //! whatever the guest did.
+
+pub mod agent;
+pub use agent::{agent_stats, fuzz_agent_proto};
 
 use std::fs::File;
 use std::io::Write;

@@ -5,7 +5,7 @@
 //! bytes mostly decode into well-formed chains with occasional corruptions.
 //!
 //! Usage:
-//!   stable_fuzz <virtio_block|virtio_rng|virtio_vsock|virtio_net|all> [--seconds N] [--seed S] [--max-runs N]
+//!   stable_fuzz <virtio_block|virtio_rng|virtio_vsock|virtio_net|agent_proto|all> [--seconds N] [--seed S] [--max-runs N]
 //!   stable_fuzz <target> --replay FILE...
 //!
 //! A panicking input is written to `artifacts/<target>/crash-<seed>-<run>`
@@ -22,11 +22,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 5] = [
     ("virtio_block", devices_fuzz::fuzz_block),
     ("virtio_rng", devices_fuzz::fuzz_rng),
     ("virtio_vsock", devices_fuzz::fuzz_vsock),
     ("virtio_net", devices_fuzz::fuzz_net),
+    ("agent_proto", devices_fuzz::fuzz_agent_proto),
 ];
 
 /// One input must finish within this time, or it counts as a hang.
@@ -81,7 +82,7 @@ struct Options {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: stable_fuzz <virtio_block|virtio_rng|virtio_vsock|virtio_net|all> [--seconds N] [--seed S] [--max-runs N]\n       stable_fuzz <target> --replay FILE..."
+        "usage: stable_fuzz <virtio_block|virtio_rng|virtio_vsock|virtio_net|agent_proto|all> [--seconds N] [--seed S] [--max-runs N]\n       stable_fuzz <target> --replay FILE..."
     );
     ExitCode::from(64)
 }
@@ -251,6 +252,12 @@ fn main() -> ExitCode {
     if sent + refused > 0 {
         eprintln!(
             "virtio_net: {sent} tx chains accepted, {refused} refused; {received} rx frames delivered, {bad_rx} rx chains refused"
+        );
+    }
+    let [frames, errors, checked] = devices_fuzz::agent_stats();
+    if checked > 0 {
+        eprintln!(
+            "agent_proto: {checked} streams, {frames} frames decoded, {errors} streams ended in a decode error"
         );
     }
     eprintln!("stable_fuzz: finished in {:.1?}", start.elapsed());
