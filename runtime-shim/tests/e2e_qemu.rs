@@ -320,6 +320,97 @@ mod tests {
         r.assert_clean();
     }
 
+    /// The host cgroup file `v1`/`v2` of process `pid`'s cgroup for
+    /// `controller` (v1 hierarchies, else the unified one).
+    fn cgroup_file(pid: i64, controller: &str, v1: &str, v2: &str) -> PathBuf {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+            if ctrls.split(',').any(|c| c == controller) {
+                return Path::new("/sys/fs/cgroup")
+                    .join(controller)
+                    .join(path.trim_start_matches('/'))
+                    .join(v1);
+            }
+        }
+        let path = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a v2 line");
+        Path::new("/sys/fs/cgroup")
+            .join(path.trim_start_matches('/'))
+            .join(v2)
+    }
+
+    #[test]
+    fn a_bundle_without_a_cgroup_runs_bounded_and_through_an_inner_symlink() {
+        let (_g, r) = vm_runm();
+        let b = r.tmp.path().join("b");
+        // root.path through a symlink that stays in the bundle: allowed.
+        bundle(&b, &["sh", "-c", "sleep 1000 & wait"], true, |c| {
+            c["root"]["path"] = "root-link".into();
+            c["linux"].as_object_mut().unwrap().remove("cgroupsPath");
+        });
+        std::os::unix::fs::symlink("rootfs", b.join("root-link")).unwrap();
+        r.run(&[
+            "--hypervisor",
+            "qemu",
+            "run",
+            "--detach",
+            "bounded",
+            "--bundle",
+            s(&b),
+        ])
+        .ok();
+        let pid = r.state("bounded")["pid"].as_i64().unwrap();
+        let procs = cgroup_file(pid, "memory", "cgroup.procs", "cgroup.procs");
+        let dir = procs.parent().unwrap().to_path_buf();
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("bounded-"), "{}", dir.display());
+        assert_eq!(dir.parent().unwrap().file_name().unwrap(), "runm");
+        let members = fs::read_to_string(&procs).unwrap();
+        assert_eq!(
+            members.lines().count(),
+            2,
+            "the sandbox and its VM: {members:?}"
+        );
+        let read = |p: PathBuf| fs::read_to_string(&p).unwrap().trim().to_string();
+        // Guest RAM (256 MiB) plus QEMU TCG's overhead (256 MiB).
+        assert_eq!(
+            read(cgroup_file(
+                pid,
+                "memory",
+                "memory.limit_in_bytes",
+                "memory.max"
+            )),
+            (512u64 << 20).to_string()
+        );
+        assert_eq!(
+            read(cgroup_file(pid, "pids", "pids.max", "pids.max")),
+            "4096"
+        );
+        let cpu = read(cgroup_file(pid, "cpu", "cpu.cfs_quota_us", "cpu.max"));
+        assert!(
+            cpu == "200000" || cpu == "200000 100000",
+            "1 vCPU + 1: {cpu}"
+        );
+        let out = r.run(&["exec", "bounded", "cat", "/etc/passwd"]).ok();
+        assert!(out.stdout.starts_with("root:"), "{out:?}");
+        r.run(&["delete", "--force", "bounded"]).ok();
+        assert!(!dir.exists(), "cgroup left: {}", dir.display());
+        assert!(
+            !dir.parent().unwrap().exists()
+                || fs::read_dir(dir.parent().unwrap()).unwrap().any(|e| e
+                    .unwrap()
+                    .file_type()
+                    .unwrap()
+                    .is_dir()),
+            "runm's parent goes with its last container"
+        );
+        r.assert_clean();
+    }
+
     #[test]
     fn detached_exec_leaves_a_relay_whose_pid_is_in_the_pid_file() {
         let (_g, r) = vm_runm();
