@@ -325,7 +325,7 @@ pub fn wait_exited_no_reap(pid: i32) -> io::Result<()> {
 /// `dup2` targets: every other one is marked close-on-exec before the exec.
 /// runm's own descriptors are close-on-exec already (std opens them so);
 /// this is for what runm inherited from whoever started it (an engine's
-/// shim, a shell), which the VMM, QEMU or a helper must not get.
+/// shim, a shell), which the VMM, QEMU or mkfs.ext4 must not get.
 #[derive(Debug, Default, Clone)]
 pub struct ChildSetup {
     /// Start a new session (detach from the caller's terminal and signals).
