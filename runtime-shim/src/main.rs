@@ -2,7 +2,8 @@
 //! KVM microVM (runm-vmm, or QEMU where KVM cannot run guest user space).
 //!
 //! Module map: [`cli`] (the command line), [`commands`] (one module per
-//! command), [`state`] (container state, lifecycle, locking), [`bundle`]
+//! command), [`lifecycle`] (the container's states, events and
+//! transitions), [`state`] (container state files, locking), [`bundle`]
 //! (config.json → what the guest builds), [`rootfs`] (disk image),
 //! [`backend`] (runm-vmm/QEMU, agent channel), [`guest_images`] (where the
 //! installed guest images are), [`sandbox`] (the per-container host
@@ -21,6 +22,7 @@ mod config;
 mod control;
 mod error;
 mod guest_images;
+mod lifecycle;
 mod logging;
 // The library of container networking; the sandbox uses it once its
 // lifecycle split lands.

@@ -1,12 +1,12 @@
-//! The container's persistent state and its lifecycle.
+//! The container's persistent state.
 //!
 //! Owns everything under `<root>/<id>/` that names a container: the directory
-//! layout ([`ContainerDir`]), container id validation, the OCI status machine
-//! ([`Status`] with `can_start`/`can_kill`/`can_delete`), `state.json`
+//! layout ([`ContainerDir`]), container id validation, `state.json`
 //! (written atomically: a temporary file renamed over the old one, so a reader
 //! never sees half a file), the per-container `flock` that serialises runm
 //! commands on one id ([`ContainerLock`]), and the liveness check that turns a
-//! container whose sandbox process is gone into `stopped`.
+//! container whose sandbox process is gone into `stopped`. The status it
+//! writes, and what each status allows, come from [`crate::lifecycle`].
 //!
 //! Writers: `create` writes the first state (`creating`); from then on only
 //! the container's sandbox process writes it while that process lives (it
@@ -21,6 +21,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::lifecycle::Status;
 
 /// Version of the OCI runtime specification runm implements.
 pub const OCI_VERSION: &str = "1.2.0";
@@ -97,60 +99,6 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
         return Err(StateError::InvalidId(id.to_string()));
     }
     Ok(())
-}
-
-/// The OCI lifecycle status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// `create` is building the container (image, VM boot).
-    Creating,
-    /// The VM runs and the agent prepared the container; its process waits for `start`.
-    Created,
-    /// The container's process runs.
-    Running,
-    /// The VM's vCPUs are stopped (`runm pause`); `resume` continues them.
-    /// Not in the OCI specification's list; runc and containerd use it.
-    Paused,
-    /// The container's process has exited (or its VM is gone).
-    Stopped,
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Status::Creating => "creating",
-            Status::Created => "created",
-            Status::Running => "running",
-            Status::Paused => "paused",
-            Status::Stopped => "stopped",
-        })
-    }
-}
-
-impl Status {
-    /// `start` needs a created container.
-    pub fn can_start(self) -> bool {
-        self == Status::Created
-    }
-    /// Signals go to created, running or paused containers (to a paused
-    /// one they are delivered on resume, except SIGKILL, which ends its VM).
-    pub fn can_kill(self) -> bool {
-        matches!(self, Status::Created | Status::Running | Status::Paused)
-    }
-    /// Without `--force`, only containers that are not running can be deleted
-    /// (a created one is torn down, as runc does).
-    pub fn can_delete(self) -> bool {
-        matches!(self, Status::Created | Status::Stopped)
-    }
-    /// `exec` needs a VM with a prepared container whose vCPUs run.
-    pub fn can_exec(self) -> bool {
-        matches!(self, Status::Created | Status::Running)
-    }
-    /// `ps` needs a sandbox (a paused one answers from the host's view).
-    pub fn has_sandbox(self) -> bool {
-        matches!(self, Status::Created | Status::Running | Status::Paused)
-    }
 }
 
 /// A host process identified by pid and start time, so that a recycled pid is
@@ -599,23 +547,6 @@ mod tests {
         assert!(validate_id(&"a".repeat(1025)).is_err());
         let e = validate_id("../x").unwrap_err().to_string();
         assert!(e.contains("invalid container id '../x'"), "{e}");
-    }
-
-    #[test]
-    fn status_machine() {
-        use Status::*;
-        assert!(Created.can_start());
-        for s in [Creating, Running, Paused, Stopped] {
-            assert!(!s.can_start(), "{s}");
-        }
-        assert!(Created.can_kill() && Running.can_kill() && Paused.can_kill());
-        assert!(!Stopped.can_kill() && !Creating.can_kill());
-        assert!(Created.can_delete() && Stopped.can_delete());
-        assert!(!Running.can_delete() && !Creating.can_delete() && !Paused.can_delete());
-        assert!(Running.can_exec() && Created.can_exec() && !Stopped.can_exec());
-        assert!(!Paused.can_exec() && Paused.has_sandbox() && !Stopped.has_sandbox());
-        assert_eq!(serde_json::to_string(&Running).unwrap(), "\"running\"");
-        assert_eq!(serde_json::to_string(&Paused).unwrap(), "\"paused\"");
     }
 
     #[test]

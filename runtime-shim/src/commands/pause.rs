@@ -8,27 +8,27 @@ use std::time::Duration;
 use crate::commands::Ctx;
 use crate::control::{self, Request};
 use crate::error::RunmError;
-use crate::state::{ContainerLock, Status};
+use crate::state::ContainerLock;
 
 /// Pauses (`pause = true`) or resumes the container.
 pub fn run(ctx: &Ctx, id: &str, pause: bool) -> Result<i32, RunmError> {
     let dir = ctx.dir(id)?;
     let _lock = ContainerLock::acquire(&dir)?;
     let st = ctx.load(&dir)?;
-    let (needed, req, what) = if pause {
+    let (allowed, req, what) = if pause {
         (
-            Status::Running,
+            st.status.can_pause(),
             Request::Pause,
             "only a running container can be paused",
         )
     } else {
         (
-            Status::Paused,
+            st.status.can_resume(),
             Request::Resume,
             "only a paused container can be resumed",
         )
     };
-    if st.status != needed {
+    if !allowed {
         return Err(st.wrong_status(what).into());
     }
     control::request(&dir.control_socket(), &req, Duration::from_secs(30))?;
