@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what runm needs on a Debian 12 machine and builds it:
-# Debian packages (apt-get), the guest kernel (cached), the Rust binaries.
+# Debian packages (apt-get), the guest kernel (cached), virtiofsd (cached,
+# installed in /usr/libexec where runm finds it), the Rust binaries.
 # Safe to run again: every step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,6 +18,8 @@ packages=(
     runc iproute2
     # containerd drives runm through its runc shim (tests/tests/containerd.rs)
     containerd
+    # virtiofsd (built from crates.io by scripts/virtiofsd.sh) links these
+    libseccomp-dev libcap-ng-dev pkg-config
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -39,6 +42,14 @@ fi
 
 say "guest kernel"
 guest-kernel-config/build.sh --flavor guest >/dev/null
+
+say "virtiofsd"
+if [ "$(id -u)" -eq 0 ]; then
+    scripts/virtiofsd.sh --install /usr/libexec >/dev/null
+else
+    # Without root it stays in the cache; runm finds it through RUNM_VIRTIOFSD.
+    say "not root: virtiofsd stays at $(scripts/virtiofsd.sh); set RUNM_VIRTIOFSD to it"
+fi
 
 say "building runm and runm-vmm (cargo build)"
 cargo build --quiet -p runtime-shim -p vmm --bin runm --bin runm-vmm >&2

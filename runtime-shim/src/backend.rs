@@ -463,6 +463,7 @@ pub fn runm_vmm_config(vm: &VmSpec<'_>) -> VmConfig {
         }),
         nets: Vec::new(),
         rng: false,
+        fs: Vec::new(),
     }
 }
 

@@ -203,6 +203,54 @@ impl NetConfig {
     }
 }
 
+/// A virtio-fs device served by a vhost-user backend (virtiofsd) that is
+/// already listening on `socket`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// The name the guest mounts (`mount -t virtiofs TAG DIR`). Its format
+    /// is the device's to check (the tag fills its configuration space), when
+    /// runm-vmm creates it, before boot.
+    pub tag: String,
+    /// The backend's vhost-user socket.
+    pub socket: PathBuf,
+}
+
+impl FromStr for FsConfig {
+    type Err = ConfigError;
+    /// `TAG,SOCKET`.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.split_once(',') {
+            Some((tag, socket)) if !tag.is_empty() && !socket.is_empty() => Ok(FsConfig {
+                tag: tag.to_string(),
+                socket: PathBuf::from(socket),
+            }),
+            _ => invalid(format!("fs '{s}': expected TAG,SOCKET")),
+        }
+    }
+}
+
+impl FsConfig {
+    // The backend must be listening before the VM is built: a missing socket
+    // is a configuration error, reported before anything is created.
+    fn check(&self) -> Result<(), ConfigError> {
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::metadata(&self.socket) {
+            Ok(m) if m.file_type().is_socket() => Ok(()),
+            Ok(_) => invalid(format!(
+                "fs {}: {} is not a socket",
+                self.tag,
+                self.socket.display()
+            )),
+            Err(e) => invalid(format!(
+                "fs {}: socket {}: {e}",
+                self.tag,
+                self.socket.display()
+            )),
+        }
+    }
+}
+
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(s: &str) -> Result<[u8; 6], ConfigError> {
     let mut mac = [0u8; 6];
@@ -261,6 +309,10 @@ pub struct VmConfig {
     /// virtio-rng fed from the host's getrandom.
     #[serde(default)]
     pub rng: bool,
+    /// virtio-fs devices (vhost-user); with any, guest memory is shared with
+    /// their backends.
+    #[serde(default)]
+    pub fs: Vec<FsConfig>,
 }
 
 fn default_mem() -> u64 {
@@ -285,6 +337,7 @@ impl VmConfig {
             vsock: None,
             nets: Vec::new(),
             rng: false,
+            fs: Vec::new(),
         }
     }
 
@@ -367,10 +420,19 @@ impl VmConfig {
             }
             taps.push(&n.tap);
         }
+        let mut tags: Vec<&str> = Vec::new();
+        for f in &self.fs {
+            f.check()?;
+            if tags.contains(&f.tag.as_str()) {
+                return invalid(format!("fs: tag '{}' given twice", f.tag));
+            }
+            tags.push(&f.tag);
+        }
         let devices = self.disks.len()
             + self.nets.len()
             + usize::from(self.vsock.is_some())
-            + usize::from(self.rng);
+            + usize::from(self.rng)
+            + self.fs.len();
         let lines = usize::from(MAX_VIRTIO_DEVICES);
         if devices > lines {
             return invalid(format!("{devices} virtio devices; at most {lines} fit"));
@@ -447,9 +509,43 @@ mod tests {
         cfg.vsock = Some("3,/tmp/v.sock".parse().unwrap());
         cfg.nets.push("tap0,02:00:00:00:00:01".parse().unwrap());
         cfg.rng = true;
+        cfg.fs.push("share,/tmp/vfs.sock".parse().unwrap());
         let json = serde_json::to_string(&cfg).unwrap();
         let back: VmConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn fs_devices_need_a_listening_socket_and_distinct_tags() {
+        let k = kernel_file();
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("vfs.sock");
+        let mut cfg = VmConfig::new(k.path());
+        cfg.fs = vec![format!("share,{}", sock.display()).parse().unwrap()];
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("fs share: socket") && e.contains("No such file"),
+            "{e}"
+        );
+        std::fs::write(&sock, b"").unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("is not a socket"), "{e}");
+        std::fs::remove_file(&sock).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        cfg.validate().unwrap();
+        cfg.fs.push(cfg.fs[0].clone());
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("tag 'share' given twice"), "{e}");
+
+        let fs = "root,/s".parse::<FsConfig>().unwrap();
+        assert_eq!(
+            (fs.tag.as_str(), fs.socket.as_path()),
+            ("root", Path::new("/s"))
+        );
+        for bad in ["root", "root,", ",/s", ""] {
+            let e = bad.parse::<FsConfig>().unwrap_err().to_string();
+            assert!(e.contains("expected TAG,SOCKET"), "{bad}: {e}");
+        }
     }
 
     #[test]

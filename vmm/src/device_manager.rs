@@ -9,6 +9,7 @@ use devices::bus::BusError;
 use devices::interrupt::{EventFdTrigger, VirtioInterrupt};
 use devices::legacy::{Serial, I8042};
 use devices::virtio::block::{Block, BlockConfig};
+use devices::virtio::fs::Fs;
 use devices::virtio::mmio::{cmdline_entry, MmioTransport};
 use devices::virtio::net::{Net, Tap};
 use devices::virtio::rng::Rng;
@@ -184,8 +185,10 @@ impl DeviceManager {
     }
 
     /// Creates the virtio devices `config` asks for, in a fixed order (disks,
-    /// net, vsock, rng), so a disk's name in the guest (vda, vdb, ...) follows
-    /// its place in the config.
+    /// net, vsock, rng, fs), so a disk's name in the guest (vda, vdb, ...)
+    /// follows its place in the config. A virtio-fs device connects to its
+    /// backend here: a backend that is missing or does not answer fails the
+    /// build, before the guest runs.
     pub fn add_configured_virtio(
         &mut self,
         vm: &Vm,
@@ -224,6 +227,12 @@ impl DeviceManager {
         if config.rng {
             let rng = Rng::new("rng0").map_err(backend("rng"))?;
             self.add_virtio(vm, mem, "rng0", Arc::new(Mutex::new(rng)))?;
+        }
+        for f in &config.fs {
+            let device_config = devices::virtio::fs::FsConfig::new(&f.tag, &f.socket);
+            let fs = Fs::new(&device_config, mem).map_err(backend(format!("fs {}", f.tag)))?;
+            let id = fs.id().to_owned();
+            self.add_virtio(vm, mem, &id, Arc::new(Mutex::new(fs)))?;
         }
         Ok(())
     }

@@ -223,7 +223,13 @@ impl Vmm {
         let template = CpuTemplate::resolve(config.cpu_template, kvm::KvmFlavor::detect());
         let console = open_console(&config.console)?;
 
-        let mem = memory::create(config.mem_mib)?;
+        // A vhost-user backend maps guest memory itself: share it then.
+        let backing = if config.fs.is_empty() {
+            memory::Backing::Anonymous
+        } else {
+            memory::Backing::SharedMemfd
+        };
+        let mem = memory::create_with(config.mem_mib, backing)?;
         let vm = vm::Vm::new(kvm, &mem, true)?;
         let mut devices = DeviceManager::new(&vm, console)?;
         devices.add_configured_virtio(&vm, &mem, config)?;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vm_spec::{
-    ConfigError, Console, CpuTemplateName, DiskConfig, NetConfig, VmConfig, VsockConfig,
+    ConfigError, Console, CpuTemplateName, DiskConfig, FsConfig, NetConfig, VmConfig, VsockConfig,
 };
 use vmm::RunOptions;
 
@@ -18,7 +18,7 @@ use vmm::RunOptions;
 #[command(name = "runm-vmm", version, about)]
 struct Cli {
     /// JSON config file (the runtime writes one); cannot be mixed with VM flags.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem_mib", "vcpus", "console", "cpu_template", "disk", "vsock", "net", "rng"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem_mib", "vcpus", "console", "cpu_template", "disk", "vsock", "net", "rng", "fs"])]
     config: Option<PathBuf>,
     /// Guest kernel: ELF vmlinux or bzImage.
     #[arg(long, value_name = "PATH", required_unless_present = "config")]
@@ -53,6 +53,10 @@ struct Cli {
     /// virtio-rng fed from the host's getrandom.
     #[arg(long)]
     rng: bool,
+    /// virtio-fs TAG,SOCKET served by the vhost-user backend (virtiofsd)
+    /// listening on SOCKET; repeat for more.
+    #[arg(long, value_name = "TAG,SOCKET")]
+    fs: Vec<FsConfig>,
     /// Log level on stderr: error, warn, info, debug.
     #[arg(long = "log-level", default_value = "warn", value_name = "LEVEL", value_parser = parse_level)]
     log_level: log::LevelFilter,
@@ -85,6 +89,7 @@ impl Cli {
         c.vsock = self.vsock;
         c.nets = self.net;
         c.rng = self.rng;
+        c.fs = self.fs;
         Ok(c)
     }
 }

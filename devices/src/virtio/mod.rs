@@ -21,6 +21,7 @@ use crate::interrupt::VirtioInterrupt;
 
 pub mod activation;
 pub mod block;
+pub mod fs;
 pub mod mmio;
 pub mod net;
 pub mod queue;
@@ -40,6 +41,8 @@ pub const TYPE_CONSOLE: u32 = 3;
 pub const TYPE_RNG: u32 = 4;
 /// Socket device.
 pub const TYPE_VSOCK: u32 = 19;
+/// File system device (virtio-fs).
+pub const TYPE_FS: u32 = 26;
 
 /// A device type's name, for logs.
 pub fn type_name(device_type: u32) -> &'static str {
@@ -49,6 +52,7 @@ pub fn type_name(device_type: u32) -> &'static str {
         TYPE_CONSOLE => "console",
         TYPE_RNG => "rng",
         TYPE_VSOCK => "vsock",
+        TYPE_FS => "fs",
         _ => "unknown",
     }
 }
