@@ -367,6 +367,33 @@ pub fn find_vm_program(hypervisor: Hypervisor) -> Result<PathBuf, BackendError> 
     }
 }
 
+/// Where the project's setup installs virtiofsd, looked at last. (Debian's
+/// `/usr/lib/qemu/virtiofsd` is QEMU's old C daemon, which runm does not use.)
+const LIBEXEC_VIRTIOFSD: &str = "/usr/libexec/virtiofsd";
+
+/// The virtio-fs daemon (the Rust virtiofsd): `$RUNM_VIRTIOFSD`, `virtiofsd`
+/// beside runm, on `PATH`, or in `/usr/libexec`.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "until the sandbox starts virtiofsd")
+)]
+pub fn find_virtiofsd() -> Result<PathBuf, BackendError> {
+    let found = find_program(
+        "virtiofsd",
+        "RUNM_VIRTIOFSD",
+        true,
+        "the setup installs it in /usr/libexec (scripts/virtiofsd.sh --install DIR), \
+         or set RUNM_VIRTIOFSD",
+    );
+    let named = std::env::var_os("RUNM_VIRTIOFSD").is_some_and(|v| !v.is_empty());
+    match found {
+        Err(BackendError::NoProgram { .. }) if !named && Path::new(LIBEXEC_VIRTIOFSD).is_file() => {
+            Ok(PathBuf::from(LIBEXEC_VIRTIOFSD))
+        }
+        found => found,
+    }
+}
+
 /// Prepares the VM process for `choice` (writes `vm.json` for runm-vmm).
 pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launch, BackendError> {
     match choice.hypervisor {
@@ -552,6 +579,21 @@ mod tests {
         kind: HostKvm::Hardware,
         usable: false,
     };
+
+    #[test]
+    fn virtiofsd_named_by_the_environment_is_used_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("virtiofsd");
+        std::fs::write(&bin, b"").unwrap();
+        // Only this test touches RUNM_VIRTIOFSD.
+        std::env::set_var("RUNM_VIRTIOFSD", &bin);
+        assert_eq!(find_virtiofsd().unwrap(), bin);
+        let missing = dir.path().join("missing");
+        std::env::set_var("RUNM_VIRTIOFSD", &missing);
+        let e = find_virtiofsd().unwrap_err().to_string();
+        std::env::remove_var("RUNM_VIRTIOFSD");
+        assert!(e.contains("missing") && e.contains("RUNM_VIRTIOFSD"), "{e}");
+    }
 
     #[test]
     fn auto_picks_runm_vmm_on_real_kvm_and_qemu_elsewhere() {

@@ -2,7 +2,8 @@
 //!
 //! - [`workspace`]: the workspace's root, its built binaries (`runm`,
 //!   `runm-vmm`) and the guest images its build scripts make (the guest
-//!   kernel, the agent's initramfs), each overridable by runm's variables.
+//!   kernel, the agent's initramfs, virtiofsd), each overridable by runm's
+//!   variables.
 //! - [`cpio`]: a newc cpio writer for initramfs images.
 //! - [`images`]: small guest images from the host's static busybox: a
 //!   root tree, an initramfs, an ext4 disk.
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 pub use cpio::Cpio;
 pub use vmm::{ext4_root, initramfs, read_console, runm_vmm, Vmm, INIT_MARKER, RUST_PANIC};
-pub use workspace::{agent_initramfs, guest_kernel, repo_root};
+pub use workspace::{agent_initramfs, guest_kernel, repo_root, virtiofsd};
 
 /// Guest boots are slow under emulation and use both cores: a test that
 /// boots a guest holds this for the whole boot.

@@ -272,6 +272,14 @@ pub fn agent_initramfs() -> Result<PathBuf> {
     )
 }
 
+/// The Rust virtiofsd (virtio-fs backend): `$RUNM_VIRTIOFSD`, else the one
+/// `scripts/virtiofsd.sh` builds (or has cached). That script needs root the
+/// first time, to install libseccomp-dev and libcap-ng-dev.
+pub fn virtiofsd() -> Result<PathBuf> {
+    static VIRTIOFSD: Mutex<Option<PathBuf>> = Mutex::new(None);
+    cached(&VIRTIOFSD, "RUNM_VIRTIOFSD", "scripts/virtiofsd.sh", |p| p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

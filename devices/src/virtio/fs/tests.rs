@@ -3,16 +3,16 @@
 //! virtiofsd, spawned on a temporary directory and socket, driven like a
 //! guest driver would (and like a hostile one would).
 //!
-//! virtiofsd comes from `$RUNM_VIRTIOFSD` or from `scripts/virtiofsd.sh`,
-//! which builds it once and caches it; a test that cannot get it fails and
-//! says how to install it.
+//! virtiofsd comes from `$RUNM_VIRTIOFSD` or from `scripts/virtiofsd.sh`
+//! (through test-support), which builds it once and caches it; a test that
+//! cannot get it fails and says how to install it.
 
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, SubscriberOps};
@@ -50,34 +50,11 @@ fn shared_memory(regions: &[(u64, usize)]) -> GuestMemory {
     GuestMemory::from_ranges_with_files(ranges).expect("shared guest memory")
 }
 
-fn virtiofsd_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let how = "these tests need the Rust virtiofsd: run scripts/virtiofsd.sh \
-                   (builds it once with cargo install; needs libseccomp-dev and libcap-ng-dev), \
-                   or set RUNM_VIRTIOFSD to a virtiofsd binary";
-        if let Some(p) = std::env::var_os("RUNM_VIRTIOFSD").filter(|v| !v.is_empty()) {
-            let p = PathBuf::from(p);
-            assert!(
-                p.is_file(),
-                "RUNM_VIRTIOFSD={} is not a file; {how}",
-                p.display()
-            );
-            return p;
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/virtiofsd.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {how}", script.display()));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let path = stdout.lines().last().map(PathBuf::from);
-        match path {
-            Some(p) if out.status.success() && p.is_file() => p,
-            _ => panic!("{} failed ({}); {how}", script.display(), out.status),
-        }
-    })
+fn virtiofsd_binary() -> PathBuf {
+    test_support::virtiofsd().expect(
+        "these tests need the Rust virtiofsd: run scripts/virtiofsd.sh (as root the first \
+         time: it installs libseccomp-dev and libcap-ng-dev), or set RUNM_VIRTIOFSD",
+    )
 }
 
 /// A virtiofsd serving a fresh temporary directory on a fresh socket, with
