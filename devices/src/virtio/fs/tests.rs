@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,7 @@ use crate::test_utils::{read_bytes, TestDesc, TestQueue};
 use crate::virtio::mmio::{regs, status, MmioTransport};
 use crate::virtio::{GuestMemory, VirtioDevice, TYPE_FS, VIRTIO_F_VERSION_1};
 
-// ---------------------------------------------------------------- helpers
+// ------------------------------------------------------ test scaffolding
 
 /// Guest memory backed by one temporary file, mapped shared: what a
 /// vhost-user backend can map (the VMM uses a memfd the same way).
@@ -81,6 +82,7 @@ impl Virtiofsd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
+            .process_group(0)
             .spawn()
             .expect("spawn virtiofsd");
         let mut vfs = Virtiofsd { child, dir, socket };
@@ -103,8 +105,20 @@ impl Virtiofsd {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
+        if let Ok(None) = self.child.try_wait() {
+            self.signal("KILL");
+        }
         let _ = self.child.wait();
+    }
+
+    /// Sends SIG`name` to the daemon's process group (its sandbox forks: the
+    /// process serving the socket is a child of the one spawned here).
+    fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg("--")
+            .arg(format!("-{}", self.child.id()))
+            .status();
     }
 
     /// Whether the daemon exits by itself within `timeout`.
@@ -129,7 +143,10 @@ impl Drop for Virtiofsd {
 /// Connects a device to `vfs`; the socket appears a moment before the
 /// daemon listens, so a refused connection is retried briefly.
 fn connect(vfs: &Virtiofsd, mem: &GuestMemory) -> Fs {
-    let config = FsConfig::new("share", &vfs.socket);
+    connect_with(FsConfig::new("share", &vfs.socket), vfs, mem)
+}
+
+fn connect_with(config: FsConfig, vfs: &Virtiofsd, mem: &GuestMemory) -> Fs {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match Fs::new(&config, mem) {
@@ -662,6 +679,38 @@ fn a_backend_that_dies_is_reported_and_nothing_hangs() {
         "took {:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn a_backend_that_stops_answering_costs_a_vcpu_at_most_the_timeout() {
+    let mem = shared_memory(&[(0, 16 << 20)]);
+    let vfs = Virtiofsd::spawn();
+    let mut config = FsConfig::new("share", &vfs.socket);
+    config.timeout = Duration::from_millis(300);
+    let mut g = Guest::new(connect_with(config, &vfs, &mem), &mem);
+    let hiprio = TestQueue::new(&mem, GuestAddress(HIPRIO_AT), QUEUE_SIZE);
+    let request = TestQueue::new(&mem, GuestAddress(REQUEST_AT), QUEUE_SIZE);
+    g.negotiate();
+    g.setup_queue(0, &hiprio);
+    g.setup_queue(1, &request);
+
+    // The daemon freezes (alive, socket open, no answers): DRIVER_OK, which
+    // waits for the backend's acknowledgements, gives up after the timeout.
+    vfs.signal("STOP");
+    let start = Instant::now();
+    let s = g.driver_ok();
+    let took = start.elapsed();
+    assert_ne!(s & status::DEVICE_NEEDS_RESET, 0, "status {s:#x}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(g.fs.lock().unwrap().backend_broken());
+    // From then on nothing waits for it.
+    let start = Instant::now();
+    g.reset();
+    g.negotiate();
+    g.setup_queue(0, &hiprio);
+    g.setup_queue(1, &request);
+    assert_ne!(g.driver_ok() & status::DEVICE_NEEDS_RESET, 0);
+    assert!(start.elapsed() < Duration::from_millis(200));
 }
 
 #[test]
