@@ -6,7 +6,8 @@
 #   scripts/install.sh [--prefix DIR]      install (again: only what changed)
 #   scripts/install.sh --uninstall [--prefix DIR]
 #
-#   runm, runm-vmm         /usr/local/bin     (DIR/bin with --prefix)
+#   runm, runm-vmm,        /usr/local/bin     (DIR/bin with --prefix)
+#   virtiofsd
 #   vmlinux, agent.cpio    /usr/share/runm    (DIR/share/runm with --prefix;
 #                                              runm finds it from DIR/bin/runm)
 #
@@ -42,10 +43,10 @@ else
 fi
 
 # What is installed, by name (uninstall removes exactly these).
-bin_files=(runm runm-vmm)
+# virtiofsd serves host directories to the guest (virtio-fs); runm finds it
+# beside itself.
+bin_files=(runm runm-vmm virtiofsd)
 data_files=(vmlinux agent.cpio)
-# virtiofsd (virtio-fs, for bind mounts and volumes) joins bin_files here once
-# the project builds it; its build step goes beside the others below.
 
 if [ "$uninstall" = 1 ]; then
     for f in "${bin_files[@]/#/$bindir/}" "${data_files[@]/#/$datadir/}"; do
@@ -88,6 +89,8 @@ say "guest kernel (cached after the first build)"
 kernel=$("$repo/guest-kernel-config/build.sh" --flavor guest | tail -n1)/vmlinux
 say "agent initramfs"
 initrd=$("$repo/guest-agent/build-initramfs.sh" | tail -n1)
+say "virtiofsd (cached after the first build)"
+virtiofsd=$("$repo/scripts/virtiofsd.sh" | tail -n1)
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 say "release binaries: runm, runm-vmm"
 cargo build --quiet --release --manifest-path "$repo/Cargo.toml" --target-dir "$target_dir" \
@@ -115,6 +118,7 @@ put() {
 }
 put "$target_dir/release/runm" "$bindir/runm" 755
 put "$target_dir/release/runm-vmm" "$bindir/runm-vmm" 755
+put "$virtiofsd" "$bindir/virtiofsd" 755
 put "$kernel" "$datadir/vmlinux" 644
 put "$initrd" "$datadir/agent.cpio" 644
 say "runm is installed: $bindir/runm (engines: --runtime $bindir/runm)"

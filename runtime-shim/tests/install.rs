@@ -72,6 +72,7 @@ mod tests {
             [
                 "bin/runm",
                 "bin/runm-vmm",
+                "bin/virtiofsd",
                 "share/runm/agent.cpio",
                 "share/runm/vmlinux"
             ],
@@ -80,6 +81,7 @@ mod tests {
         for (f, mode) in [
             ("bin/runm", 0o755),
             ("bin/runm-vmm", 0o755),
+            ("bin/virtiofsd", 0o755),
             ("share/runm/vmlinux", 0o644),
             ("share/runm/agent.cpio", 0o644),
         ] {
@@ -102,12 +104,17 @@ mod tests {
             .output()
             .unwrap();
         assert!(vmm.status.success(), "{vmm:?}");
+        let virtiofsd = Command::new(prefix.join("bin/virtiofsd"))
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(virtiofsd.status.success(), "{virtiofsd:?}");
 
         // Again: nothing is rewritten.
         let (code, err) = install(r.tmp.path(), &["--prefix", p]);
         assert_eq!(code, 0, "second install.sh: {err}");
         assert_eq!(files(&prefix), installed, "{err}");
-        assert_eq!(err.matches("up to date: ").count(), 4, "{err}");
+        assert_eq!(err.matches("up to date: ").count(), 5, "{err}");
 
         // The installed runm finds the installed guest images by itself, and
         // says which ones it boots in its debug log.
