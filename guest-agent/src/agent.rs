@@ -913,8 +913,8 @@ mod tests {
             start: None,
             stopped: false,
         });
-        let (r, w) = sys::pipe().unwrap();
-        let (_in_r, in_w) = sys::pipe().unwrap();
+        let (r, w) = guest_agent::fdio::pipe().unwrap();
+        let (_in_r, in_w) = guest_agent::fdio::pipe().unwrap();
         a.track(
             INIT_PROCESS,
             4242,
@@ -972,8 +972,8 @@ mod tests {
     #[test]
     fn output_grace_bounds_the_wait() {
         let (mut a, _rx) = greeted();
-        let (r, _w) = sys::pipe().unwrap();
-        let (_in_r, in_w) = sys::pipe().unwrap();
+        let (r, _w) = guest_agent::fdio::pipe().unwrap();
+        let (_in_r, in_w) = guest_agent::fdio::pipe().unwrap();
         a.track(
             3,
             4343,

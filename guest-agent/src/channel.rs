@@ -12,6 +12,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rustix::fs::{FileType, Mode, CWD};
+use rustix::net::SocketFlags;
+
 use crate::console::log;
 use crate::init::ChannelKind;
 use crate::proto::{AGENT_SERIAL_PORT_NAME, AGENT_VSOCK_PORT};
@@ -114,8 +117,9 @@ fn accept_vsock() -> Result<File, ChannelError> {
     };
     let listener = sys::vsock_listen(AGENT_VSOCK_PORT).map_err(err)?;
     log!("listening on vsock port {AGENT_VSOCK_PORT}");
-    use std::os::fd::AsRawFd;
-    let conn = sys::accept(listener.as_raw_fd()).map_err(err)?;
+    let conn =
+        rustix::io::retry_on_intr(|| rustix::net::accept_with(&listener, SocketFlags::CLOEXEC))
+            .map_err(|e| err(e.into()))?;
     Ok(File::from(conn))
 }
 
@@ -162,8 +166,9 @@ fn open_serial() -> Result<File, ChannelError> {
         source,
     };
     if !path.exists() {
-        let c = sys::cpath(&path).map_err(err)?;
-        sys::mknod_char(&c, 0o600, major, minor).map_err(err)?;
+        let (kind, mode) = (FileType::CharacterDevice, Mode::from_raw_mode(0o600));
+        let dev = rustix::fs::makedev(major, minor);
+        rustix::fs::mknodat(CWD, &path, kind, mode, dev).map_err(|e| err(e.into()))?;
     }
     log!(
         "using virtio-serial port {} ({major}:{minor})",

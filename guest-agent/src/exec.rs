@@ -22,11 +22,17 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::Duration;
 
-use libc::{c_char, gid_t, uid_t};
+use guest_agent::fdio;
+use guest_agent::sigset::SigSet;
+use libc::c_char;
+use rustix::mount::MountPropagationFlags;
+use rustix::process::{Resource, Rlimit};
+use rustix::thread::{Gid, LinkNameSpaceType, Uid, UnshareFlags};
 
 use crate::proto::{ProcessSpec, Stream};
 use crate::sys;
@@ -35,7 +41,7 @@ use crate::sys;
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How long the agent waits for a child to report its setup.
-const SETUP_TIMEOUT_MS: i32 = 10_000;
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Exit status of a child whose setup failed (it never became the workload).
 const SETUP_FAILED: i32 = 127;
@@ -87,37 +93,40 @@ pub enum ExecError {
         source: io::Error,
     },
     /// The child did not report in time.
-    #[error("process setup did not finish within {} s", SETUP_TIMEOUT_MS / 1000)]
+    #[error("process setup did not finish within {} s", SETUP_TIMEOUT.as_secs())]
     SetupTimeout,
     /// The child ended without a report.
     #[error("process ended during setup without saying why")]
     SetupVanished,
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ExecError {
+fn io_err<E: Into<io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> ExecError {
     let what = what.into();
-    move |source| ExecError::Io { what, source }
+    move |source| ExecError::Io {
+        what,
+        source: source.into(),
+    }
 }
 
 /// The `RLIMIT_*` resource named `name` (OCI spells them `RLIMIT_NOFILE`, ...).
-pub fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+pub fn rlimit_resource(name: &str) -> Option<Resource> {
     Some(match name {
-        "RLIMIT_AS" => libc::RLIMIT_AS,
-        "RLIMIT_CORE" => libc::RLIMIT_CORE,
-        "RLIMIT_CPU" => libc::RLIMIT_CPU,
-        "RLIMIT_DATA" => libc::RLIMIT_DATA,
-        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
-        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
-        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
-        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
-        "RLIMIT_NICE" => libc::RLIMIT_NICE,
-        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
-        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
-        "RLIMIT_RSS" => libc::RLIMIT_RSS,
-        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
-        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
-        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
-        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_AS" => Resource::As,
+        "RLIMIT_CORE" => Resource::Core,
+        "RLIMIT_CPU" => Resource::Cpu,
+        "RLIMIT_DATA" => Resource::Data,
+        "RLIMIT_FSIZE" => Resource::Fsize,
+        "RLIMIT_LOCKS" => Resource::Locks,
+        "RLIMIT_MEMLOCK" => Resource::Memlock,
+        "RLIMIT_MSGQUEUE" => Resource::Msgqueue,
+        "RLIMIT_NICE" => Resource::Nice,
+        "RLIMIT_NOFILE" => Resource::Nofile,
+        "RLIMIT_NPROC" => Resource::Nproc,
+        "RLIMIT_RSS" => Resource::Rss,
+        "RLIMIT_RTPRIO" => Resource::Rtprio,
+        "RLIMIT_RTTIME" => Resource::Rttime,
+        "RLIMIT_SIGPENDING" => Resource::Sigpending,
+        "RLIMIT_STACK" => Resource::Stack,
         _ => return None,
     })
 }
@@ -158,10 +167,10 @@ pub struct Prepared {
     searched: bool,
     cwd_text: String,
     cwd: CString,
-    uid: uid_t,
-    gid: gid_t,
-    groups: Vec<gid_t>,
-    rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+    rlimits: Vec<(Resource, Rlimit)>,
     rlimit_names: Vec<String>,
     no_new_privs: bool,
     /// Whether the process runs on a terminal.
@@ -212,7 +221,13 @@ impl Prepared {
                     hard: r.hard,
                 });
             }
-            rlimits.push((res, r.soft, r.hard));
+            // rustix spells RLIM_INFINITY (all ones) as None; passing the
+            // number itself means the same to the kernel.
+            let limit = Rlimit {
+                current: Some(r.soft),
+                maximum: Some(r.hard),
+            };
+            rlimits.push((res, limit));
             rlimit_names.push(r.kind.clone());
         }
         Ok(Prepared {
@@ -226,9 +241,14 @@ impl Prepared {
             searched,
             cwd_text: spec.cwd.clone(),
             cwd,
-            uid: spec.uid,
-            gid: spec.gid,
-            groups: spec.additional_gids.clone(),
+            uid: Uid::from_raw(spec.uid),
+            gid: Gid::from_raw(spec.gid),
+            groups: spec
+                .additional_gids
+                .iter()
+                .copied()
+                .map(Gid::from_raw)
+                .collect(),
             rlimits,
             rlimit_names,
             no_new_privs: spec.no_new_privileges,
@@ -314,10 +334,16 @@ pub struct ParentStdio {
 /// Makes the stdio of a new process: pipes, or a terminal opened from `ptmx`.
 pub fn make_stdio(terminal: bool, ptmx: &Path) -> Result<(ParentStdio, ChildStdio), ExecError> {
     if terminal {
-        let (master, slave) = sys::open_pty(ptmx).map_err(io_err(format!(
-            "opening a terminal from {}",
-            ptmx.display()
-        )))?;
+        let what = || format!("opening a terminal from {}", ptmx.display());
+        let (master, slave) = fdio::open_pty(ptmx).map_err(io_err(what()))?;
+        // The protocol carries no window size: the usual 24x80.
+        let size = rustix::termios::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&master, size).map_err(io_err(what()))?;
         let master = File::from(master);
         let input = master
             .try_clone()
@@ -330,9 +356,9 @@ pub fn make_stdio(terminal: bool, ptmx: &Path) -> Result<(ParentStdio, ChildStdi
             ChildStdio::Terminal { slave },
         ));
     }
-    let (in_r, in_w) = sys::pipe().map_err(io_err("stdin pipe"))?;
-    let (out_r, out_w) = sys::pipe().map_err(io_err("stdout pipe"))?;
-    let (err_r, err_w) = sys::pipe().map_err(io_err("stderr pipe"))?;
+    let (in_r, in_w) = fdio::pipe().map_err(io_err("stdin pipe"))?;
+    let (out_r, out_w) = fdio::pipe().map_err(io_err("stdout pipe"))?;
+    let (err_r, err_w) = fdio::pipe().map_err(io_err("stderr pipe"))?;
     Ok((
         ParentStdio {
             stdin: File::from(in_w),
@@ -415,9 +441,12 @@ impl Stage {
                     .get(usize::from(index))
                     .map_or("?", String::as_str)
             ),
-            Stage::Groups => format!("setgroups {:?}", p.groups),
-            Stage::Gid => format!("setgid {}", p.gid),
-            Stage::Uid => format!("setuid {}", p.uid),
+            Stage::Groups => format!(
+                "setgroups {:?}",
+                p.groups.iter().map(|g| g.as_raw()).collect::<Vec<_>>()
+            ),
+            Stage::Gid => format!("setgid {}", p.gid.as_raw()),
+            Stage::Uid => format!("setuid {}", p.uid.as_raw()),
             Stage::NoNewPrivs => "setting no_new_privs".into(),
         }
     }
@@ -426,66 +455,74 @@ impl Stage {
 /// A failed child step: which, which item (rlimits), the error.
 type StepError = (Stage, u8, io::Error);
 
-fn at(stage: Stage) -> impl Fn(io::Error) -> StepError {
-    move |e| (stage, 0, e)
+fn at<E: Into<io::Error>>(stage: Stage) -> impl Fn(E) -> StepError {
+    move |e| (stage, 0, e.into())
 }
 
 /// The child's setup, steps 1-3 of the module docs. Async-signal-safe.
 fn child_setup(p: &Prepared, root: &RootSetup, stdio: &ChildStdio) -> Result<(), StepError> {
-    sys::unblock_all_signals().map_err(at(Stage::Signals))?;
+    SigSet::empty().set_mask().map_err(at(Stage::Signals))?;
     sys::reset_signal_dispositions();
-    sys::setsid().map_err(at(Stage::Session))?;
+    rustix::process::setsid().map_err(at(Stage::Session))?;
     let (i, o, e) = match stdio {
         ChildStdio::Pipes {
             stdin,
             stdout,
             stderr,
-        } => (stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()),
+        } => (stdin.as_fd(), stdout.as_fd(), stderr.as_fd()),
         ChildStdio::Terminal { slave } => {
-            sys::set_controlling_terminal(slave.as_raw_fd()).map_err(at(Stage::Terminal))?;
-            (slave.as_raw_fd(), slave.as_raw_fd(), slave.as_raw_fd())
+            rustix::process::ioctl_tiocsctty(slave).map_err(at(Stage::Terminal))?;
+            (slave.as_fd(), slave.as_fd(), slave.as_fd())
         }
     };
     // The agent keeps 0-2 open (init::mount_basics), so these are all >= 3
     // and dup2 never has to move a descriptor onto itself.
-    sys::dup2(i, 0).map_err(at(Stage::Stdio))?;
-    sys::dup2(o, 1).map_err(at(Stage::Stdio))?;
-    sys::dup2(e, 2).map_err(at(Stage::Stdio))?;
+    rustix::stdio::dup2_stdin(i).map_err(at(Stage::Stdio))?;
+    rustix::stdio::dup2_stdout(o).map_err(at(Stage::Stdio))?;
+    rustix::stdio::dup2_stderr(e).map_err(at(Stage::Stdio))?;
     // The agent opens everything close-on-exec; this is the safety net.
-    let _ = sys::cloexec_from(3);
+    let _ = fdio::cloexec_from(3);
 
     let slash = c"/";
     match root {
         RootSetup::Fresh { rootfs } => {
-            sys::unshare(libc::CLONE_NEWNS).map_err(at(Stage::Unshare))?;
+            // SAFETY: a mount namespace only; the descriptor table stays
+            // shared (it is this single-threaded child's alone anyway).
+            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
+                .map_err(at(Stage::Unshare))?;
             // MS_MOVE refuses to move a mount whose parent is shared; and
             // nothing the container mounts should show up in the agent's view.
-            sys::mount(None, slash, None, libc::MS_REC | libc::MS_PRIVATE, None)
-                .map_err(at(Stage::Propagation))?;
-            sys::chdir(rootfs).map_err(at(Stage::EnterRoot))?;
-            sys::mount(Some(c"."), slash, None, libc::MS_MOVE, None)
-                .map_err(at(Stage::MoveRoot))?;
-            sys::chroot(c".").map_err(at(Stage::Chroot))?;
+            let private = MountPropagationFlags::REC | MountPropagationFlags::PRIVATE;
+            rustix::mount::mount_change(slash, private).map_err(at(Stage::Propagation))?;
+            rustix::process::chdir(rootfs.as_c_str()).map_err(at(Stage::EnterRoot))?;
+            rustix::mount::mount_move(c".", slash).map_err(at(Stage::MoveRoot))?;
+            rustix::process::chroot(c".").map_err(at(Stage::Chroot))?;
         }
         RootSetup::Join { mnt_ns, root } => {
-            sys::setns(mnt_ns.as_raw_fd(), libc::CLONE_NEWNS).map_err(at(Stage::JoinNamespace))?;
-            sys::fchdir(root.as_raw_fd()).map_err(at(Stage::EnterRoot))?;
-            sys::chroot(c".").map_err(at(Stage::Chroot))?;
+            rustix::thread::move_into_link_name_space(
+                mnt_ns.as_fd(),
+                Some(LinkNameSpaceType::Mount),
+            )
+            .map_err(at(Stage::JoinNamespace))?;
+            rustix::process::fchdir(root).map_err(at(Stage::EnterRoot))?;
+            rustix::process::chroot(c".").map_err(at(Stage::Chroot))?;
         }
     }
-    sys::chdir(slash).map_err(at(Stage::Chroot))?;
-    sys::chdir(&p.cwd).map_err(at(Stage::Cwd))?;
+    rustix::process::chdir(slash).map_err(at(Stage::Chroot))?;
+    rustix::process::chdir(p.cwd.as_c_str()).map_err(at(Stage::Cwd))?;
     // Before the uid change: raising a hard limit needs the privilege the
     // container's user may not have (runc orders it the same way).
-    for (n, &(res, soft, hard)) in p.rlimits.iter().enumerate() {
-        sys::setrlimit(res, soft, hard)
-            .map_err(|e| (Stage::Rlimit, u8::try_from(n).unwrap_or(u8::MAX), e))?;
+    for (n, &(res, limit)) in p.rlimits.iter().enumerate() {
+        rustix::process::setrlimit(res, limit)
+            .map_err(|e| (Stage::Rlimit, u8::try_from(n).unwrap_or(u8::MAX), e.into()))?;
     }
-    sys::setgroups(&p.groups).map_err(at(Stage::Groups))?;
-    sys::setgid(p.gid).map_err(at(Stage::Gid))?;
-    sys::setuid(p.uid).map_err(at(Stage::Uid))?;
+    // rustix's id calls are the raw per-thread system calls; this child is
+    // the one thread of its process, so they change the whole process.
+    rustix::thread::set_thread_groups(&p.groups).map_err(at(Stage::Groups))?;
+    rustix::thread::set_thread_gid(p.gid).map_err(at(Stage::Gid))?;
+    rustix::thread::set_thread_uid(p.uid).map_err(at(Stage::Uid))?;
     if p.no_new_privs {
-        sys::set_no_new_privs().map_err(at(Stage::NoNewPrivs))?;
+        rustix::thread::set_no_new_privs(true).map_err(at(Stage::NoNewPrivs))?;
     }
     Ok(())
 }
@@ -532,9 +569,10 @@ fn exec_workload(p: &Prepared) -> ! {
     } else {
         errno_text(errno)
     };
-    let _ = sys::write_all(2, &p.exec_prefix);
-    let _ = sys::write_all(2, reason);
-    let _ = sys::write_all(2, b"\n");
+    let stderr = rustix::stdio::stderr();
+    let _ = fdio::write_all(stderr, &p.exec_prefix);
+    let _ = fdio::write_all(stderr, reason);
+    let _ = fdio::write_all(stderr, b"\n");
     sys::exit(if errno == libc::ENOENT { 127 } else { 126 })
 }
 
@@ -543,8 +581,8 @@ fn child_main(
     p: &Prepared,
     root: &RootSetup,
     stdio: &ChildStdio,
-    sync_w: RawFd,
-    start_r: Option<RawFd>,
+    sync_w: BorrowedFd<'_>,
+    start_r: Option<BorrowedFd<'_>>,
 ) -> ! {
     if let Err((stage, index, err)) = child_setup(p, root, stdio) {
         let errno = err.raw_os_error().unwrap_or(0).to_le_bytes();
@@ -557,15 +595,15 @@ fn child_main(
             errno[2],
             errno[3],
         ];
-        let _ = sys::write_all(sync_w, &report);
+        let _ = fdio::write_all(sync_w, &report);
         sys::exit(SETUP_FAILED);
     }
-    let _ = sys::write_all(sync_w, &[0]);
+    let _ = fdio::write_all(sync_w, &[0]);
     if let Some(fd) = start_r {
         let mut byte = [0u8; 1];
         // End of file: the agent dropped the start pipe without starting us
         // (it is shutting down); leave without running anything.
-        if !matches!(sys::read(fd, &mut byte), Ok(1)) {
+        if !matches!(fdio::read(fd, &mut byte), Ok(1)) {
             sys::exit(0);
         }
     }
@@ -583,14 +621,13 @@ pub struct Spawned {
 
 /// Reads the child's setup report.
 fn read_report(sync_r: &OwnedFd, p: &Prepared) -> Result<(), ExecError> {
-    let ready = sys::poll_readable(sync_r.as_raw_fd(), SETUP_TIMEOUT_MS)
+    let ready = fdio::poll_readable(sync_r, SETUP_TIMEOUT)
         .map_err(io_err("waiting for the process setup"))?;
     if !ready {
         return Err(ExecError::SetupTimeout);
     }
     let mut buf = [0u8; REPORT_LEN];
-    let n = sys::read(sync_r.as_raw_fd(), &mut buf)
-        .map_err(io_err("reading the process setup report"))?;
+    let n = fdio::read(sync_r, &mut buf).map_err(io_err("reading the process setup report"))?;
     match buf {
         _ if n == 0 => Err(ExecError::SetupVanished),
         [0, ..] => Ok(()),
@@ -615,9 +652,9 @@ pub fn spawn(
     stdio: ChildStdio,
     hold: bool,
 ) -> Result<Spawned, ExecError> {
-    let (sync_r, sync_w) = sys::pipe().map_err(io_err("sync pipe"))?;
+    let (sync_r, sync_w) = fdio::pipe().map_err(io_err("sync pipe"))?;
     let (start_r, start_w) = if hold {
-        let (r, w) = sys::pipe().map_err(io_err("start pipe"))?;
+        let (r, w) = fdio::pipe().map_err(io_err("start pipe"))?;
         (Some(r), Some(w))
     } else {
         (None, None)
@@ -630,8 +667,8 @@ pub fn spawn(
             p,
             root,
             &stdio,
-            sync_w.as_raw_fd(),
-            start_r.as_ref().map(AsRawFd::as_raw_fd),
+            sync_w.as_fd(),
+            start_r.as_ref().map(AsFd::as_fd),
         ),
         sys::Fork::Parent(pid) => pid,
     };
@@ -656,7 +693,7 @@ pub fn spawn(
 
 /// Lets a held child exec.
 pub fn release(start: OwnedFd) -> Result<(), ExecError> {
-    sys::write_all(start.as_raw_fd(), &[1]).map_err(io_err("releasing the process"))
+    fdio::write_all(start, &[1]).map_err(io_err("releasing the process"))
 }
 
 #[cfg(test)]
@@ -698,9 +735,9 @@ mod tests {
 
     #[test]
     fn rlimit_names() {
-        assert_eq!(rlimit_resource("RLIMIT_NOFILE"), Some(libc::RLIMIT_NOFILE));
-        assert_eq!(rlimit_resource("RLIMIT_CORE"), Some(libc::RLIMIT_CORE));
-        assert_eq!(rlimit_resource("RLIMIT_RTTIME"), Some(libc::RLIMIT_RTTIME));
+        assert_eq!(rlimit_resource("RLIMIT_NOFILE"), Some(Resource::Nofile));
+        assert_eq!(rlimit_resource("RLIMIT_CORE"), Some(Resource::Core));
+        assert_eq!(rlimit_resource("RLIMIT_RTTIME"), Some(Resource::Rttime));
         assert_eq!(rlimit_resource("NOFILE"), None);
         assert_eq!(rlimit_resource("rlimit_nofile"), None);
     }

@@ -9,6 +9,9 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+use rustix::mount::MountFlags;
+use rustix::system::RebootCommand;
+
 use crate::console::log;
 use crate::sys;
 
@@ -136,41 +139,51 @@ pub fn parse_cmdline(line: &str) -> BootConfig {
 }
 
 /// The guest's own mounts, in order: (type, source, target, flags, data).
-const BOOT_MOUNTS: &[(&str, &str, &str, libc::c_ulong, &str)] = &[
-    ("devtmpfs", "devtmpfs", "/dev", libc::MS_NOSUID, "mode=0755"),
+const BOOT_MOUNTS: &[(&str, &str, &str, MountFlags, &str)] = &[
+    (
+        "devtmpfs",
+        "devtmpfs",
+        "/dev",
+        MountFlags::NOSUID,
+        "mode=0755",
+    ),
     (
         "proc",
         "proc",
         "/proc",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        MountFlags::NOSUID
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOEXEC),
         "",
     ),
     (
         "sysfs",
         "sysfs",
         "/sys",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        MountFlags::NOSUID
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOEXEC),
         "",
     ),
     (
         "tmpfs",
         "tmpfs",
         "/run",
-        libc::MS_NOSUID | libc::MS_NODEV,
+        MountFlags::NOSUID.union(MountFlags::NODEV),
         "mode=0755",
     ),
     (
         "devpts",
         "devpts",
         "/dev/pts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
+        MountFlags::NOSUID.union(MountFlags::NOEXEC),
         "newinstance,ptmxmode=0666,mode=0620",
     ),
     (
         "tmpfs",
         "shm",
         "/dev/shm",
-        libc::MS_NOSUID | libc::MS_NODEV,
+        MountFlags::NOSUID.union(MountFlags::NODEV),
         "mode=1777",
     ),
 ];
@@ -206,40 +219,38 @@ fn mount_one(
     fstype: &str,
     source: &str,
     target: &str,
-    flags: libc::c_ulong,
+    flags: MountFlags,
     data: &str,
 ) -> std::io::Result<()> {
     let data = (!data.is_empty()).then(|| sys::cstr(data)).transpose()?;
-    sys::mount(
-        Some(&sys::cstr(source)?),
-        &sys::cstr(target)?,
-        Some(&sys::cstr(fstype)?),
+    Ok(rustix::mount::mount(
+        source,
+        target,
+        fstype,
         flags,
         data.as_deref(),
-    )
+    )?)
 }
 
 /// Opens `/dev/console` (else `/dev/null`) on any of descriptors 0-2 that is
 /// closed, so later descriptors are never mistaken for stdio.
 fn ensure_std_fds() {
     use std::os::fd::{AsRawFd, IntoRawFd};
-    for fd in 0..3 {
-        if sys::fd_is_open(fd) {
-            continue;
-        }
+    // open(2) takes the lowest free descriptor: each open lands on a missing
+    // one of 0-2 until they are all there, and then on 3 or above.
+    loop {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NOCTTY)
             .open("/dev/console")
             .or_else(|_| OpenOptions::new().read(true).write(true).open("/dev/null"));
-        if let Ok(file) = file {
-            if file.as_raw_fd() == fd {
-                // Opened straight onto the missing descriptor: keep it open.
+        match file {
+            Ok(file) if file.as_raw_fd() <= 2 => {
+                // Keep it open as that standard descriptor.
                 let _ = file.into_raw_fd();
-            } else {
-                let _ = sys::dup2(file.as_raw_fd(), fd);
             }
+            _ => return,
         }
     }
 }
@@ -271,9 +282,10 @@ pub fn reset_machine() -> ! {
     // Whatever is left of the container goes first, so its last writes are
     // in the page cache before the sync.
     let _ = sys::kill_all(libc::SIGKILL);
-    sys::sync();
-    let err = sys::reboot(libc::RB_AUTOBOOT);
-    log!("reboot failed: {err}; halting here");
+    rustix::fs::sync();
+    if let Err(err) = rustix::system::reboot(RebootCommand::Restart) {
+        log!("reboot failed: {err}; halting here");
+    }
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

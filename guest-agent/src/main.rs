@@ -48,7 +48,10 @@ fn serve() {
     for w in &boot.warnings {
         log!("kernel command line: {w}");
     }
-    let kernel = sys::kernel_release();
+    let kernel = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
     log!(
         "started (kernel {kernel}, channel {:?}, protocol {})",
         boot.channel,

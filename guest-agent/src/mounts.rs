@@ -13,7 +13,8 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use libc::c_ulong;
+use rustix::fs::{FileType, Mode, CWD};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
 use crate::console::log;
 use crate::proto::{ContainerSpec, MountSpec, RootSpec};
@@ -86,15 +87,25 @@ pub enum MountError {
 }
 
 /// mount(8)-style options split into what mount(2) takes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
     /// `MS_*` flags for the mount itself.
-    pub flags: c_ulong,
+    pub flags: MountFlags,
     /// Propagation flags (`MS_PRIVATE`, `MS_SHARED`, ... with `MS_REC`),
     /// applied by a second call as mount(2) requires.
-    pub propagation: c_ulong,
+    pub propagation: MountPropagationFlags,
     /// File-system-specific options, comma-separated (`mode=755,size=64k`).
     pub data: String,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            flags: MountFlags::empty(),
+            propagation: MountPropagationFlags::empty(),
+            data: String::new(),
+        }
+    }
 }
 
 /// Parses mount options. Each entry may itself be a comma-separated list.
@@ -102,37 +113,40 @@ pub struct MountOptions {
 pub fn parse_options<S: AsRef<str>>(options: &[S]) -> MountOptions {
     let mut out = MountOptions::default();
     let mut data = Vec::new();
+    use MountFlags as M;
+    use MountPropagationFlags as P;
+    let none = M::empty();
     for opt in options.iter().flat_map(|o| o.as_ref().split(',')) {
         // (set, clear) for plain flags.
-        let flag: Option<(c_ulong, c_ulong)> = match opt {
-            "" | "defaults" => Some((0, 0)),
-            "ro" => Some((libc::MS_RDONLY, 0)),
-            "rw" => Some((0, libc::MS_RDONLY)),
-            "nosuid" => Some((libc::MS_NOSUID, 0)),
-            "suid" => Some((0, libc::MS_NOSUID)),
-            "nodev" => Some((libc::MS_NODEV, 0)),
-            "dev" => Some((0, libc::MS_NODEV)),
-            "noexec" => Some((libc::MS_NOEXEC, 0)),
-            "exec" => Some((0, libc::MS_NOEXEC)),
-            "sync" => Some((libc::MS_SYNCHRONOUS, 0)),
-            "async" => Some((0, libc::MS_SYNCHRONOUS)),
-            "dirsync" => Some((libc::MS_DIRSYNC, 0)),
-            "mand" => Some((libc::MS_MANDLOCK, 0)),
-            "nomand" => Some((0, libc::MS_MANDLOCK)),
-            "noatime" => Some((libc::MS_NOATIME, 0)),
-            "atime" => Some((0, libc::MS_NOATIME)),
-            "nodiratime" => Some((libc::MS_NODIRATIME, 0)),
-            "diratime" => Some((0, libc::MS_NODIRATIME)),
-            "relatime" => Some((libc::MS_RELATIME, 0)),
-            "norelatime" => Some((0, libc::MS_RELATIME)),
-            "strictatime" => Some((libc::MS_STRICTATIME, 0)),
-            "nostrictatime" => Some((0, libc::MS_STRICTATIME)),
-            "lazytime" => Some((libc::MS_LAZYTIME, 0)),
-            "nolazytime" => Some((0, libc::MS_LAZYTIME)),
-            "silent" => Some((libc::MS_SILENT, 0)),
-            "loud" => Some((0, libc::MS_SILENT)),
-            "bind" => Some((libc::MS_BIND, 0)),
-            "rbind" => Some((libc::MS_BIND | libc::MS_REC, 0)),
+        let flag = match opt {
+            "" | "defaults" => Some((none, none)),
+            "ro" => Some((M::RDONLY, none)),
+            "rw" => Some((none, M::RDONLY)),
+            "nosuid" => Some((M::NOSUID, none)),
+            "suid" => Some((none, M::NOSUID)),
+            "nodev" => Some((M::NODEV, none)),
+            "dev" => Some((none, M::NODEV)),
+            "noexec" => Some((M::NOEXEC, none)),
+            "exec" => Some((none, M::NOEXEC)),
+            "sync" => Some((M::SYNCHRONOUS, none)),
+            "async" => Some((none, M::SYNCHRONOUS)),
+            "dirsync" => Some((M::DIRSYNC, none)),
+            "mand" => Some((M::PERMIT_MANDATORY_FILE_LOCKING, none)),
+            "nomand" => Some((none, M::PERMIT_MANDATORY_FILE_LOCKING)),
+            "noatime" => Some((M::NOATIME, none)),
+            "atime" => Some((none, M::NOATIME)),
+            "nodiratime" => Some((M::NODIRATIME, none)),
+            "diratime" => Some((none, M::NODIRATIME)),
+            "relatime" => Some((M::RELATIME, none)),
+            "norelatime" => Some((none, M::RELATIME)),
+            "strictatime" => Some((M::STRICTATIME, none)),
+            "nostrictatime" => Some((none, M::STRICTATIME)),
+            "lazytime" => Some((M::LAZYTIME, none)),
+            "nolazytime" => Some((none, M::LAZYTIME)),
+            "silent" => Some((M::SILENT, none)),
+            "loud" => Some((none, M::SILENT)),
+            "bind" => Some((M::BIND, none)),
+            "rbind" => Some((M::BIND | M::REC, none)),
             _ => None,
         };
         if let Some((set, clear)) = flag {
@@ -140,14 +154,15 @@ pub fn parse_options<S: AsRef<str>>(options: &[S]) -> MountOptions {
             continue;
         }
         let propagation = match opt {
-            "private" => Some(libc::MS_PRIVATE),
-            "rprivate" => Some(libc::MS_PRIVATE | libc::MS_REC),
-            "shared" => Some(libc::MS_SHARED),
-            "rshared" => Some(libc::MS_SHARED | libc::MS_REC),
-            "slave" => Some(libc::MS_SLAVE),
-            "rslave" => Some(libc::MS_SLAVE | libc::MS_REC),
-            "unbindable" => Some(libc::MS_UNBINDABLE),
-            "runbindable" => Some(libc::MS_UNBINDABLE | libc::MS_REC),
+            "private" => Some(P::PRIVATE),
+            "rprivate" => Some(P::PRIVATE | P::REC),
+            "shared" => Some(P::SHARED),
+            "rshared" => Some(P::SHARED | P::REC),
+            // rustix calls MS_SLAVE "downstream".
+            "slave" => Some(P::DOWNSTREAM),
+            "rslave" => Some(P::DOWNSTREAM | P::REC),
+            "unbindable" => Some(P::UNBINDABLE),
+            "runbindable" => Some(P::UNBINDABLE | P::REC),
             _ => None,
         };
         match propagation {
@@ -320,16 +335,17 @@ fn do_mount(
         .then(|| sys::cstr(&opts.data))
         .transpose()
         .map_err(err)?;
-    sys::mount(
-        Some(&sys::cstr(source).map_err(err)?),
-        &c_target,
-        Some(&sys::cstr(fstype).map_err(err)?),
+    rustix::mount::mount(
+        sys::cstr(source).map_err(err)?.as_c_str(),
+        c_target.as_c_str(),
+        sys::cstr(fstype).map_err(err)?.as_c_str(),
         opts.flags,
         data.as_deref(),
     )
-    .map_err(err)?;
-    if opts.propagation != 0 {
-        sys::mount(None, &c_target, None, opts.propagation, None).map_err(err)?;
+    .map_err(|e| err(e.into()))?;
+    if !opts.propagation.is_empty() {
+        rustix::mount::mount_change(c_target.as_c_str(), opts.propagation)
+            .map_err(|e| err(e.into()))?;
     }
     Ok(())
 }
@@ -356,7 +372,11 @@ fn mount_root(root: &RootSpec, rootfs: &Path) -> Result<(), MountError> {
         .create(rootfs)
         .map_err(io_err(format!("creating {}", rootfs.display())))?;
     let opts = MountOptions {
-        flags: if root.readonly { libc::MS_RDONLY } else { 0 },
+        flags: if root.readonly {
+            MountFlags::RDONLY
+        } else {
+            MountFlags::empty()
+        },
         ..MountOptions::default()
     };
     do_mount(fstype, &root.device, rootfs, &opts)
@@ -366,7 +386,7 @@ fn mount_root(root: &RootSpec, rootfs: &Path) -> Result<(), MountError> {
 fn mount_in_root(m: &MountSpec, rootfs: &Path) -> Result<(), MountError> {
     let kind = fs_kind(m)?;
     let opts = parse_options(&m.options);
-    if opts.flags & libc::MS_BIND != 0 {
+    if opts.flags.contains(MountFlags::BIND) {
         return Err(MountError::UnsupportedType {
             destination: m.destination.clone(),
             fstype: m.fstype.clone(),
@@ -418,8 +438,10 @@ fn populate_dev(rootfs: &Path) {
         if fs::symlink_metadata(&path).is_ok() {
             continue;
         }
-        let made = sys::cpath(&path)
-            .and_then(|p| sys::mknod_char(&p, 0o666, major, minor))
+        let (kind, mode) = (FileType::CharacterDevice, Mode::from_raw_mode(0o666));
+        let dev = rustix::fs::makedev(major, minor);
+        let made = rustix::fs::mknodat(CWD, &path, kind, mode, dev)
+            .map_err(std::io::Error::from)
             // mknod's mode is cut by the umask; set it as meant.
             .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o666)));
         if let Err(e) = made {
@@ -454,7 +476,7 @@ pub fn set_hostname(name: &str) -> Result<(), MountError> {
             "must be 1 to 64 bytes without NUL",
         )));
     }
-    sys::sethostname(name.as_bytes()).map_err(err)
+    rustix::system::sethostname(name.as_bytes()).map_err(|e| err(e.into()))
 }
 
 /// Builds the container's tree at `rootfs`: root device, mounts in order,
@@ -476,10 +498,8 @@ pub fn build_rootfs(spec: &ContainerSpec, rootfs: &Path) -> Result<(), MountErro
 
 /// Detaches the container's tree (root and everything below it).
 pub fn teardown(rootfs: &Path) {
-    if let Ok(p) = sys::cpath(rootfs) {
-        // EINVAL (nothing mounted there) is the common, harmless case.
-        let _ = sys::umount_detach(&p);
-    }
+    // EINVAL (nothing mounted there) is the common, harmless case.
+    let _ = rustix::mount::unmount(rootfs, UnmountFlags::DETACH);
 }
 
 /// The `ptmx` to open a terminal for the container from: its own devpts
@@ -505,8 +525,8 @@ mod tests {
     #[test]
     fn options_split_into_flags_and_data() {
         let o = parse_options(&["nosuid,nodev,mode=755"]);
-        assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_NODEV);
-        assert_eq!(o.propagation, 0);
+        assert_eq!(o.flags, MountFlags::NOSUID | MountFlags::NODEV);
+        assert_eq!(o.propagation, MountPropagationFlags::empty());
         assert_eq!(o.data, "mode=755");
 
         let o = parse_options(&[
@@ -517,25 +537,34 @@ mod tests {
             "mode=0620",
             "gid=5",
         ]);
-        assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_NOEXEC);
+        assert_eq!(o.flags, MountFlags::NOSUID | MountFlags::NOEXEC);
         assert_eq!(o.data, "newinstance,ptmxmode=0666,mode=0620,gid=5");
     }
 
     #[test]
     fn later_options_override_earlier_ones() {
         let o = parse_options(&["ro", "rw", "noatime", "atime", "relatime"]);
-        assert_eq!(o.flags, libc::MS_RELATIME);
+        assert_eq!(o.flags, MountFlags::RELATIME);
         let o = parse_options(&["defaults,ro", ""]);
-        assert_eq!(o.flags, libc::MS_RDONLY);
+        assert_eq!(o.flags, MountFlags::RDONLY);
         assert_eq!(o.data, "");
     }
 
     #[test]
     fn propagation_is_separate() {
         let o = parse_options(&["rbind", "rprivate", "ro"]);
-        assert_eq!(o.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY);
-        assert_eq!(o.propagation, libc::MS_PRIVATE | libc::MS_REC);
-        assert_eq!(parse_options(&["shared"]).propagation, libc::MS_SHARED);
+        assert_eq!(
+            o.flags,
+            MountFlags::BIND | MountFlags::REC | MountFlags::RDONLY
+        );
+        assert_eq!(
+            o.propagation,
+            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC
+        );
+        assert_eq!(
+            parse_options(&["shared"]).propagation,
+            MountPropagationFlags::SHARED
+        );
     }
 
     fn mount(fstype: &str) -> MountSpec {

@@ -8,8 +8,10 @@
 use std::io;
 use std::thread::JoinHandle;
 
+use guest_agent::sigset::SigSet;
+use rustix::process::WaitOptions;
+
 use crate::console::log;
-use crate::sys;
 
 /// Errors starting the reaper.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +42,21 @@ pub fn exit_status(raw: libc::c_int) -> i32 {
 /// any other thread exists, so that every thread inherits the mask and the
 /// signal can only be taken by the reaper's `sigwaitinfo`.
 pub fn block_sigchld() -> Result<(), ReaperError> {
-    sys::block_sigchld().map_err(ReaperError::Block)
+    sigchld()
+        .and_then(|s| s.block())
+        .map_err(ReaperError::Block)
+}
+
+fn sigchld() -> io::Result<SigSet> {
+    SigSet::of(&[libc::SIGCHLD])
+}
+
+/// Reaps one terminated child without blocking: `Some((pid, raw status))`,
+/// or `None` when no child has terminated (or there are no children).
+fn reap_one() -> Option<(i32, i32)> {
+    let reaped = rustix::io::retry_on_intr(|| rustix::process::waitpid(None, WaitOptions::NOHANG));
+    let (pid, status) = reaped.ok()??;
+    Some((pid.as_raw_nonzero().get(), status.as_raw()))
 }
 
 /// Starts the reaper thread; `on_exit(pid, status)` is called for every
@@ -49,14 +65,15 @@ pub fn spawn<F>(mut on_exit: F) -> Result<JoinHandle<()>, ReaperError>
 where
     F: FnMut(i32, i32) + Send + 'static,
 {
+    let sigchld = sigchld().map_err(ReaperError::Block)?;
     std::thread::Builder::new()
         .name("reaper".into())
         .spawn(move || loop {
             // SIGCHLDs coalesce: after each one, reap until nothing is left.
-            while let Some((pid, raw)) = sys::reap_one() {
+            while let Some((pid, raw)) = reap_one() {
                 on_exit(pid, exit_status(raw));
             }
-            if let Err(e) = sys::wait_sigchld() {
+            if let Err(e) = sigchld.wait() {
                 log!("waiting for SIGCHLD: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }

@@ -104,7 +104,6 @@ pub fn spawn_stdin(mut sink: File, process_id: u32, terminal: bool) -> io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys;
     use std::time::Duration;
 
     fn frames(bytes: &[u8]) -> Vec<Frame> {
@@ -118,7 +117,7 @@ mod tests {
 
     #[test]
     fn output_becomes_data_frames_then_eof() {
-        let (r, w) = sys::pipe().unwrap();
+        let (r, w) = guest_agent::fdio::pipe().unwrap();
         let writer: SharedWriter<Vec<u8>> = Arc::new(Mutex::new(Vec::new()));
         let (done_tx, done_rx) = mpsc::channel();
         spawn_output(
@@ -151,7 +150,7 @@ mod tests {
 
     #[test]
     fn muted_output_is_dropped() {
-        let (r, w) = sys::pipe().unwrap();
+        let (r, w) = guest_agent::fdio::pipe().unwrap();
         let writer: SharedWriter<Vec<u8>> = Arc::new(Mutex::new(Vec::new()));
         let (done_tx, done_rx) = mpsc::channel();
         spawn_output(
@@ -172,7 +171,7 @@ mod tests {
 
     #[test]
     fn stdin_chunks_then_close() {
-        let (r, w) = sys::pipe().unwrap();
+        let (r, w) = guest_agent::fdio::pipe().unwrap();
         let tx = spawn_stdin(File::from(w), 0, false).unwrap();
         tx.send(b"ab".to_vec()).unwrap();
         tx.send(b"c".to_vec()).unwrap();

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -486,7 +485,7 @@ impl ContainerLock {
                 }
                 Err(e) => return Err(io_err("cannot open lock", &path)(e)),
             };
-            crate::sys::flock_exclusive(file.as_raw_fd()).map_err(io_err("cannot lock", &path))?;
+            crate::sys::flock_exclusive(&file).map_err(io_err("cannot lock", &path))?;
             // `delete` removes the directory while holding the lock: if that
             // happened while we waited, our file is unlinked (or replaced by a
             // new container's), and the lock means nothing.

@@ -4,9 +4,11 @@
 //! `--pid-file`) carries its stdio over the sandbox's control socket,
 //! forwards signals to it, and exits with its exit status.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use guest_agent::proto::{self, Frame, Message, ProcessSpec, Stream};
@@ -130,6 +132,7 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<i32, RunmError> {
         }
         return Ok(0);
     }
+    let fds = stdio_fds(slave.as_ref()).map_err(RunmError::io("cannot duplicate", "stdio"))?;
     let (resp, conn) = control::request(
         &dir.control_socket(),
         &Request::Exec {
@@ -143,10 +146,6 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<i32, RunmError> {
         crate::state::write_atomic(&absolute(f), std::process::id().to_string().as_bytes())?;
     }
     let process_id = resp.process_id.unwrap_or(0);
-    let fds = match &slave {
-        Some(s) => [s.as_raw_fd(); 3],
-        None => [0, 1, 2],
-    };
     Ok(pump(
         &dir,
         conn,
@@ -213,10 +212,18 @@ pub fn relay_main(ctx: &Ctx, a: ExecRelayArgs) -> Result<i32, RunmError> {
     let sigset = sys::block_signals(sys::FORWARDED_SIGNALS).ok();
     let ready =
         sys::adopt_fd(a.ready_fd).map_err(RunmError::io("no ready descriptor", "exec-relay"))?;
-    let _ = sys::set_cloexec(ready.as_raw_fd());
+    let _ = sys::set_cloexec(&ready);
     let process: ProcessSpec = serde_json::from_str(&a.process_json)
         .map_err(|e| RunmError::Usage(format!("malformed --process-json: {e}")))?;
     let dir = ctx.dir(&a.container_id)?;
+    let fds = match stdio_fds(None) {
+        Ok(fds) => fds,
+        Err(e) => {
+            let e = RunmError::io("cannot duplicate", "stdio")(e);
+            sandbox::report_ready(&ready, Err(&e.to_string()));
+            return Err(e);
+        }
+    };
     match control::request(
         &dir.control_socket(),
         &Request::Exec {
@@ -234,7 +241,7 @@ pub fn relay_main(ctx: &Ctx, a: ExecRelayArgs) -> Result<i32, RunmError> {
                 conn,
                 resp.process_id.unwrap_or(0),
                 false,
-                [0, 1, 2],
+                fds,
                 sigset,
             ))
         }
@@ -245,6 +252,24 @@ pub fn relay_main(ctx: &Ctx, a: ExecRelayArgs) -> Result<i32, RunmError> {
     }
 }
 
+/// Our ends of an exec'd process's stdio (in, out, err): copies of the
+/// terminal `terminal` for all three, else of our own 0-2.
+fn stdio_fds(terminal: Option<&OwnedFd>) -> io::Result<[OwnedFd; 3]> {
+    let [i, o, e] = match terminal {
+        Some(t) => [t.as_fd(); 3],
+        None => [
+            rustix::stdio::stdin(),
+            rustix::stdio::stdout(),
+            rustix::stdio::stderr(),
+        ],
+    };
+    Ok([
+        i.try_clone_to_owned()?,
+        o.try_clone_to_owned()?,
+        e.try_clone_to_owned()?,
+    ])
+}
+
 /// Relays stdio between `fds` (in, out, err) and the exec'd process until it
 /// exits; returns its status. `raw_tty`: put our terminal in raw mode meanwhile.
 fn pump(
@@ -252,18 +277,21 @@ fn pump(
     conn: UnixStream,
     process_id: u32,
     raw_tty: bool,
-    fds: [RawFd; 3],
+    fds: [OwnedFd; 3],
     sigset: Option<sys::SigSet>,
 ) -> i32 {
-    let saved = if raw_tty && sys::isatty(fds[0]) {
-        sys::make_raw(fds[0]).ok()
+    let [input, output, error] = fds;
+    // Shared with the stdin thread, which may outlive this function.
+    let input = Arc::new(input);
+    let saved = if raw_tty && rustix::termios::isatty(&input) {
+        sys::make_raw(&input).ok()
     } else {
         None
     };
     if let Some(set) = sigset {
         let sock = dir.control_socket();
         std::thread::spawn(move || loop {
-            let signal = sys::sigwait(&set);
+            let Ok(signal) = set.wait() else { return };
             let req = Request::Kill {
                 signal,
                 all: false,
@@ -273,11 +301,11 @@ fn pump(
         });
     }
     if let Ok(mut out) = conn.try_clone() {
-        let stdin = fds[0];
+        let stdin = Arc::clone(&input);
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 32 * 1024];
             loop {
-                let n = sys::read(stdin, &mut buf).unwrap_or(0);
+                let n = sys::read(&stdin, &mut buf).unwrap_or(0);
                 let frame = Frame::Data {
                     process_id,
                     stream: Stream::Stdin,
@@ -294,9 +322,9 @@ fn pump(
         match proto::read_frame(&mut conn) {
             Ok(Some(Frame::Data { stream, data, .. })) => {
                 let fd = if stream == Stream::Stderr {
-                    fds[2]
+                    &error
                 } else {
-                    fds[1]
+                    &output
                 };
                 let _ = sys::write_all(fd, &data);
             }
@@ -315,7 +343,7 @@ fn pump(
         }
     };
     if let Some(t) = &saved {
-        sys::restore_termios(fds[0], t);
+        sys::restore_termios(&input, t);
     }
     status
 }

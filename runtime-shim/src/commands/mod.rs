@@ -16,7 +16,7 @@ pub mod start;
 pub mod state;
 pub mod update;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command as ProcessCommand;
@@ -159,10 +159,10 @@ pub fn dispatch(cli: Cli) -> i32 {
 pub(crate) fn console_pty(socket: &Path) -> Result<OwnedFd, RunmError> {
     let (master, slave, name) =
         sys::open_pty().map_err(RunmError::io("cannot open a pseudo terminal", "/dev/ptmx"))?;
-    sys::make_raw(slave.as_raw_fd()).map_err(RunmError::io("cannot set raw mode on", &name))?;
+    sys::make_raw(&slave).map_err(RunmError::io("cannot set raw mode on", &name))?;
     let sock = UnixStream::connect(socket)
         .map_err(RunmError::io("cannot connect to console socket", socket))?;
-    sys::send_fd(&sock, name.as_bytes(), master.as_raw_fd()).map_err(RunmError::io(
+    sys::send_fd(&sock, name.as_bytes(), master.as_fd()).map_err(RunmError::io(
         "cannot send the terminal to console socket",
         socket,
     ))?;

@@ -46,14 +46,15 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32, RunmError> {
     )?;
     // A terminal container run in the foreground uses our terminal: raw, so
     // that the guest's pty alone interprets keys and output.
-    let raw = if created.terminal && !a.detach && sys::isatty(0) {
-        sys::make_raw(0).ok()
+    let stdin = rustix::stdio::stdin();
+    let raw = if created.terminal && !a.detach && rustix::termios::isatty(stdin) {
+        sys::make_raw(stdin).ok()
     } else {
         None
     };
     if let Err(e) = start::start(ctx, &id) {
         if let Some(t) = &raw {
-            sys::restore_termios(0, t);
+            sys::restore_termios(stdin, t);
         }
         abandon(ctx, created);
         return Err(e);
@@ -65,7 +66,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32, RunmError> {
         let pid = i32::try_from(created.sandbox.id()).unwrap_or(0);
         let sandbox = ProcessRef::of(pid);
         std::thread::spawn(move || loop {
-            let sig = sys::sigwait(&set);
+            let Ok(sig) = set.wait() else { return };
             if let Some(sb) = &sandbox {
                 sb.signal(sig);
             }
@@ -73,7 +74,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32, RunmError> {
     }
     let status = created.sandbox.wait();
     if let Some(t) = &raw {
-        sys::restore_termios(0, t);
+        sys::restore_termios(stdin, t);
     }
     let code = match status {
         Ok(s) => s

@@ -103,7 +103,7 @@ pub(super) fn serve(shared: &Arc<Shared>, listener: UnixListener) {
 /// the container's process, as an init would.
 pub(super) fn forward_signals(shared: &Arc<Shared>, set: &sys::SigSet) {
     loop {
-        let sig = sys::sigwait(set);
+        let Ok(sig) = set.wait() else { return };
         log::debug!(
             "container {}: forwarding {}",
             shared.dir.id,

@@ -39,7 +39,7 @@ mod vm;
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -159,7 +159,7 @@ pub fn main(root: &Path, id: &str, ready_fd: RawFd) -> i32 {
         }
     };
     // The VM process must not inherit the ready pipe: create waits for it.
-    let _ = sys::set_cloexec(ready.as_raw_fd());
+    let _ = sys::set_cloexec(&ready);
     let dir = match ContainerDir::new(root, id) {
         Ok(d) => d,
         Err(e) => {
@@ -195,7 +195,7 @@ pub fn report_ready(fd: &OwnedFd, result: Result<i32, &str>) {
     };
     let mut line = serde_json::to_vec(&msg).unwrap_or_default();
     line.push(b'\n');
-    let _ = sys::write_all(fd.as_raw_fd(), &line);
+    let _ = sys::write_all(fd, &line);
 }
 
 /// What the sandbox's threads share, under one lock.
@@ -509,16 +509,14 @@ pub fn wait_ready(fd: &OwnedFd, timeout: Duration) -> Result<i32, SandboxError> 
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero()
-            || !sys::poll_readable(fd.as_raw_fd(), left)
-                .map_err(io_err("cannot wait for the sandbox"))?
+            || !sys::poll_readable(fd, left).map_err(io_err("cannot wait for the sandbox"))?
         {
             return Err(SandboxError::Start(format!(
                 "did not report within {} s",
                 timeout.as_secs()
             )));
         }
-        let n = sys::read(fd.as_raw_fd(), &mut chunk)
-            .map_err(io_err("cannot read from the sandbox"))?;
+        let n = sys::read(fd, &mut chunk).map_err(io_err("cannot read from the sandbox"))?;
         if n == 0 {
             break;
         }

@@ -147,7 +147,11 @@ pub(super) fn on_data(shared: &Shared, frame: Frame) {
             stream,
             data,
         } => {
-            let fd = if stream == Stream::Stderr { 2 } else { 1 };
+            let fd = if stream == Stream::Stderr {
+                rustix::stdio::stderr()
+            } else {
+                rustix::stdio::stdout()
+            };
             if let Err(e) = sys::write_all(fd, &data) {
                 log::debug!("container {}: dropping output: {e}", shared.dir.id);
             }
@@ -169,7 +173,7 @@ pub(super) fn on_data(shared: &Shared, frame: Frame) {
 pub(super) fn relay_stdin(shared: &Shared) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
-        let n = sys::read(0, &mut buf).unwrap_or(0);
+        let n = sys::read(rustix::stdio::stdin(), &mut buf).unwrap_or(0);
         let frame = Frame::Data {
             process_id: INIT_PROCESS,
             stream: Stream::Stdin,
