@@ -61,6 +61,14 @@ pub enum ExecError {
     /// `cwd` is relative.
     #[error("cwd {0:?} is not an absolute path")]
     RelativeCwd(String),
+    /// A uid or gid of -1, which the id system calls read as "no change".
+    #[error("{what} {id} is not an id (it means \"unchanged\" to the kernel)")]
+    BadId {
+        /// `uid`, `gid` or `additional gid`.
+        what: &'static str,
+        /// The number.
+        id: u32,
+    },
     /// An rlimit name this kernel interface does not have.
     #[error("unknown rlimit {0:?}")]
     UnknownRlimit(String),
@@ -230,6 +238,20 @@ impl Prepared {
             rlimits.push((res, limit));
             rlimit_names.push(r.kind.clone());
         }
+        let id = |what, id: u32| {
+            if id == u32::MAX {
+                Err(ExecError::BadId { what, id })
+            } else {
+                Ok(id)
+            }
+        };
+        let uid = Uid::from_raw(id("uid", spec.uid)?);
+        let gid = Gid::from_raw(id("gid", spec.gid)?);
+        let groups = spec
+            .additional_gids
+            .iter()
+            .map(|&g| id("additional gid", g).map(Gid::from_raw))
+            .collect::<Result<_, _>>()?;
         Ok(Prepared {
             exec_prefix: format!("runm: exec {argv0:?}: ").into_bytes(),
             argv0,
@@ -241,14 +263,9 @@ impl Prepared {
             searched,
             cwd_text: spec.cwd.clone(),
             cwd,
-            uid: Uid::from_raw(spec.uid),
-            gid: Gid::from_raw(spec.gid),
-            groups: spec
-                .additional_gids
-                .iter()
-                .copied()
-                .map(Gid::from_raw)
-                .collect(),
+            uid,
+            gid,
+            groups,
             rlimits,
             rlimit_names,
             no_new_privs: spec.no_new_privileges,
@@ -785,6 +802,15 @@ mod tests {
             Err(ExecError::RlimitOrder { .. })
         ));
         s.rlimits[0].hard = 2;
+        for (uid, gid, groups) in [
+            (u32::MAX, 0, vec![]),
+            (0, u32::MAX, vec![]),
+            (0, 0, vec![1, u32::MAX]),
+        ] {
+            let mut bad = s.clone();
+            (bad.uid, bad.gid, bad.additional_gids) = (uid, gid, groups);
+            assert!(matches!(Prepared::new(&bad), Err(ExecError::BadId { .. })));
+        }
         let p = Prepared::new(&s).unwrap();
         assert_eq!(p.command(), "sh");
         assert_eq!(p.argv_ptrs.len(), 2);

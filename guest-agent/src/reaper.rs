@@ -54,7 +54,9 @@ fn sigchld() -> io::Result<SigSet> {
 /// Reaps one terminated child without blocking: `Some((pid, raw status))`,
 /// or `None` when no child has terminated (or there are no children).
 fn reap_one() -> Option<(i32, i32)> {
-    let reaped = rustix::io::retry_on_intr(|| rustix::process::waitpid(None, WaitOptions::NOHANG));
+    // wait(2) is waitpid(-1): any child. (rustix's waitpid(None) is
+    // waitpid(0), only our process group: a workload has a session of its own.)
+    let reaped = rustix::io::retry_on_intr(|| rustix::process::wait(WaitOptions::NOHANG));
     let (pid, status) = reaped.ok()??;
     Some((pid.as_raw_nonzero().get(), status.as_raw()))
 }
@@ -95,5 +97,29 @@ mod tests {
         assert_eq!(exit_status(libc::SIGKILL), 137);
         // Killed with a core dump (0x80 set).
         assert_eq!(exit_status(0x80 | libc::SIGSEGV), 128 + libc::SIGSEGV);
+    }
+
+    #[test]
+    fn reaps_a_child_in_another_session() {
+        // As a workload is: setsid(1) execs its command in a new session
+        // (no fork: the child std starts is no group leader). No other test
+        // of this crate starts children, so nothing else is reaped here.
+        #[expect(clippy::zombie_processes, reason = "reap_one is what reaps it")]
+        let child = std::process::Command::new("setsid")
+            .args(["sh", "-c", "exit 7"])
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some((reaped, raw)) = reap_one() {
+                assert_eq!(reaped, pid);
+                break exit_status(raw);
+            }
+            assert!(std::time::Instant::now() < deadline, "never reaped");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(status, 7);
+        assert_eq!(reap_one(), None, "no children left");
     }
 }
