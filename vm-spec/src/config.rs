@@ -162,12 +162,22 @@ impl FromStr for VsockConfig {
     }
 }
 
-/// A virtio-net interface on a tap device.
+/// A virtio-net interface on a tap device, named or inherited.
+///
+/// runm opens the tap in the container's network namespace and hands it
+/// over as a descriptor (`tap_fd`), so that runm-vmm needs neither the
+/// tap's name nor the namespace; a tap by name (`tap`) is opened or created
+/// in runm-vmm's own namespace. Exactly one of the two is given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
     /// The tap's name (opened if it exists, created otherwise).
-    pub tap: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
+    /// An attached tap runm-vmm inherits as this descriptor number (3 or
+    /// more: 0 to 2 are its standard streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_fd: Option<i32>,
     /// The guest's MAC address, `aa:bb:cc:dd:ee:ff`.
     #[serde(default)]
     pub mac: Option<String>,
@@ -175,15 +185,25 @@ pub struct NetConfig {
 
 impl FromStr for NetConfig {
     type Err = ConfigError;
-    /// `TAP[,MAC]`.
+    /// `TAP[,MAC]` or `fd=N[,MAC]`.
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         let (tap, mac) = match s.split_once(',') {
             Some((t, m)) => (t, Some(m.to_string())),
             None => (s, None),
         };
-        let cfg = NetConfig {
-            tap: tap.to_string(),
-            mac,
+        let cfg = match tap.strip_prefix("fd=") {
+            Some(n) => NetConfig {
+                tap: None,
+                tap_fd: Some(n.parse().or_else(|_| {
+                    invalid(format!("net '{s}': fd '{n}' is not a descriptor number"))
+                })?),
+                mac,
+            },
+            None => NetConfig {
+                tap: Some(tap.to_string()),
+                tap_fd: None,
+                mac,
+            },
         };
         cfg.check()?;
         Ok(cfg)
@@ -191,10 +211,52 @@ impl FromStr for NetConfig {
 }
 
 impl NetConfig {
+    /// A tap runm-vmm opens by name.
+    pub fn named(tap: impl Into<String>, mac: Option<String>) -> Self {
+        NetConfig {
+            tap: Some(tap.into()),
+            tap_fd: None,
+            mac,
+        }
+    }
+
+    /// A tap runm-vmm inherits as descriptor `fd`.
+    pub fn inherited(fd: i32, mac: Option<String>) -> Self {
+        NetConfig {
+            tap: None,
+            tap_fd: Some(fd),
+            mac,
+        }
+    }
+
+    /// What the interface is called in messages: the tap's name or `fd N`.
+    pub fn label(&self) -> String {
+        match (&self.tap, self.tap_fd) {
+            (Some(t), _) => t.clone(),
+            (None, Some(fd)) => format!("fd {fd}"),
+            (None, None) => "(no tap)".into(),
+        }
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
-        // IFNAMSIZ is 16 including the terminating NUL.
-        if self.tap.is_empty() || self.tap.len() > 15 || self.tap.contains(['/', ' ', '\0']) {
-            return invalid(format!("net: '{}' is not a valid interface name", self.tap));
+        match (&self.tap, self.tap_fd) {
+            (Some(_), Some(_)) => {
+                return invalid("net: give a tap by name or by descriptor (tap_fd), not both")
+            }
+            (None, None) => return invalid("net: no tap given (tap or tap_fd)"),
+            // IFNAMSIZ is 16 including the terminating NUL.
+            (Some(tap), None) => {
+                if tap.is_empty() || tap.len() > 15 || tap.contains(['/', ' ', '\0']) {
+                    return invalid(format!("net: '{tap}' is not a valid interface name"));
+                }
+            }
+            (None, Some(fd)) => {
+                if fd < 3 {
+                    return invalid(format!(
+                        "net: tap descriptor {fd} is a standard stream (or negative); inherited taps are 3 or more"
+                    ));
+                }
+            }
         }
         if let Some(mac) = &self.mac {
             parse_mac(mac)?;
@@ -412,13 +474,14 @@ impl VmConfig {
                 ));
             }
         }
-        let mut taps: Vec<&str> = Vec::new();
+        let mut taps: Vec<String> = Vec::new();
         for n in &self.nets {
             n.check()?;
-            if taps.contains(&n.tap.as_str()) {
-                return invalid(format!("net: tap '{}' given twice", n.tap));
+            let label = n.label();
+            if taps.contains(&label) {
+                return invalid(format!("net: tap '{label}' given twice"));
             }
-            taps.push(&n.tap);
+            taps.push(label);
         }
         let mut tags: Vec<&str> = Vec::new();
         for f in &self.fs {
@@ -508,6 +571,7 @@ mod tests {
         cfg.disks.push("/a.img,ro".parse().unwrap());
         cfg.vsock = Some("3,/tmp/v.sock".parse().unwrap());
         cfg.nets.push("tap0,02:00:00:00:00:01".parse().unwrap());
+        cfg.nets.push("fd=9,02:00:00:00:00:02".parse().unwrap());
         cfg.rng = true;
         cfg.fs.push("share,/tmp/vfs.sock".parse().unwrap());
         let json = serde_json::to_string(&cfg).unwrap();
@@ -631,6 +695,18 @@ mod tests {
         );
         assert!("a-very-long-interface-name".parse::<NetConfig>().is_err());
         assert_eq!(
+            "fd=7,02:00:00:00:00:01".parse::<NetConfig>().unwrap(),
+            NetConfig::inherited(7, Some("02:00:00:00:00:01".into()))
+        );
+        assert_eq!(
+            "tap0".parse::<NetConfig>().unwrap(),
+            NetConfig::named("tap0", None)
+        );
+        let e = "fd=x".parse::<NetConfig>().unwrap_err().to_string();
+        assert!(e.contains("fd 'x' is not a descriptor number"), "{e}");
+        let e = "fd=1".parse::<NetConfig>().unwrap_err().to_string();
+        assert!(e.contains("descriptor 1 is a standard stream"), "{e}");
+        assert_eq!(
             parse_mac("02:aa:bb:cc:dd:0e").unwrap(),
             [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xe]
         );
@@ -663,6 +739,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("given twice"));
+        cfg.nets = vec!["fd=5".parse().unwrap(), "fd=5".parse().unwrap()];
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("tap 'fd 5' given twice"));
+        cfg.nets = vec![NetConfig {
+            tap: Some("tap0".into()),
+            tap_fd: Some(5),
+            mac: None,
+        }];
+        assert!(cfg.validate().unwrap_err().to_string().contains("not both"));
         cfg.nets.clear();
         cfg.disks.push(DiskConfig {
             path: "/nonexistent.img".into(),

@@ -6,14 +6,15 @@
 //! only without it does QEMU announce the virtio-mmio devices on the kernel
 //! command line), no default devices, `-no-reboot` so that the guest's reset
 //! ends QEMU, the console on the one serial port, disks on virtio-blk, and
-//! runm's agent on a virtio-serial port whose host end is a Unix socket.
+//! runm's agent on a virtio-serial port whose host end is a Unix socket,
+//! NICs on virtio-net over taps (inherited descriptors, or taps by name).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::cmdline::{kernel_cmdline, AgentTransport, GuestArgs, GuestVmm};
-use crate::config::{Console, DiskConfig, DEFAULT_MEM_MIB};
+use crate::config::{parse_mac, Console, DiskConfig, NetConfig, DEFAULT_MEM_MIB};
 use crate::host::HostKvm;
 
 /// How QEMU runs guest code.
@@ -66,6 +67,10 @@ pub struct QemuMicrovm {
     pub console: Console,
     /// virtio-blk disks, in the order the guest sees them (vda, vdb, ...).
     pub disks: Vec<DiskConfig>,
+    /// virtio-net NICs, in the order the guest sees them. A tap given by
+    /// descriptor must be inherited by QEMU (close-on-exec cleared on that
+    /// descriptor alone); one by name is attached in QEMU's namespace.
+    pub nets: Vec<NetConfig>,
     /// runm's agent channel.
     pub agent: Option<AgentPort>,
     /// A QMP monitor socket (pause and resume).
@@ -85,6 +90,7 @@ impl QemuMicrovm {
             guest: GuestArgs::default(),
             console: Console::Stdout,
             disks: Vec::new(),
+            nets: Vec::new(),
             agent: None,
             qmp: None,
         }
@@ -131,6 +137,31 @@ impl QemuMicrovm {
             let opts = format!("id=disk{i},format=raw,if=none,file=");
             let ro = if d.read_only { ",readonly=on" } else { "" };
             a.push(concat(&opts, &escape(&d.path), ro));
+        }
+        for (i, n) in self.nets.iter().enumerate() {
+            // The tap has a virtio-net header on every frame (IFF_VNET_HDR),
+            // which vnet_hdr=on tells QEMU to expect.
+            let id = format!("tap,id=net{i},");
+            let tap = match (n.tap_fd, &n.tap) {
+                (Some(fd), _) => concat(&id, format!("fd={fd}").as_bytes(), ",vnet_hdr=on"),
+                (None, Some(name)) => concat(
+                    &format!("{id}ifname="),
+                    &escape(Path::new(name)),
+                    ",script=no,downscript=no,vnet_hdr=on",
+                ),
+                (None, None) => continue,
+            };
+            a.push("-netdev".into());
+            a.push(tap);
+            a.push("-device".into());
+            // Written from the parsed bytes: nothing but a MAC reaches QEMU.
+            let mac = n.mac.as_deref().and_then(|m| parse_mac(m).ok()).map(|m| {
+                format!(
+                    ",mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                    m[0], m[1], m[2], m[3], m[4], m[5]
+                )
+            });
+            a.push(format!("virtio-net-device,netdev=net{i}{}", mac.unwrap_or_default()).into());
         }
         if let Some(agent) = &self.agent {
             a.push("-device".into());
@@ -276,6 +307,30 @@ mod tests {
             "socket,id=agent,server=on,wait=off,path=/c/agent.sock"
         );
         assert_eq!(after(&a, "-qmp"), "unix:/c/qmp.sock,server=on,wait=off");
+    }
+
+    #[test]
+    fn nics_on_inherited_and_named_taps() {
+        let mut m = QemuMicrovm::new(QemuAccel::Tcg, "/k");
+        m.nets = vec![
+            NetConfig::inherited(7, Some("02:42:0a:58:00:05".into())),
+            NetConfig::named("tap1", None),
+        ];
+        let a = line(&m);
+        assert_eq!(
+            all_after(&a, "-netdev"),
+            [
+                "tap,id=net0,fd=7,vnet_hdr=on",
+                "tap,id=net1,ifname=tap1,script=no,downscript=no,vnet_hdr=on",
+            ]
+        );
+        assert_eq!(
+            all_after(&a, "-device"),
+            [
+                "virtio-net-device,netdev=net0,mac=02:42:0a:58:00:05",
+                "virtio-net-device,netdev=net1",
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! console and i8042 on port I/O, virtio-mmio devices in the MMIO gap, each
 //! with its own window and interrupt line, announced on the kernel command line.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use devices::bus::BusError;
@@ -75,6 +77,39 @@ fn backend<E: std::error::Error + Send + Sync + 'static>(
     move |e| DeviceError::Backend {
         what,
         source: Box::new(e),
+    }
+}
+
+/// Taps the config names by descriptor (`tap_fd`), taken over before
+/// runm-vmm opens anything of its own: at that point every open descriptor
+/// beyond the standard streams was inherited, so a number that was not is
+/// an error, never one of runm-vmm's own files.
+#[derive(Debug, Default)]
+pub struct InheritedTaps(HashMap<i32, Tap>);
+
+impl InheritedTaps {
+    /// Claims every `tap_fd` of a validated `config` (which has no
+    /// descriptor twice and none below 3).
+    pub fn claim(config: &VmConfig) -> Result<Self, DeviceError> {
+        let mut taps = HashMap::new();
+        for fd in config.nets.iter().filter_map(|n| n.tap_fd) {
+            let what = format!("net fd {fd}");
+            // SAFETY: F_GETFD takes no argument and touches no memory.
+            if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                return Err(DeviceError::Backend {
+                    what,
+                    source: format!("descriptor {fd} was not inherited (it is not open)").into(),
+                });
+            }
+            // SAFETY: `fd` is open (checked above), at least 3, named once in
+            // the config, and nothing in this process opened it: claims run
+            // before runm-vmm opens files of its own, so it was inherited for
+            // this device, which takes sole ownership here.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let tap = Tap::from_fd(owned).map_err(backend(what))?;
+            taps.insert(fd, tap);
+        }
+        Ok(Self(taps))
     }
 }
 
@@ -194,6 +229,7 @@ impl DeviceManager {
         vm: &Vm,
         mem: &GuestMemory,
         config: &VmConfig,
+        inherited: &mut InheritedTaps,
     ) -> Result<(), DeviceError> {
         for (i, d) in config.disks.iter().enumerate() {
             let id = format!("vd{}", char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)));
@@ -207,8 +243,18 @@ impl DeviceManager {
             self.add_virtio(vm, mem, &id, Arc::new(Mutex::new(block)))?;
         }
         for n in &config.nets {
-            let what = format!("net {}", n.tap);
-            let tap = Tap::open(&n.tap).map_err(backend(what.clone()))?;
+            let what = format!("net {}", n.label());
+            let tap = match (n.tap_fd, &n.tap) {
+                (Some(fd), _) => inherited
+                    .0
+                    .remove(&fd)
+                    .ok_or_else(|| DeviceError::Backend {
+                        what: what.clone(),
+                        source: format!("descriptor {fd} was not claimed at start").into(),
+                    })?,
+                (None, Some(name)) => Tap::open(name).map_err(backend(what.clone()))?,
+                (None, None) => continue,
+            };
             let mac = n
                 .mac
                 .as_deref()
@@ -296,6 +342,31 @@ impl DeviceManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_inherited_taps_are_claimed() {
+        use std::os::fd::IntoRawFd;
+        let mut config = VmConfig::new("/k");
+        // A descriptor that is open but not a tap: refused (and closed,
+        // as it was handed over).
+        let null = std::fs::File::open("/dev/null").unwrap().into_raw_fd();
+        config.nets = vec![vm_spec::NetConfig::inherited(null, None)];
+        let e = InheritedTaps::claim(&config).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("net fd {null}: descriptor {null} is not a tap")),
+            "{e}"
+        );
+        // A number nothing is open on (beyond any descriptor limit).
+        let n = 1_000_000;
+        config.nets = vec![vm_spec::NetConfig::inherited(n, None)];
+        let e = InheritedTaps::claim(&config).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("descriptor {n} was not inherited")),
+            "{e}"
+        );
+        config.nets.clear();
+        assert!(InheritedTaps::claim(&config).unwrap().0.is_empty());
+    }
 
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);

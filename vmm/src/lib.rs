@@ -33,7 +33,7 @@ use kvm_ioctls::Kvm;
 use boot::cmdline::{Cmdline, CmdlineError};
 use boot::loader::LoaderError;
 use config::{Console, VmConfig};
-use device_manager::{DeviceError, DeviceManager};
+use device_manager::{DeviceError, DeviceManager, InheritedTaps};
 use event_loop::{Controller, EventManager, ExitReason, ExitState};
 use event_manager::SubscriberOps;
 use vcpu::cpuid::CpuTemplate;
@@ -197,22 +197,33 @@ fn open_console(c: &Console) -> Result<Box<dyn std::io::Write + Send>, VmmError>
 }
 
 impl Vmm {
-    /// Builds the VM described by `config` on `kvm`. On failure nothing is
-    /// left behind: a console file this call created is removed again.
-    pub fn build(kvm: &Kvm, config: &VmConfig, options: RunOptions) -> Result<Self, VmmError> {
+    /// Builds the VM described by `config` on `kvm`, its taps given by
+    /// descriptor from `taps` ([`InheritedTaps::claim`]). On failure nothing
+    /// is left behind: a console file this call created is removed again.
+    pub fn build(
+        kvm: &Kvm,
+        config: &VmConfig,
+        options: RunOptions,
+        taps: InheritedTaps,
+    ) -> Result<Self, VmmError> {
         config.validate()?;
         let new_console_file = match &config.console {
             Console::File(p) if !p.exists() => Some(p.clone()),
             _ => None,
         };
-        let built = Self::build_inner(kvm, config, options);
+        let built = Self::build_inner(kvm, config, options, taps);
         if let (Err(_), Some(p)) = (&built, new_console_file) {
             let _ = std::fs::remove_file(p);
         }
         built
     }
 
-    fn build_inner(kvm: &Kvm, config: &VmConfig, options: RunOptions) -> Result<Self, VmmError> {
+    fn build_inner(
+        kvm: &Kvm,
+        config: &VmConfig,
+        options: RunOptions,
+        mut taps: InheritedTaps,
+    ) -> Result<Self, VmmError> {
         let max = kvm.get_max_vcpus();
         if usize::from(config.vcpus) > max {
             return Err(VmmError::TooManyVcpus {
@@ -232,7 +243,7 @@ impl Vmm {
         let mem = memory::create_with(config.mem_mib, backing)?;
         let vm = vm::Vm::new(kvm, &mem, true)?;
         let mut devices = DeviceManager::new(&vm, console)?;
-        devices.add_configured_virtio(&vm, &mem, config)?;
+        devices.add_configured_virtio(&vm, &mem, config, &mut taps)?;
 
         let kernel = boot::loader::load_kernel(&mem, &config.kernel)?;
         let initrd = match &config.initrd {
@@ -363,9 +374,11 @@ impl Vmm {
 /// Opens KVM, builds the VM of `config` and runs it.
 pub fn run(config: &VmConfig, options: RunOptions) -> Result<ExitReport, VmmError> {
     config.validate()?;
+    // Before anything of runm-vmm's own is opened (see InheritedTaps).
+    let taps = InheritedTaps::claim(config)?;
     let kvm = kvm::open()?;
     phase(&options, Phase::KvmOpen);
-    let vmm = Vmm::build(&kvm, config, options)?;
+    let vmm = Vmm::build(&kvm, config, options, taps)?;
     log::info!(
         "booting {} with {} vCPU(s), {} MiB, cpu template {}, cmdline \"{}\"",
         config.kernel.display(),

@@ -47,7 +47,8 @@ struct Cli {
     /// virtio-vsock CID,UDS_PATH.
     #[arg(long, value_name = "CID,UDS")]
     vsock: Option<VsockConfig>,
-    /// virtio-net TAP[,MAC]; repeat for more.
+    /// virtio-net TAP[,MAC] (a tap by name) or fd=N[,MAC] (an inherited,
+    /// attached tap); repeat for more.
     #[arg(long, value_name = "TAP[,MAC]")]
     net: Vec<NetConfig>,
     /// virtio-rng fed from the host's getrandom.

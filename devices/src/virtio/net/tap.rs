@@ -10,7 +10,7 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use vm_memory::bitmap::BitmapSlice;
@@ -79,6 +79,15 @@ pub enum TapError {
         /// The tap asked for.
         name: String,
     },
+    /// An inherited descriptor that is not an attached tap with the flags
+    /// the device needs.
+    #[error("descriptor {fd} is not a tap with a virtio-net header (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR): {why}")]
+    NotATapFd {
+        /// The descriptor.
+        fd: RawFd,
+        /// What it is instead.
+        why: String,
+    },
     /// TUNSETIFF failed for another reason.
     #[error("tap {name}: TUNSETIFF failed: {source}")]
     SetIff {
@@ -145,20 +154,7 @@ impl Tap {
         // is replaced by a number).
         let actual = name_from_ifreq(&ifr).unwrap_or_else(|| name.to_owned());
 
-        let hdr_len =
-            libc::c_int::try_from(VNET_HDR_LEN).map_err(|_| TapError::SetVnetHdrSize {
-                name: actual.clone(),
-                source: io::Error::from(io::ErrorKind::InvalidInput),
-            })?;
-        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which
-        // points at `hdr_len`, alive for the call; `file` is the attached tap.
-        let ret = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) };
-        if ret < 0 {
-            return Err(TapError::SetVnetHdrSize {
-                name: actual,
-                source: io::Error::last_os_error(),
-            });
-        }
+        set_vnet_hdr_size(&file, &actual)?;
         // The header's fields travel in host byte order (no TUNSETVNETLE);
         // virtio 1.x wants little-endian, which is the host's order on the
         // x86_64 hosts runm supports.
@@ -167,6 +163,45 @@ impl Tap {
         // offers (no GUEST_CSUM/TSO).
 
         Ok(Self { file, name: actual })
+    }
+
+    /// Takes over a tap opened elsewhere (runm opens it in the container's
+    /// network namespace and passes it down): checks that it is an attached
+    /// tap with the flags [`Tap::open`] uses, makes it non-blocking and sets
+    /// the 12-byte header, as `open` does.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, TapError> {
+        let raw = fd.as_raw_fd();
+        let not_tap = |why: String| TapError::NotATapFd { fd: raw, why };
+        // SAFETY: all-zero bytes are a valid ifreq (see `ifreq_for`).
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        // SAFETY: TUNGETIFF writes one `struct ifreq` into `ifr`, alive
+        // across the call; on a descriptor that is not a tun it fails.
+        if unsafe { libc::ioctl(raw, libc::TUNGETIFF, &mut ifr) } < 0 {
+            return Err(not_tap(io::Error::last_os_error().to_string()));
+        }
+        // SAFETY: TUNGETIFF filled the flags member of the union.
+        let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+        if flags & TAP_FLAGS != TAP_FLAGS {
+            return Err(not_tap(format!("its flags are {flags:#x}")));
+        }
+        let name = name_from_ifreq(&ifr).unwrap_or_else(|| format!("fd{raw}"));
+        let file = File::from(fd);
+        // SAFETY: F_GETFL takes no argument and touches no memory.
+        let fl = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        let set = if fl < 0 {
+            fl
+        } else {
+            // SAFETY: F_SETFL takes an int and touches no memory.
+            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) }
+        };
+        if set < 0 {
+            return Err(not_tap(format!(
+                "cannot make it non-blocking: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        set_vnet_hdr_size(&file, &name)?;
+        Ok(Self { file, name })
     }
 
     /// The interface name of the tap.
@@ -218,6 +253,24 @@ impl AsRawFd for Tap {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
+}
+
+/// Sets the tap's virtio-net header to the 12 bytes the device uses.
+fn set_vnet_hdr_size(file: &File, name: &str) -> Result<(), TapError> {
+    let hdr_len = libc::c_int::try_from(VNET_HDR_LEN).map_err(|_| TapError::SetVnetHdrSize {
+        name: name.to_owned(),
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+    })?;
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which
+    // points at `hdr_len`, alive for the call; `file` is an attached tap.
+    let ret = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) };
+    if ret < 0 {
+        return Err(TapError::SetVnetHdrSize {
+            name: name.to_owned(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
 }
 
 fn valid_name(name: &str) -> Result<CString, TapError> {
@@ -343,6 +396,28 @@ mod tests {
             // Not persistent: closing removed it, so the name is free again.
             let again = Tap::open("runmt0").expect("re-create tap");
             assert_eq!(again.name(), "runmt0");
+        });
+    }
+
+    #[test]
+    fn an_inherited_tap_descriptor_is_checked_and_taken_over() {
+        in_netns(|| {
+            let opened = Tap::open("runmfd%d").expect("create tap");
+            let name = opened.name().to_owned();
+            let fd = OwnedFd::from(opened.file.try_clone().unwrap());
+            let adopted = Tap::from_fd(fd).expect("adopt tap");
+            assert_eq!(adopted.name(), name);
+            // SAFETY: F_GETFL touches no memory.
+            let fl = unsafe { libc::fcntl(adopted.as_raw_fd(), libc::F_GETFL) };
+            assert_ne!(fl & libc::O_NONBLOCK, 0);
+            // Anything else is refused with what it is.
+            let null = OwnedFd::from(File::open("/dev/null").unwrap());
+            let raw = null.as_raw_fd();
+            let e = Tap::from_fd(null).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("descriptor {raw} is not a tap")),
+                "{e}"
+            );
         });
     }
 
