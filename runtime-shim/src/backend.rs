@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use vm_spec::{
     AgentPort, AgentTransport, ConfigError, Console, CpuTemplateName, DiskConfig, GuestArgs,
-    GuestVmm, HostKvm, QemuAccel, QemuMicrovm, VmConfig, VsockConfig,
+    GuestVmm, HostKvm, NetConfig, QemuAccel, QemuMicrovm, VmConfig, VsockConfig,
 };
 
 use crate::bundle::VmSizing;
@@ -346,6 +346,8 @@ pub struct VmSpec<'a> {
     pub dir: &'a ContainerDir,
     /// Attach the root image read-only.
     pub readonly: bool,
+    /// The guest's NICs: taps the VM process inherits as descriptors.
+    pub nets: &'a [NetConfig],
 }
 
 /// The VM program for `hypervisor`: `$RUNM_QEMU` or `qemu-system-x86_64` on
@@ -445,8 +447,9 @@ fn root_disk(vm: &VmSpec<'_>) -> DiskConfig {
     }
 }
 
-/// QEMU's arguments: a microvm with the root image on virtio-blk, the agent
-/// on a virtio-serial port and a QMP monitor socket for pause and resume.
+/// QEMU's arguments: a microvm with the root image on virtio-blk, the NICs
+/// on virtio-net, the agent on a virtio-serial port and a QMP monitor socket
+/// for pause and resume.
 pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
     QemuMicrovm {
         accel: match accel {
@@ -460,6 +463,7 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
         guest: runm_guest(),
         console: Console::File(vm.dir.console_log()),
         disks: vec![root_disk(vm)],
+        nets: vm.nets.to_vec(),
         agent: Some(AgentPort {
             socket: vm.dir.agent_socket(),
             name: guest_agent::proto::AGENT_SERIAL_PORT_NAME.into(),
@@ -469,7 +473,7 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
     .args()
 }
 
-/// runm-vmm's `vm.json`: the agent on vsock.
+/// runm-vmm's `vm.json`: the agent on vsock, the NICs on inherited taps.
 pub fn runm_vmm_config(vm: &VmSpec<'_>) -> VmConfig {
     VmConfig {
         kernel: vm.images.kernel.clone(),
@@ -488,7 +492,7 @@ pub fn runm_vmm_config(vm: &VmSpec<'_>) -> VmConfig {
             cid: GUEST_CID,
             uds: vm.dir.vsock_socket(),
         }),
-        nets: Vec::new(),
+        nets: vm.nets.to_vec(),
         rng: false,
         fs: Vec::new(),
     }
@@ -656,6 +660,7 @@ mod tests {
             },
             dir: &dir,
             readonly: true,
+            nets: &[],
         };
         let args: Vec<String> = qemu_args(Accel::Tcg, &vm)
             .into_iter()
@@ -692,6 +697,7 @@ mod tests {
             },
             dir: &dir,
             readonly: false,
+            nets: &[],
         };
         let c = runm_vmm_config(&vm);
         assert_eq!(c.mem_mib, 300);
@@ -719,6 +725,7 @@ mod tests {
         let dir = ContainerDir::new(tmp.path(), "c1").unwrap();
         std::fs::create_dir_all(dir.rootfs_image().parent().unwrap()).unwrap();
         std::fs::write(dir.rootfs_image(), b"ext4").unwrap();
+        let nets = [NetConfig::inherited(5, Some("02:42:0a:58:00:05".into()))];
         let vm = VmSpec {
             images: &images,
             sizing: VmSizing {
@@ -727,6 +734,7 @@ mod tests {
             },
             dir: &dir,
             readonly: true,
+            nets: &nets,
         };
         let choice = Choice {
             hypervisor: Hypervisor::RunmVmm,
@@ -742,6 +750,7 @@ mod tests {
         assert_eq!(read, runm_vmm_config(&vm));
         assert!(read.disks[0].read_only);
         assert_eq!(read.vcpus, 2);
+        assert_eq!(read.nets, nets);
     }
 
     #[test]

@@ -19,14 +19,22 @@
 //!   and `root.path` opened without following a symlink out of the bundle
 //!   (relative) or any symlink at all (absolute), then used only through
 //!   the open directory ([`RootDir`]), so it cannot be swapped afterwards;
+//! - the network namespace: one named by path (`linux.namespaces` entry
+//!   `network` with a `path`, as CNI, netavark and containerd prepare it) is
+//!   joined, and its interfaces become the guest's; one asked for without a
+//!   path is made by runm for the container; none at all (the host's
+//!   network, which a VM cannot share) leaves the guest loopback only;
+//! - hooks: `prestart`, `createRuntime`, `poststart` and `poststop` run on
+//!   the host ([`crate::hooks`]);
 //! - refused with an error: bind mounts and other mounts of host paths, and
-//!   joining existing namespaces (`linux.namespaces[].path`): a VM cannot
-//!   share them with the host, and pretending would give the workload
+//!   joining other existing namespaces (`linux.namespaces[].path`): a VM
+//!   cannot share them with the host, and pretending would give the workload
 //!   something other than what it asked for;
 //! - accepted with a warning: in-guest hardening and host-side accounting
 //!   runm does not apply (capabilities, seccomp, AppArmor/SELinux labels,
 //!   masked/read-only paths, device lists and cgroup rules, id mappings,
-//!   sysctls, hooks, other resource limits, ...). None of them
+//!   sysctls, the hooks that run inside the container (`createContainer`,
+//!   `startContainer`), other resource limits, ...). None of them
 //!   weakens isolation from the host: the workload has its own kernel, and
 //!   the VM is a stronger boundary than what each of these adds to runc. They
 //!   do weaken isolation *inside* the VM (between processes of the same
@@ -39,7 +47,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use guest_agent::proto::{ContainerSpec, MountSpec, ProcessSpec, Rlimit, RootSpec};
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::{Hooks, LinuxNamespaceType, Process, Spec};
 use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
 use serde::{Deserialize, Serialize};
 
@@ -127,6 +135,19 @@ pub struct VmSizing {
     pub vcpus: u8,
 }
 
+/// The container's network namespace, from `linux.namespaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkNamespace {
+    /// None asked for: runc would share the host's network, which a VM
+    /// cannot; the guest has loopback only.
+    Host,
+    /// A new one: runm makes it for the container.
+    New,
+    /// The namespace at this path, prepared by the engine.
+    Join(PathBuf),
+}
+
 /// Everything `create` needs from a bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerPlan {
@@ -150,6 +171,10 @@ pub struct ContainerPlan {
     pub cgroups_path: Option<String>,
     /// What of `linux.resources` can also be applied on the host.
     pub host: HostResources,
+    /// The network namespace.
+    pub network: NetworkNamespace,
+    /// The hooks (runm runs those of the host, see [`crate::hooks`]).
+    pub hooks: Option<Hooks>,
 }
 
 /// The part of `linux.resources` runm applies to the host cgroup of the
@@ -342,6 +367,7 @@ pub fn plan(
             mounts.push(mount);
         }
     }
+    let mut network = NetworkNamespace::Host;
     for ns in spec
         .linux()
         .as_ref()
@@ -349,12 +375,37 @@ pub fn plan(
         .into_iter()
         .flatten()
     {
-        if let Some(path) = ns.path() {
-            return Err(BundleError::Unsupported(format!(
-                "joining the existing {:?} namespace {}",
-                ns.typ(),
-                path.display()
-            )));
+        match (ns.typ(), ns.path()) {
+            (LinuxNamespaceType::Network, Some(path)) => {
+                if !path.is_absolute() {
+                    return Err(invalid(&format!(
+                        "the network namespace path '{}' is not absolute",
+                        path.display()
+                    )));
+                }
+                network = NetworkNamespace::Join(path.clone());
+            }
+            (LinuxNamespaceType::Network, None) => network = NetworkNamespace::New,
+            (typ, Some(path)) => {
+                return Err(BundleError::Unsupported(format!(
+                    "joining the existing {typ:?} namespace {}",
+                    path.display()
+                )))
+            }
+            _ => {}
+        }
+    }
+    let hooks = spec.hooks().clone();
+    for (kind, list) in hooks.iter().flat_map(|h| {
+        [
+            ("prestart", h.prestart()),
+            ("createRuntime", h.create_runtime()),
+            ("poststart", h.poststart()),
+            ("poststop", h.poststop()),
+        ]
+    }) {
+        for (i, hook) in list.iter().flatten().enumerate() {
+            crate::hooks::check(kind, i, hook).map_err(|what| invalid(&what))?;
         }
     }
 
@@ -418,6 +469,8 @@ pub fn plan(
             .map(|p| p.to_string_lossy().into_owned())
             .filter(|p| !p.is_empty()),
         host: HostResources::of(spec.linux().as_ref().and_then(|l| l.resources().as_ref())),
+        network,
+        hooks,
     })
 }
 
@@ -596,7 +649,8 @@ const NOT_APPLIED: &[&str] = &[
     "/process/user/umask",
     "/process/user/username",
     "/domainname",
-    "/hooks",
+    "/hooks/createContainer",
+    "/hooks/startContainer",
     "/linux/seccomp",
     "/linux/maskedPaths",
     "/linux/readonlyPaths",
@@ -877,17 +931,50 @@ mod tests {
     }
 
     #[test]
-    fn joining_host_namespaces_is_refused() {
+    fn network_namespaces_are_joined_or_made_others_are_refused() {
         let mut v = minimal();
-        v["linux"] = serde_json::json!({"namespaces": [
-            {"type": "pid"},
+        assert_eq!(plan_of(v.clone()).unwrap().network, NetworkNamespace::Host);
+        v["linux"] = serde_json::json!({"namespaces": [{"type": "pid"}, {"type": "network"}]});
+        assert_eq!(plan_of(v.clone()).unwrap().network, NetworkNamespace::New);
+        v["linux"]["namespaces"][1]["path"] = "/var/run/netns/x".into();
+        assert_eq!(
+            plan_of(v.clone()).unwrap().network,
+            NetworkNamespace::Join("/var/run/netns/x".into())
+        );
+        v["linux"]["namespaces"][1]["path"] = "netns/x".into();
+        let e = plan_of(v.clone()).unwrap_err().to_string();
+        assert!(e.contains("'netns/x' is not absolute"), "{e}");
+        v["linux"]["namespaces"] = serde_json::json!([
             {"type": "network", "path": "/var/run/netns/x"},
-        ]});
+            {"type": "ipc", "path": "/proc/1/ns/ipc"},
+        ]);
         let e = plan_of(v).unwrap_err().to_string();
         assert!(
-            e.contains("/var/run/netns/x") && e.contains("not supported"),
+            e.contains("/proc/1/ns/ipc") && e.contains("not supported"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn host_hooks_are_kept_and_checked() {
+        let mut v = minimal();
+        v["hooks"] = serde_json::json!({
+            "prestart": [{"path": "/bin/true"}],
+            "poststop": [{"path": "/bin/true", "timeout": 3}],
+        });
+        let p = plan_of(v.clone()).unwrap();
+        let hooks = p.hooks.unwrap();
+        assert_eq!(hooks.prestart().as_ref().unwrap().len(), 1);
+        assert!(p.ignored.is_empty(), "{:?}", p.ignored);
+        v["hooks"]["createRuntime"] = serde_json::json!([{"path": "/bin/true", "timeout": -1}]);
+        let e = plan_of(v.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("hooks.createRuntime[0].timeout is -1") && e.contains("/b/config.json"),
+            "{e}"
+        );
+        v["hooks"]["createRuntime"] = serde_json::json!([]);
+        v["hooks"]["startContainer"] = serde_json::json!([{"path": "/bin/true"}]);
+        assert_eq!(plan_of(v).unwrap().ignored, vec!["hooks.startContainer"]);
     }
 
     #[test]
@@ -903,13 +990,13 @@ mod tests {
                           "cpu": {"shares": 1024}},
             "cgroupsPath": "/default/c1",
         });
-        v["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]});
+        v["hooks"] = serde_json::json!({"createContainer": [{"path": "/bin/true"}]});
         let p = plan_of(v).unwrap();
         assert_eq!(
             p.ignored,
             vec![
                 "process.capabilities",
-                "hooks",
+                "hooks.createContainer",
                 "linux.seccomp",
                 "linux.maskedPaths",
                 "linux.resources.devices",

@@ -315,6 +315,10 @@ pub struct SandboxArgs {
     /// Descriptor to report readiness on.
     #[arg(long)]
     pub ready_fd: i32,
+    /// Descriptor to wait on before building the VM: `create` writes `go`
+    /// once the hooks that prepare the network namespace have run.
+    #[arg(long)]
+    pub gate_fd: Option<i32>,
     /// Container id.
     pub container_id: String,
 }

@@ -7,7 +7,9 @@ use crate::bundle::BundleError;
 use crate::cgroup::CgroupError;
 use crate::config::ConfigError;
 use crate::control::ControlError;
+use crate::hooks::HookError;
 use crate::logging::LogError;
+use crate::network::NetworkError;
 use crate::rootfs::RootfsError;
 use crate::sandbox::SandboxError;
 use crate::signal::SignalError;
@@ -43,6 +45,12 @@ pub enum RunmError {
     /// The control socket.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The container's network namespace.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// An OCI hook.
+    #[error(transparent)]
+    Hook(#[from] HookError),
     /// A signal name.
     #[error(transparent)]
     Signal(#[from] SignalError),

@@ -22,6 +22,7 @@ mod config;
 mod control;
 mod error;
 mod guest_images;
+mod hooks;
 mod lifecycle;
 mod logging;
 // The library of container networking; the sandbox uses it once its

@@ -176,6 +176,16 @@ pub struct RuntimeInfo {
     /// The host cgroups of the sandbox and VM (from `linux.cgroupsPath`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroups: Option<crate::cgroup::Cgroups>,
+    /// The network namespace the sandbox lives in: the engine's, or the one
+    /// runm made for the container ([`ContainerDir::netns_file`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    /// What the sandbox added to that namespace, for teardown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plumbing: Option<crate::network::PlumbRecord>,
+    /// The bundle's hooks, for `poststart` and `poststop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// The OCI state as `runm state` prints it, fields in the specification's
@@ -353,6 +363,11 @@ impl ContainerDir {
     pub fn qmp_socket(&self) -> PathBuf {
         self.path.join("qmp.sock")
     }
+    /// The network namespace runm makes for a container that asks for a
+    /// new one (a bind mount of its nsfs file).
+    pub fn netns_file(&self) -> PathBuf {
+        self.path.join("netns")
+    }
 
     /// Creates the directory; fails with [`StateError::Exists`] if it is there.
     pub fn create(&self) -> Result<(), StateError> {
@@ -396,8 +411,12 @@ impl ContainerDir {
         write_atomic(&self.state_file(), &text)
     }
 
-    /// Removes the directory and everything in it.
+    /// Removes the directory and everything in it, the network namespace
+    /// bound in it included.
     pub fn remove(&self) -> Result<(), StateError> {
+        if let Err(e) = crate::network::NetNs::unbind(&self.netns_file()) {
+            log::warn!("container {}: {e}", self.id);
+        }
         match fs::remove_dir_all(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

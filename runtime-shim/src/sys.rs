@@ -165,6 +165,9 @@ pub struct ChildSetup {
     pub dup2: Vec<(RawFd, RawFd)>,
     /// Change to `/` (so the child pins no directory).
     pub chdir_root: bool,
+    /// A network namespace to enter (an open nsfs descriptor), so that
+    /// the child is in it from its first instruction.
+    pub netns: Option<RawFd>,
 }
 
 /// Applies `setup` to `cmd`.
@@ -172,12 +175,13 @@ pub fn configure_child(cmd: &mut Command, setup: ChildSetup) {
     // Converted here, where a bad number can still be reported (by spawn).
     let death_signal = setup.parent_death_signal.map(Signal::from_named_raw);
     let pairs = setup.dup2;
+    let netns = setup.netns;
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (setsid, prctl, close_range, dup2,
-    // fcntl, chdir) on values captured by copy; it allocates nothing. dup2
-    // and fcntl take the
-    // raw numbers `pairs` names, which the caller keeps open until spawn
-    // returns (the targets need not be open: dup2 opens them).
+    // async-signal-safe system calls (setsid, prctl, close_range, setns,
+    // dup2, fcntl, chdir) on values captured by copy; it allocates nothing.
+    // setns, dup2 and fcntl take the raw numbers `netns` and `pairs` name,
+    // which the caller keeps open until spawn returns (the targets need not
+    // be open: dup2 opens them).
     unsafe {
         cmd.pre_exec(move || {
             if setup.setsid {
@@ -190,6 +194,15 @@ pub fn configure_child(cmd: &mut Command, setup: ChildSetup) {
             }
             // First: the dup2 targets below come out without the flag.
             guest_agent::fdio::cloexec_from(3)?;
+            // Before the descriptors are placed: placing may reuse its number.
+            if let Some(ns) = netns {
+                // An open descriptor the caller keeps (see above).
+                let ns = BorrowedFd::borrow_raw(ns);
+                rustix::thread::move_into_link_name_space(
+                    ns,
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )?;
+            }
             for &(from, to) in &pairs {
                 let ret = if from == to {
                     // dup2 onto itself keeps close-on-exec: clear it instead.

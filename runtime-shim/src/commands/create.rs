@@ -1,22 +1,26 @@
 //! `runm create ID --bundle DIR [--pid-file F] [--console-socket S]`: build
 //! the container's disk image, make its host cgroups (`linux.cgroupsPath`),
-//! start its sandbox (which joins them, boots the VM and has the agent
-//! prepare the container) and return once it is `created`, or with the
-//! error, leaving nothing behind.
+//! open or make its network namespace, start its sandbox inside that
+//! namespace (the sandbox joins the cgroups, boots the VM and has the agent
+//! prepare the container), run the `prestart` and `createRuntime` hooks
+//! while the sandbox waits (its pid is the one in the namespace), and return
+//! once it is `created`, or with the error, leaving nothing behind.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::backend::{self, Accel, Choice, Hypervisor, HypervisorRequest, KvmAccess};
-use crate::bundle::{self, ContainerPlan};
+use crate::bundle::{self, ContainerPlan, NetworkNamespace};
 use crate::cgroup::{self, vm_memory_bytes, Cgroups, HostLimits, DEFAULT_CPU_PERIOD};
 use crate::cli::CreateArgs;
 use crate::commands::{absolute, console_pty, Ctx};
 use crate::config::Config;
 use crate::error::RunmError;
+use crate::hooks::{self, HookKind};
 use crate::logging;
+use crate::network::NetNs;
 use crate::rootfs;
 use crate::sandbox::{self, SandboxPlan};
 use crate::state::{ContainerDir, ContainerLock, State};
@@ -140,12 +144,16 @@ pub struct Created {
     pub terminal: bool,
 }
 
-/// Undoes a failed create: stops the sandbox (which takes its VM with it)
-/// and removes the container's directory.
+/// Undoes a failed create: stops the sandbox (which takes its VM with it),
+/// undoes what it added to the network namespace, removes the container's
+/// directory (and the namespace runm made in it), and runs the `poststop`
+/// hooks once hooks have run.
 struct Cleanup<'a> {
     dir: &'a ContainerDir,
     sandbox: Option<Child>,
     armed: bool,
+    /// The state for `poststop`, once `prestart` hooks started.
+    poststop: Option<(Option<oci_spec::runtime::Hooks>, String)>,
 }
 
 impl Drop for Cleanup<'_> {
@@ -164,6 +172,7 @@ impl Drop for Cleanup<'_> {
         }
         if let Ok(st) = self.dir.load() {
             crate::commands::delete::stop_processes(self.dir, None, st.runm.vm);
+            crate::commands::delete::release_network(&st);
             if let Some(cg) = &st.runm.cgroups {
                 cg.remove();
             }
@@ -171,7 +180,28 @@ impl Drop for Cleanup<'_> {
         if let Err(e) = self.dir.remove() {
             log::error!("{e}");
         }
+        if let Some((h, state)) = self.poststop.take() {
+            hooks::run_warning(HookKind::Poststop, h.as_ref(), &state);
+        }
     }
+}
+
+/// The network namespace the sandbox will live in: the engine's (checked
+/// before anything is made), a new one runm binds in the container's
+/// directory, or none.
+fn network_namespace(plan: &ContainerPlan, dir: &ContainerDir) -> Result<Option<NetNs>, RunmError> {
+    Ok(match &plan.network {
+        NetworkNamespace::Host => None,
+        NetworkNamespace::Join(path) => Some(NetNs::open(path)?),
+        NetworkNamespace::New => Some(NetNs::create_bound(&dir.netns_file())?),
+    })
+}
+
+/// A copy of `fd` numbered 10 or more, so that placing descriptors at 3
+/// and 4 in the sandbox never overwrites one still to be placed.
+fn above_placed(fd: &OwnedFd) -> Result<OwnedFd, RunmError> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 10)
+        .map_err(|e| RunmError::io("cannot duplicate", "a pipe")(e.into()))
 }
 
 fn boot_timeout() -> u64 {
@@ -202,6 +232,13 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
             "not applied inside the microVM (the VM is the isolation boundary): {}",
             plan.ignored.join(", ")
         ));
+    }
+    match &plan.network {
+        NetworkNamespace::Join(path) => drop(NetNs::open(path)?),
+        NetworkNamespace::Host => logging::warn(
+            "config.json asks for no network namespace (the host's network), which a VM cannot share: the container has loopback only",
+        ),
+        NetworkNamespace::New => {}
     }
     let terminal = plan.container.process.terminal;
     if terminal && req.console_socket.is_none() && !req.foreground {
@@ -245,6 +282,7 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         dir: &dir,
         sandbox: None,
         armed: true,
+        poststop: None,
     };
     let mut state = State::new(
         &req.id,
@@ -262,6 +300,10 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         cgroups.remove();
         return Err(e.into());
     }
+    state.runm.hooks = plan.hooks.clone();
+    let netns = network_namespace(&plan, &dir)?;
+    state.runm.netns = netns.as_ref().map(|n| n.path().to_path_buf());
+    dir.save(&state)?;
     // Through the directory opened when the bundle was checked, not
     // root.path again: a symlink swapped in since changes nothing.
     let size = rootfs::build_image(&root_dir.path(), &dir.rootfs_image())?;
@@ -278,6 +320,7 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         boot_timeout_secs,
         cgroups: Some(cgroups),
         host_overhead_mib,
+        netns: state.runm.netns.clone(),
     };
     let text = serde_json::to_vec_pretty(&sb_plan).unwrap_or_default();
     crate::state::write_atomic(&dir.plan_file(), &text)?;
@@ -287,8 +330,26 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         None => None,
     };
     let (ready_r, ready_w) = sys::pipe().map_err(RunmError::io("cannot create a pipe", "ready"))?;
+    let ready_w = above_placed(&ready_w)?;
+    // The sandbox waits for these hooks before it plumbs the namespace:
+    // they are what may put the interfaces in.
+    let host_hooks = plan.hooks.as_ref().is_some_and(|h| {
+        !HookKind::Prestart.of(h).is_empty() || !HookKind::CreateRuntime.of(h).is_empty()
+    });
+    let gate = if host_hooks {
+        let (r, w) = sys::pipe().map_err(RunmError::io("cannot create a pipe", "gate"))?;
+        Some((above_placed(&r)?, w))
+    } else {
+        None
+    };
     let mut cmd = ctx.runm()?;
-    cmd.args(["sandbox", "--ready-fd", "3", &req.id]);
+    cmd.args(["sandbox", "--ready-fd", "3"]);
+    let mut placed = vec![(ready_w.as_raw_fd(), 3)];
+    if let Some((r, _)) = &gate {
+        cmd.args(["--gate-fd", "4"]);
+        placed.push((r.as_raw_fd(), 4));
+    }
+    cmd.arg(&req.id);
     if let Some(slave) = &slave {
         let dup = |what| {
             slave
@@ -304,8 +365,11 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         &mut cmd,
         sys::ChildSetup {
             setsid: true,
-            dup2: vec![(ready_w.as_raw_fd(), 3)],
+            dup2: placed,
             chdir_root: true,
+            // In the namespace from its start: its pid is the process the
+            // hooks are told is in the container's network namespace.
+            netns: netns.as_ref().map(|n| n.as_fd().as_raw_fd()),
             ..sys::ChildSetup::default()
         },
     );
@@ -314,7 +378,21 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         .map_err(RunmError::io("cannot start the sandbox", "runm sandbox"))?;
     drop(ready_w);
     drop(slave);
+    let sandbox_pid = i32::try_from(child.id()).unwrap_or(0);
     cleanup.sandbox = Some(child);
+    if let Some((gate_r, gate_w)) = gate {
+        drop(gate_r);
+        let mut hook_state = state.clone();
+        hook_state.pid = sandbox_pid;
+        let json = hook_state.oci_json_text();
+        hook_state.status = crate::state::Status::Stopped;
+        cleanup.poststop = Some((plan.hooks.clone(), hook_state.oci_json_text()));
+        hooks::run(HookKind::Prestart, plan.hooks.as_ref(), &json)?;
+        hooks::run(HookKind::CreateRuntime, plan.hooks.as_ref(), &json)?;
+        sys::write_all(&gate_w, b"go\n")
+            .map_err(RunmError::io("cannot tell the sandbox to go on", "gate"))?;
+    }
+    drop(netns);
     sandbox::wait_ready(&ready_r, Duration::from_secs(boot_timeout_secs + 30))?;
     cleanup.armed = false;
     let sandbox = cleanup

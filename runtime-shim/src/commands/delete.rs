@@ -1,13 +1,16 @@
 //! `runm delete ID [--force]`: tear a container down and remove everything
-//! runm keeps for it: its sandbox and VM processes, the host cgroups runm
-//! made, sockets, disk image, logs and state directory.
+//! runm keeps for it: its sandbox and VM processes, the taps and filters in
+//! its network namespace (and the namespace, when runm made it), the host
+//! cgroups runm made, sockets, disk image, logs and state directory; then
+//! run its `poststop` hooks.
 
 use std::time::{Duration, Instant};
 
 use crate::commands::Ctx;
 use crate::control::{self, Request};
 use crate::error::RunmError;
-use crate::state::{ContainerDir, ContainerLock, ProcessRef, StateError, Status};
+use crate::hooks::{self, HookKind};
+use crate::state::{ContainerDir, ContainerLock, ProcessRef, State, StateError, Status};
 
 /// Waits until `p` is gone; false on timeout.
 fn wait_gone(p: &ProcessRef, timeout: Duration) -> bool {
@@ -50,6 +53,17 @@ pub fn stop_processes(dir: &ContainerDir, sandbox: Option<ProcessRef>, vm: Optio
     }
 }
 
+/// Removes what the sandbox added to the container's network namespace,
+/// if a sandbox that could not do it itself left a record. The namespace
+/// runm made goes with the container's directory.
+pub fn release_network(st: &State) {
+    if let (Some(path), Some(record)) = (&st.runm.netns, &st.runm.plumbing) {
+        if let Err(e) = crate::network::teardown_at(path, record) {
+            crate::logging::warn(&format!("container {}: {e}", st.id));
+        }
+    }
+}
+
 /// Deletes the container.
 pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<(), RunmError> {
     let dir = ctx.dir(id)?;
@@ -81,11 +95,20 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<(), RunmError> {
         return Err(st.wrong_status(format!("cannot delete it ({why})")).into());
     }
     stop_processes(&dir, st.runm.sandbox, st.runm.vm);
+    release_network(&st);
     // Empty now: its processes are gone.
     if let Some(cg) = &st.runm.cgroups {
         cg.remove();
     }
     dir.remove()?;
+    let mut stopped = st.clone();
+    stopped.status = Status::Stopped;
+    stopped.pid = 0;
+    hooks::run_warning(
+        HookKind::Poststop,
+        st.runm.hooks.as_ref(),
+        &stopped.oci_json_text(),
+    );
     Ok(())
 }
 

@@ -141,7 +141,12 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Update(a) => update::run(&ctx, a),
         Command::Spec(a) => spec::run(&a.bundle),
         Command::Features => features::run(),
-        Command::Sandbox(a) => Ok(crate::sandbox::main(&ctx.root, &a.container_id, a.ready_fd)),
+        Command::Sandbox(a) => Ok(crate::sandbox::main(
+            &ctx.root,
+            &a.container_id,
+            a.ready_fd,
+            a.gate_fd,
+        )),
         Command::ExecRelay(a) => exec::relay_main(&ctx, a),
     };
     match result {

@@ -1,11 +1,13 @@
-//! `runm start ID`: run the process of a created container.
+//! `runm start ID`: run the process of a created container, then its
+//! `poststart` hooks.
 
 use std::time::Duration;
 
 use crate::commands::Ctx;
 use crate::control::{self, Request};
 use crate::error::RunmError;
-use crate::state::ContainerLock;
+use crate::hooks::{self, HookKind};
+use crate::state::{ContainerLock, Status};
 
 /// Starts the container's process; returns when it runs.
 pub fn start(ctx: &Ctx, id: &str) -> Result<(), RunmError> {
@@ -22,6 +24,15 @@ pub fn start(ctx: &Ctx, id: &str) -> Result<(), RunmError> {
         &Request::Start,
         Duration::from_secs(90),
     )?;
+    if st.runm.hooks.is_some() {
+        let mut running = st.clone();
+        running.status = Status::Running;
+        hooks::run_warning(
+            HookKind::Poststart,
+            st.runm.hooks.as_ref(),
+            &running.oci_json_text(),
+        );
+    }
     Ok(())
 }
 

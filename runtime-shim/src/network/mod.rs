@@ -71,6 +71,15 @@ pub enum NetworkError {
         /// Its kind (`uts`, `mount`, ...).
         kind: &'static str,
     },
+    /// A namespace for the container could not be made or removed.
+    #[error("network namespace for the container at {path}: {source}")]
+    NetnsCreate {
+        /// Where it is bound.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// setns(2) into the namespace failed.
     #[error("entering network namespace {path}: {source}")]
     Enter {

@@ -1,14 +1,17 @@
 //! Network namespaces named by path (`/var/run/netns/NAME`,
 //! `/proc/PID/ns/net`): opening one, checking that it is one, and running
 //! code inside it on a thread of its own, so that the rest of the process
-//! stays where it is.
+//! stays where it is; and the namespaces runm makes itself for a container
+//! that asks for a new one, kept alive by a bind mount of their nsfs file
+//! (as `ip netns add` does) until runm unbinds them.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+use rustix::mount::{mount_bind, unmount, UnmountFlags};
+use rustix::thread::{move_into_link_name_space, unshare_unsafe, LinkNameSpaceType, UnshareFlags};
 
 use super::NetworkError;
 
@@ -56,6 +59,68 @@ impl NetNs {
             file,
             path: path.to_owned(),
         })
+    }
+
+    /// Makes a new network namespace and binds it at `path`, a file made
+    /// here (it must not exist). On an error nothing is left.
+    pub fn create_bound(path: &Path) -> Result<Self, NetworkError> {
+        let err = |source: io::Error| NetworkError::NetnsCreate {
+            path: path.to_owned(),
+            source,
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(err)?;
+        let bound = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("runm-netns-new".into())
+                .spawn_scoped(s, || -> io::Result<()> {
+                    // SAFETY: only CLONE_NEWNET, and on a thread of its own
+                    // that ends here: no descriptor table is unshared.
+                    unsafe { unshare_unsafe(UnshareFlags::NEWNET) }?;
+                    mount_bind("/proc/thread-self/ns/net", path)?;
+                    Ok(())
+                })
+                .map_err(err)?
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+                .map_err(err)
+        });
+        if let Err(e) = bound {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        Self::open(path).inspect_err(|_| {
+            let _ = Self::unbind(path);
+        })
+    }
+
+    /// Undoes [`NetNs::create_bound`]: unmounts the namespace (it ends once
+    /// nothing else holds it) and removes the file. A file that is not
+    /// there, or not mounted, is fine: it may run twice.
+    pub fn unbind(path: &Path) -> Result<(), NetworkError> {
+        let err = |source: io::Error| NetworkError::NetnsCreate {
+            path: path.to_owned(),
+            source,
+        };
+        match unmount(path, UnmountFlags::DETACH) {
+            Ok(()) => {}
+            // Not a mount point (EINVAL) or not there (ENOENT).
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOENT => {}
+            Err(e) => return Err(err(e.into())),
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// The open namespace (for `setns` in a child process).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
     }
 
     /// Where it was opened from.

@@ -416,3 +416,29 @@ fn bad_namespace_paths_are_typed_errors() {
     let plumbing = plumb(&c.open()).expect("plumb an empty namespace");
     assert!(plumbing.nics.is_empty() && plumbing.record.links.is_empty());
 }
+
+#[test]
+fn a_bound_namespace_is_new_kept_by_its_file_and_unbound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("netns");
+    let ns = NetNs::create_bound(&path).expect("make a namespace");
+    let inode = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    };
+    assert_ne!(
+        inode(&path),
+        inode(Path::new("/proc/self/ns/net")),
+        "a namespace of its own"
+    );
+    // It holds only loopback: nothing to plumb.
+    assert!(plumb(&ns).unwrap().nics.is_empty());
+    drop(ns);
+    // The bind mount keeps it after every descriptor is closed.
+    NetNs::open(&path).expect("still there");
+    let e = NetNs::create_bound(&path).unwrap_err();
+    assert!(matches!(e, NetworkError::NetnsCreate { .. }), "{e}");
+    NetNs::unbind(&path).unwrap();
+    assert!(!path.exists());
+    NetNs::unbind(&path).expect("twice is fine");
+}

@@ -136,6 +136,10 @@ pub struct SandboxPlan {
     /// the host cgroup's memory limit.
     #[serde(default)]
     pub host_overhead_mib: u64,
+    /// The network namespace the sandbox was started in, whose interfaces
+    /// become the guest's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
 }
 
 /// What the sandbox tells `create` on the ready pipe (one JSON line).
@@ -150,7 +154,7 @@ pub struct ReadyMessage {
 }
 
 /// Entry point of `runm sandbox`: returns the exit status.
-pub fn main(root: &Path, id: &str, ready_fd: RawFd) -> i32 {
+pub fn main(root: &Path, id: &str, ready_fd: RawFd, gate_fd: Option<RawFd>) -> i32 {
     let ready = match sys::adopt_fd(ready_fd) {
         Ok(fd) => fd,
         Err(e) => {
@@ -160,6 +164,16 @@ pub fn main(root: &Path, id: &str, ready_fd: RawFd) -> i32 {
     };
     // The VM process must not inherit the ready pipe: create waits for it.
     let _ = sys::set_cloexec(&ready);
+    let gate = match gate_fd.map(sys::adopt_fd).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            report_ready(&ready, Err(&format!("no gate descriptor: {e}")));
+            return 1;
+        }
+    };
+    if let Some(g) = &gate {
+        let _ = sys::set_cloexec(g);
+    }
     let dir = match ContainerDir::new(root, id) {
         Ok(d) => d,
         Err(e) => {
@@ -170,7 +184,7 @@ pub fn main(root: &Path, id: &str, ready_fd: RawFd) -> i32 {
     // Signals meant for the workload are forwarded, not fatal to us; block
     // them before any thread exists so every thread inherits the mask.
     let sigset = sys::block_signals(sys::FORWARDED_SIGNALS).ok();
-    match setup(&dir) {
+    match setup(&dir, gate) {
         Ok(sandbox) => {
             report_ready(&ready, Ok(sandbox.own.pid));
             drop(ready);
@@ -370,7 +384,32 @@ struct Sandbox {
     own: ProcessRef,
 }
 
-fn setup(dir: &ContainerDir) -> Result<Sandbox, SandboxError> {
+/// Waits until `create` has run the hooks that prepare the network
+/// namespace (it writes `go`); anything else means it gave up.
+fn wait_gate(gate: &OwnedFd) -> Result<(), SandboxError> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16];
+    loop {
+        match sys::read(gate, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err("cannot wait for create's hooks")(e)),
+        }
+        if got.len() > 16 || got.ends_with(b"\n") {
+            break;
+        }
+    }
+    if got == b"go\n" {
+        Ok(())
+    } else {
+        Err(SandboxError::Start(
+            "was stopped: create did not finish the hooks".into(),
+        ))
+    }
+}
+
+fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxError> {
     let plan_path = dir.plan_file();
     let plan: SandboxPlan = fs::read(&plan_path)
         .map_err(|e| e.to_string())
@@ -389,6 +428,9 @@ fn setup(dir: &ContainerDir) -> Result<Sandbox, SandboxError> {
     state.runm.sandbox = Some(own);
     state.runm.backend = plan.choice.to_string();
     dir.save(&state)?;
+    if let Some(gate) = gate {
+        wait_gate(&gate)?;
+    }
 
     let booted = vm::boot(dir, &plan)?;
 

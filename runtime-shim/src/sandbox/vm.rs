@@ -137,6 +137,7 @@ pub(super) fn boot(dir: &ContainerDir, plan: &SandboxPlan) -> Result<Booted, San
         sizing: plan.sizing,
         dir,
         readonly: plan.container.root.readonly,
+        nets: &[],
     };
     let launch = backend::prepare(&plan.choice, &plan.program, &vm_spec)?;
     let vmm_log = fs::File::create(dir.vmm_log()).map_err(io_err("cannot create the VM log"))?;
