@@ -96,10 +96,6 @@ pub fn handshake(stream: &mut UnixStream, deadline: Instant) -> Result<String, A
 }
 
 /// `ConfigureNetwork` → `NetworkConfigured`: before `create`, once.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the sandbox sends it once networking is wired")
-)]
 pub fn configure_network(
     stream: &mut UnixStream,
     interfaces: Vec<InterfaceSpec>,

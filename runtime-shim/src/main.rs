@@ -25,12 +25,6 @@ mod guest_images;
 mod hooks;
 mod lifecycle;
 mod logging;
-// The library of container networking; the sandbox uses it once its
-// lifecycle split lands.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "not wired into the sandbox yet")
-)]
 mod network;
 mod rootfs;
 mod sandbox;

@@ -16,7 +16,9 @@
 //!
 //! Modes: `hello`, `sleep SECS` (prints `ready`, then idles), `bench
 //! CPU_ITERS SYSCALLS IO_MIB IO_DIR` (CPU loop, system-call loop, file
-//! write+fsync+read; `IO_MIB` 0 skips the file I/O), `alloc MIB` (touches MIB
+//! write+fsync+read; `IO_MIB` 0 skips the file I/O), `net ADDR PORT ROUNDS
+//! MIB` (TCP to the harness's peer at ADDR:PORT: ROUNDS one-byte round
+//! trips, then MIB MiB streamed to it), `alloc MIB` (touches MIB
 //! of memory a MiB at a time, reporting each one), `probe` (what the
 //! workload can see of its host: the isolation facts) and `crash-kernel
 //! HOST_BOOT_ID` (crashes the kernel it runs on through sysrq: only ever
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         "sleep" => sleep(arg_u64(&args, 1, 600)),
         "bench" => bench(&args),
         "alloc" => alloc(arg_u64(&args, 1, 64)),
+        "net" => net(&args),
         "probe" => {
             probe();
             Ok(())
@@ -108,6 +111,78 @@ fn bench(args: &[String]) -> Result<(), String> {
             "result name=fileio ns={} write_fsync_ns={write_ns} read_ns={read_ns} mib={io_mib}",
             write_ns + read_ns
         ));
+    }
+    Ok(())
+}
+
+/// TCP against the harness's peer (`report::net`): a connection that
+/// starts with `e` echoes every byte (one-byte round trips, Nagle off), one
+/// that starts with `s` swallows a stream and answers its length once the
+/// sender has shut its side down, so the time includes the last byte's
+/// arrival.
+fn net(args: &[String]) -> Result<(), String> {
+    use std::net::{Shutdown, TcpStream};
+    let addr = args.get(1).map(String::as_str).unwrap_or("127.0.0.1");
+    let port = arg_u64(args, 2, 5201);
+    let rounds = arg_u64(args, 3, 1000).max(1);
+    let mib = arg_u64(args, 4, 16);
+    let target = format!("{addr}:{port}");
+    let connect = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match TcpStream::connect(&target) {
+                Ok(s) => return Ok(s),
+                // The guest's interface may come up a moment after it runs.
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => return Err(format!("connect {target}: {e}")),
+            }
+        }
+    };
+    let io = |what: &str, e: io::Error| format!("{what} {target}: {e}");
+
+    let mut s = connect()?;
+    s.set_nodelay(true).map_err(|e| io("nodelay", e))?;
+    s.write_all(b"e").map_err(|e| io("write", e))?;
+    let mut b = [0u8; 1];
+    // One round trip before the clock starts: the connection is warm.
+    s.write_all(b"x").map_err(|e| io("write", e))?;
+    s.read_exact(&mut b).map_err(|e| io("read", e))?;
+    let t = Instant::now();
+    for i in 0..rounds {
+        s.write_all(&[i as u8]).map_err(|e| io("write", e))?;
+        s.read_exact(&mut b).map_err(|e| io("read", e))?;
+        if b[0] != i as u8 {
+            return Err(format!("echo {target}: sent {} got {}", i as u8, b[0]));
+        }
+    }
+    say(&format!(
+        "result name=tcp_rtt ns={} rounds={rounds}",
+        t.elapsed().as_nanos()
+    ));
+    drop(s);
+
+    if mib > 0 {
+        let mut s = connect()?;
+        s.write_all(b"s").map_err(|e| io("write", e))?;
+        let block = vec![0x5au8; 64 * 1024];
+        let t = Instant::now();
+        for _ in 0..mib * 16 {
+            s.write_all(&block).map_err(|e| io("write", e))?;
+        }
+        s.shutdown(Shutdown::Write).map_err(|e| io("shutdown", e))?;
+        let mut got = [0u8; 8];
+        s.read_exact(&mut got).map_err(|e| io("read", e))?;
+        let ns = t.elapsed().as_nanos();
+        let got = u64::from_le_bytes(got);
+        if got != mib << 20 {
+            return Err(format!(
+                "stream {target}: the peer got {got} bytes of {}",
+                mib << 20
+            ));
+        }
+        say(&format!("result name=tcp_stream ns={ns} mib={mib}"));
     }
     Ok(())
 }

@@ -68,6 +68,9 @@ pub struct RunSpec {
     /// QEMU's direct boot only: reset through the keyboard controller
     /// (`reboot=k`, runm-vmm's reset) instead of a triple fault, to measure it.
     pub reboot_k: bool,
+    /// The network namespace the workload works in (bare: entered; runc
+    /// and runm: named in the bundle).
+    pub netns: Option<PathBuf>,
 }
 
 impl RunSpec {
@@ -77,6 +80,7 @@ impl RunSpec {
             args: args.iter().map(|s| s.to_string()).collect(),
             memory_limit: None,
             reboot_k: false,
+            netns: None,
         }
     }
 }
@@ -186,6 +190,7 @@ impl Env {
             &BundleSpec {
                 args: spec.args.clone(),
                 memory_limit: spec.memory_limit,
+                netns: spec.netns.clone(),
             },
             "runm-bench",
         );
@@ -211,6 +216,29 @@ impl Env {
                         .join(bundle::WORKLOAD_IN_ROOTFS.trim_start_matches('/')),
                 );
                 cmd.args(&spec.args);
+                if let Some(ns) = &spec.netns {
+                    let ns = std::fs::File::open(ns).map_err(ReportError::io(ns))?;
+                    use std::os::fd::AsRawFd;
+                    use std::os::unix::process::CommandExt;
+                    let fd = ns.as_raw_fd();
+                    // SAFETY: setns(2) between fork and exec, on a
+                    // descriptor `ns` keeps open until spawn returns; no
+                    // allocation.
+                    unsafe {
+                        cmd.pre_exec(move || {
+                            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            Ok(())
+                        });
+                    }
+                    return Ok(Instance {
+                        backend,
+                        run: Running::spawn(what, cmd, Vec::new())?,
+                        container: Container::None,
+                        console_in_file: false,
+                    });
+                }
                 Ok(Instance {
                     backend,
                     run: Running::spawn(what, cmd, Vec::new())?,

@@ -114,6 +114,9 @@ pub struct BundleSpec {
     pub args: Vec<String>,
     /// `linux.resources.memory.limit`, bytes.
     pub memory_limit: Option<u64>,
+    /// A network namespace to join (a path, as CNI prepares one); a new,
+    /// empty one otherwise.
+    pub netns: Option<PathBuf>,
 }
 
 /// A config.json like `runc spec`'s default (namespaces, mounts, masked and
@@ -128,6 +131,10 @@ pub fn config_json(rootfs: &Path, spec: &BundleSpec, hostname: &str) -> Value {
     if let Some(limit) = spec.memory_limit {
         resources["memory"] = json!({ "limit": limit });
     }
+    let network = match &spec.netns {
+        Some(path) => json!({"type": "network", "path": path}),
+        None => json!({"type": "network"}),
+    };
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -162,7 +169,7 @@ pub fn config_json(rootfs: &Path, spec: &BundleSpec, hostname: &str) -> Value {
         "linux": {
             "resources": resources,
             "namespaces": [
-                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "pid"}, network, {"type": "ipc"},
                 {"type": "uts"}, {"type": "mount"}
             ],
             "maskedPaths": [
@@ -220,6 +227,7 @@ mod tests {
         let spec = BundleSpec {
             args: vec!["bench".into(), "10".into()],
             memory_limit: Some(32 << 20),
+            netns: None,
         };
         let c = config_json(Path::new("/b/rootfs"), &spec, "rb");
         assert_eq!(

@@ -15,6 +15,7 @@ use super::model::{
     Backend, BackendResult, CrashOutcome, DensityPoint, HostInfo, HostKind, IsolationFacts,
     Measurements, MemoryLimitOutcome, Phase, WorkloadSizes,
 };
+use super::net::{self, NetPair};
 use super::probes::{self, HostView};
 use super::procs;
 use super::summary::fmt_num;
@@ -39,6 +40,10 @@ pub struct Plan {
     pub io_mib: u64,
     /// How long an idle instance settles before its memory is read.
     pub settle: Duration,
+    /// TCP round trips per network run.
+    pub net_rounds: u64,
+    /// MiB streamed per network run.
+    pub net_mib: u64,
 }
 
 impl Default for Plan {
@@ -52,6 +57,8 @@ impl Default for Plan {
             syscalls: 200_000,
             io_mib: 16,
             settle: Duration::from_millis(1000),
+            net_rounds: 1000,
+            net_mib: 16,
         }
     }
 }
@@ -148,6 +155,8 @@ pub fn measure(env: &Env, host: HostInfo, plan: &Plan) -> Measurements {
         io_mib: plan.io_mib,
         vm_mem_mib: env.vm_mem_mib,
         density: plan.density.clone(),
+        net_rounds: plan.net_rounds,
+        net_mib: plan.net_mib,
     };
     let mut m = Measurements {
         host,
@@ -212,6 +221,8 @@ pub fn measure(env: &Env, host: HostInfo, plan: &Plan) -> Measurements {
         measure_runm_vmm(env, plan, r);
     }
     m.isolation = isolation(env, plan, &mut m.notes);
+    say("== network: TCP to a peer namespace");
+    network_runs(env, plan, &active, &mut m);
     m.network = network(&m);
     m.host.load_end = super::host::load();
     m
@@ -297,6 +308,7 @@ fn bench_run(env: &Env, plan: &Plan, i: usize, r: &mut BackendResult) {
         args: bench_args(env, plan, b),
         memory_limit: None,
         reboot_k: false,
+        netns: None,
     };
     match env
         .run(b, &spec, timeout(b, true))
@@ -765,44 +777,111 @@ fn crash_probe(env: &Env, b: Backend) -> Result<CrashOutcome> {
     })
 }
 
-/// The network row: no backend here gives a path to measure a round trip
-/// across its boundary; what each offers is said, from the probes.
-fn network(m: &Measurements) -> Vec<(Backend, String)> {
-    let ifaces = |b: Backend| {
-        m.isolation(b)
-            .map(|f| f.netdevs.join(", "))
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "not probed".into())
+/// Whether `backend` can take part in the network runs: it runs the
+/// workload in a network namespace the report names (QEMU's direct boot and
+/// runm-vmm's own runs have no NIC).
+fn networked(backend: Backend) -> bool {
+    matches!(
+        backend,
+        Backend::Bare | Backend::Runc | Backend::RunmQemu | Backend::RunmOwnVmm
+    )
+}
+
+/// TCP between the workload and a peer namespace ([`net`]): round trips
+/// and a stream, `runs` times, round-robin over the backends as the other
+/// timed runs are.
+fn network_runs(env: &Env, plan: &Plan, active: &[usize], m: &mut Measurements) {
+    let pair = match NetPair::new() {
+        Ok(p) => p,
+        Err(e) => {
+            m.notes.push(format!("network runs: {e}"));
+            return;
+        }
     };
-    vec![
+    let args = [
+        "net".to_string(),
+        net::PEER_ADDR.to_string(),
+        net::PORT.to_string(),
+        plan.net_rounds.to_string(),
+        plan.net_mib.to_string(),
+    ];
+    for i in 0..plan.runs {
+        for &k in active {
+            let r = &mut m.backends[k];
+            let b = r.backend;
+            if !networked(b) {
+                continue;
+            }
+            let spec = RunSpec {
+                args: args.to_vec(),
+                netns: Some(pair.workload_netns()),
+                ..RunSpec::args(&[])
+            };
+            match env
+                .run(b, &spec, timeout(b, true))
+                .and_then(|o| check(&format!("{} net", b.label()), &o).map(|()| o))
+            {
+                Ok(o) => {
+                    let res = marks::bench_results(&o.stdout);
+                    let get = |n: &str| res.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+                    let rtt = get("tcp_rtt").map(|ms| ms * 1000.0 / plan.net_rounds as f64);
+                    let stream = get("tcp_stream")
+                        .filter(|ms| *ms > 0.0)
+                        .map(|ms| plan.net_mib as f64 / (ms / 1000.0));
+                    r.tcp_rtt_us.extend(rtt);
+                    r.tcp_stream_mib_s.extend(stream);
+                    say(&format!(
+                        "{} net {}/{}: round trip {} µs, stream {} MiB/s",
+                        b.short(),
+                        i + 1,
+                        plan.runs,
+                        rtt.map_or("-".into(), fmt_num),
+                        stream.map_or("-".into(), fmt_num),
+                    ));
+                }
+                Err(e) => note(r, &format!("network run {}: {e}", i + 1)),
+            }
+        }
+    }
+    drop(pair);
+}
+
+/// What each backend's network path to the peer is, for the table.
+fn network(m: &Measurements) -> Vec<(Backend, String)> {
+    let emulated = m.host.kind != HostKind::RealKvm;
+    let mut v = vec![
         (
             Backend::Bare,
-            format!(
-                "the host's own interfaces ({}): no isolation boundary to cross, nothing to measure",
-                ifaces(Backend::Bare)
-            ),
+            "host process inside the workload namespace: veth to the peer namespace".into(),
         ),
         (
             Backend::Runc,
+            "container joining the workload namespace (`linux.namespaces` path): the veth is its eth0"
+                .into(),
+        ),
+    ];
+    for b in [Backend::RunmQemu, Backend::RunmOwnVmm] {
+        let vmm = if b == Backend::RunmQemu {
+            if emulated {
+                "QEMU's virtio-net under software emulation: not a performance figure"
+            } else {
+                "QEMU's virtio-net"
+            }
+        } else {
+            "runm-vmm's virtio-net"
+        };
+        v.push((
+            b,
             format!(
-                "own network namespace with interfaces: {}; no veth or CNI set up by `runc run`, \
-                 so no path to the host: not measured",
-                ifaces(Backend::Runc)
+                "runm plumbs the namespace's veth to a tap (tc ingress + mirred both ways) into                  the guest's NIC, which has the veth's MAC and address; {vmm}"
             ),
-        ),
-        (
-            Backend::RunmQemu,
-            format!(
-                "no network device: runm attaches no virtio-net to containers yet (interfaces \
-                 seen: {}): not measured",
-                ifaces(Backend::RunmQemu)
-            ),
-        ),
-        (
-            Backend::QemuDirect,
-            "no NIC (-nodefaults, none configured): not measured".into(),
-        ),
-    ]
+        ));
+    }
+    v.push((
+        Backend::QemuDirect,
+        "no NIC (-nodefaults, none configured): not measured".into(),
+    ));
+    v
 }
 
 /// The host processes of this program's own children that are still alive

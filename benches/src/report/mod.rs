@@ -19,6 +19,7 @@ pub mod host;
 pub mod marks;
 pub mod measure;
 pub mod model;
+pub mod net;
 pub mod plots;
 pub mod probes;
 pub mod procs;
@@ -125,6 +126,8 @@ pub fn parse_args(args: &[String]) -> Result<Options> {
                 o.plan.cpu_iterations /= 10;
                 o.plan.syscalls /= 10;
                 o.plan.io_mib = (o.plan.io_mib / 4).max(1);
+                o.plan.net_rounds /= 10;
+                o.plan.net_mib = (o.plan.net_mib / 8).max(1);
             }
             "--no-build" => o.build = false,
             "-h" | "--help" => return Err(ReportError::Usage(USAGE.into())),

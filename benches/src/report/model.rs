@@ -205,6 +205,13 @@ pub struct BackendResult {
     pub fileio_ms: Vec<f64>,
     /// Memory of N idle instances at once.
     pub density: Vec<DensityPoint>,
+    /// TCP round trip to the peer namespace, µs per run (the mean of the
+    /// run's round trips).
+    #[serde(default)]
+    pub tcp_rtt_us: Vec<f64>,
+    /// TCP stream to the peer namespace, MiB/s per run.
+    #[serde(default)]
+    pub tcp_stream_mib_s: Vec<f64>,
     /// What people should know about these figures.
     pub notes: Vec<String>,
 }
@@ -224,6 +231,8 @@ impl BackendResult {
             syscall_ms: Vec::new(),
             fileio_ms: Vec::new(),
             density: Vec::new(),
+            tcp_rtt_us: Vec::new(),
+            tcp_stream_mib_s: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -334,6 +343,12 @@ pub struct WorkloadSizes {
     pub vm_mem_mib: u64,
     /// Instance counts of the density runs.
     pub density: Vec<usize>,
+    /// TCP round trips per network run.
+    #[serde(default)]
+    pub net_rounds: u64,
+    /// MiB streamed per network run.
+    #[serde(default)]
+    pub net_mib: u64,
 }
 
 /// Everything the report shows.
@@ -349,7 +364,8 @@ pub struct Measurements {
     pub backends: Vec<BackendResult>,
     /// Per model that could run the probe.
     pub isolation: Vec<IsolationFacts>,
-    /// Network round trip, per backend: the figure or why there is none.
+    /// The network path of each backend to the peer namespace, or why
+    /// there is none (the figures are in [`BackendResult`]).
     pub network: Vec<(Backend, String)>,
     /// Report-wide notes (steps that failed, with why).
     pub notes: Vec<String>,

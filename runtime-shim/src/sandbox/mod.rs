@@ -4,9 +4,13 @@
 //! runm in its own session, with create's stdio or the console pty as its
 //! own). The sandbox:
 //! 1. joins the container's host cgroups (`linux.cgroupsPath`, see
-//!    [`crate::cgroup`]) and starts the VM process (runm-vmm or QEMU) as its
-//!    child, which is placed with it and dies with it;
-//! 2. connects to the agent, checks the protocol version, sends `Create`;
+//!    [`crate::cgroup`]), waits for `create`'s hooks if it has any, plumbs
+//!    the interfaces of the network namespace it was started in
+//!    ([`network`]) and starts the VM process (runm-vmm or QEMU) as its
+//!    child, which inherits the taps, is placed with it and dies with it;
+//! 2. connects to the agent, checks the protocol version, sends
+//!    `ConfigureNetwork` (loopback only when there is no interface), then
+//!    `Create`;
 //! 3. writes its own pid to `--pid-file` (the container's pid: what `state`
 //!    reports and containerd waits on), marks the container `created`, and
 //!    tells `create` on the ready pipe (or tells it what failed, after
@@ -24,7 +28,9 @@
 //! While it lives, the sandbox is the only writer of `state.json`.
 //!
 //! Its parts, one concern each: [`vm`] (VM supervision: spawn, boot, exit,
-//! kill, power-off watchdog, teardown), [`control_server`] (the control
+//! kill, power-off watchdog, teardown), [`network`] (the namespace's
+//! interfaces plumbed to taps for the VM, and their teardown),
+//! [`control_server`] (the control
 //! socket and the requests it puts to the agent), [`stdio`] (exec/stdio
 //! multiplexing: data frames to and from host descriptors, exec sinks).
 //! Where the container is in its life, and what each event does to it, is
@@ -34,6 +40,7 @@
 //! commits its state and performs its actions.
 
 mod control_server;
+mod network;
 mod stdio;
 mod vm;
 
@@ -91,6 +98,9 @@ pub enum SandboxError {
         /// The end of the VM's own output and of the guest console.
         context: String,
     },
+    /// The network namespace could not be plumbed.
+    #[error("cannot give the container its network: {0}")]
+    Network(#[from] crate::network::NetworkError),
     /// The host cgroups could not be joined.
     #[error("cannot join the container's cgroups: {0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
@@ -379,6 +389,8 @@ impl Shared {
 struct Sandbox {
     shared: Arc<Shared>,
     vm: Child,
+    /// Torn down when the sandbox ends, after the VM.
+    network: Option<network::SandboxNetwork>,
     agent_reader: UnixStream,
     listener: UnixListener,
     own: ProcessRef,
@@ -431,8 +443,13 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
     if let Some(gate) = gate {
         wait_gate(&gate)?;
     }
+    let mut network = network::SandboxNetwork::plumb(plan.netns.as_deref())?;
+    if let Some(n) = &network {
+        state.runm.plumbing = Some(n.record().clone());
+        dir.save(&state)?;
+    }
 
-    let booted = vm::boot(dir, &plan)?;
+    let booted = vm::boot(dir, &plan, network.as_mut())?;
 
     let sock = dir.control_socket();
     let _ = fs::remove_file(&sock);
@@ -476,6 +493,7 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
     Ok(Sandbox {
         shared,
         vm,
+        network,
         agent_reader: booted.stream,
         listener,
         own,
@@ -487,6 +505,7 @@ impl Sandbox {
         let Sandbox {
             shared,
             mut vm,
+            network,
             mut agent_reader,
             listener,
             own: _,
@@ -523,6 +542,8 @@ impl Sandbox {
         shared.feed(&mut lock(&shared.inner), Event::VmExited);
         let vm_status = vm.wait().ok();
         log::debug!("container {}: VM exited: {vm_status:?}", shared.dir.id);
+        // The taps and filters go with the VM; the namespace stays.
+        drop(network);
         // The channel ends with the VM; give the reader a moment to write the
         // last output (and take the last report) before we finish.
         let until = Instant::now() + Duration::from_secs(3);

@@ -2,8 +2,9 @@
 //!
 //! Owns starting the VM process (runm-vmm or QEMU, as [`crate::backend`]
 //! prepares it) as the sandbox's child, which is placed in the sandbox's
-//! cgroups and killed if the sandbox dies; bringing it up to the agent's
-//! `Created` (connect, version handshake, `Create`), with a failure reported
+//! cgroups and killed if the sandbox dies, with the container's taps; bringing
+//! it up to the agent's `Created` (connect, version handshake,
+//! `ConfigureNetwork`, `Create`), with a failure reported
 //! with the end of the VM's and the guest's output; noticing its exit without
 //! reaping it, so that its pid stays the sandbox's to kill until the
 //! lifecycle knows it is gone; killing it; the power-off watchdog; and
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use guest_agent::proto::Message;
 
+use super::network::SandboxNetwork;
 use super::{io_err, lock, SandboxError, SandboxPlan, Shared};
 use crate::agent_client;
 use crate::backend::{self, VmSpec};
@@ -130,14 +132,23 @@ pub(super) struct Booted {
     pub control: VmControl,
 }
 
-/// Starts the VM process and has its agent prepare the container.
-pub(super) fn boot(dir: &ContainerDir, plan: &SandboxPlan) -> Result<Booted, SandboxError> {
+/// Starts the VM process with the taps of `network` and has its agent
+/// configure the guest's network and prepare the container.
+pub(super) fn boot(
+    dir: &ContainerDir,
+    plan: &SandboxPlan,
+    mut network: Option<&mut SandboxNetwork>,
+) -> Result<Booted, SandboxError> {
+    let nets = network
+        .as_deref()
+        .map(SandboxNetwork::vm_nets)
+        .unwrap_or_default();
     let vm_spec = VmSpec {
         images: &plan.images,
         sizing: plan.sizing,
         dir,
         readonly: plan.container.root.readonly,
-        nets: &[],
+        nets: &nets,
     };
     let launch = backend::prepare(&plan.choice, &plan.program, &vm_spec)?;
     let vmm_log = fs::File::create(dir.vmm_log()).map_err(io_err("cannot create the VM log"))?;
@@ -155,6 +166,11 @@ pub(super) fn boot(dir: &ContainerDir, plan: &SandboxPlan) -> Result<Booted, San
             // The VM must not outlive its sandbox, whatever kills the sandbox.
             parent_death_signal: Some(libc::SIGKILL),
             chdir_root: true,
+            // The taps, at the numbers the VM's arguments name.
+            dup2: network
+                .as_deref()
+                .map(|n| n.inherited_fds().into_iter().map(|fd| (fd, fd)).collect())
+                .unwrap_or_default(),
             ..sys::ChildSetup::default()
         },
     );
@@ -168,6 +184,9 @@ pub(super) fn boot(dir: &ContainerDir, plan: &SandboxPlan) -> Result<Booted, San
         program: launch.program.display().to_string(),
         source,
     })?;
+    if let Some(n) = network.as_deref_mut() {
+        n.vm_started();
+    }
     let mut guard = VmGuard { child: Some(child) };
 
     let deadline = Instant::now() + Duration::from_secs(plan.boot_timeout_secs);
@@ -190,6 +209,13 @@ pub(super) fn boot(dir: &ContainerDir, plan: &SandboxPlan) -> Result<Booted, San
         "container {}: guest agent ready, guest kernel {kernel}",
         dir.id
     );
+    let interfaces = network
+        .as_deref()
+        .map(SandboxNetwork::interfaces)
+        .unwrap_or_default();
+    if let Err(e) = agent_client::configure_network(&mut stream, interfaces, deadline) {
+        return Err(guard.boot_error(dir, format!("configuring the guest's network: {e}")));
+    }
     if let Err(e) = agent_client::create(&mut stream, plan.container.clone(), deadline) {
         return Err(guard.boot_error(dir, e.to_string()));
     }
