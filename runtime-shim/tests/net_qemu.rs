@@ -234,7 +234,12 @@ mod tests {
         cmd.stdout(fs::File::create(&b_out).unwrap())
             .stderr(fs::File::create(r.tmp.path().join("b.err")).unwrap());
         let mut child = cmd.spawn().unwrap();
-        assert_eq!(wait_bounded(&mut child, Duration::from_secs(240)), Some(0));
+        assert_eq!(
+            wait_bounded(&mut child, Duration::from_secs(240)),
+            Some(0),
+            "run -d nb: {}",
+            fs::read_to_string(r.tmp.path().join("b.err")).unwrap_or_default()
+        );
         assert_eq!(r.state("nb")["status"], "running");
 
         let from_guest = p.within(|| echo_once("10.213.1.1:7001"));
@@ -288,6 +293,34 @@ mod tests {
         assert!(a
             .ip(&["-o", "addr", "show", "eth0"])
             .contains("10.213.1.2/24"));
+
+        // A sandbox killed outright cannot tear down: delete --force does,
+        // from the record in the container's state.
+        net_bundle(&bb, "sleep 1000", Some(&b.path()));
+        r.run(&[
+            "--hypervisor",
+            "qemu",
+            "run",
+            "-d",
+            "nk",
+            "--bundle",
+            s(&bb),
+        ])
+        .ok();
+        assert_eq!(
+            b.leftovers().len(),
+            3,
+            "a tap, its ingress qdisc and eth0's"
+        );
+        let pid = i32::try_from(r.state("nk")["pid"].as_i64().unwrap()).unwrap();
+        // SAFETY: kill(2) of the sandbox this test started; no memory involved.
+        let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(killed, 0);
+        r.wait_status("nk", "stopped", Duration::from_secs(30));
+        assert_ne!(b.leftovers(), Vec::<String>::new(), "nobody tore down yet");
+        r.run(&["delete", "--force", "nk"]).ok();
+        r.assert_clean();
+        assert_eq!(b.leftovers(), Vec::<String>::new());
     }
 
     /// A new namespace, made by runm, gets its interface from a `prestart`

@@ -139,11 +139,13 @@ impl QemuMicrovm {
             a.push(concat(&opts, &escape(&d.path), ro));
         }
         for (i, n) in self.nets.iter().enumerate() {
-            // The tap has a virtio-net header on every frame (IFF_VNET_HDR),
-            // which vnet_hdr=on tells QEMU to expect.
+            // runm's taps carry a virtio-net header on every frame
+            // (IFF_VNET_HDR): QEMU reads that from a descriptor it is given
+            // (and refuses vnet_hdr= beside fd=); a tap it opens by name
+            // is asked for one.
             let id = format!("tap,id=net{i},");
             let tap = match (n.tap_fd, &n.tap) {
-                (Some(fd), _) => concat(&id, format!("fd={fd}").as_bytes(), ",vnet_hdr=on"),
+                (Some(fd), _) => concat(&id, format!("fd={fd}").as_bytes(), ""),
                 (None, Some(name)) => concat(
                     &format!("{id}ifname="),
                     &escape(Path::new(name)),
@@ -320,7 +322,7 @@ mod tests {
         assert_eq!(
             all_after(&a, "-netdev"),
             [
-                "tap,id=net0,fd=7,vnet_hdr=on",
+                "tap,id=net0,fd=7",
                 "tap,id=net1,ifname=tap1,script=no,downscript=no,vnet_hdr=on",
             ]
         );
