@@ -73,7 +73,10 @@ mod tests {
         let f: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(f["ociVersionMin"], "1.0.0");
         assert_eq!(f["ociVersionMax"], "1.2.0");
-        assert_eq!(f["hooks"], serde_json::json!([]));
+        assert_eq!(
+            f["hooks"],
+            serde_json::json!(["prestart", "createRuntime", "poststart", "poststop"])
+        );
         assert!(f["linux"]["namespaces"]
             .as_array()
             .unwrap()

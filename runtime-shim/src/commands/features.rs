@@ -8,8 +8,9 @@ pub fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": crate::state::OCI_VERSION,
-        // No hooks run: they would run on the host, outside the VM.
-        "hooks": [],
+        // The hooks that run on the host; createContainer and startContainer
+        // would run inside the container, which is in the guest.
+        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
         // Options of the kernel file system mounts the guest agent performs.
         "mountOptions": [
             "async", "atime", "defaults", "dev", "diratime", "exec", "lazytime",
