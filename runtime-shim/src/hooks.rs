@@ -190,7 +190,6 @@ fn run_one(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result
     cmd.stdin(Stdio::from(stdin))
         .stdout(Stdio::from(output.try_clone().map_err(spawn_err)?))
         .stderr(Stdio::from(output.try_clone().map_err(spawn_err)?))
-        .current_dir("/")
         // Its own group, so that a timeout ends what it started too.
         .process_group(0);
     let mut child = cmd.spawn().map_err(spawn_err)?;

@@ -203,6 +203,10 @@ if [ "$runm" != none ]; then
     add_with_libs "$(command -v mkfs.ext4)" usr/sbin/mkfs.ext4
     # The OCI tests edit bundle configs and read runm's state JSON with jq.
     add_with_libs "$(command -v jq)" usr/bin/jq
+    # The network test makes namespaces and veths and looks for qdiscs left:
+    # iproute2's ip and tc (before busybox's in PATH).
+    add_with_libs "$(command -v ip)" usr/sbin/ip
+    add_with_libs "$(command -v tc)" usr/sbin/tc
     add "$("$repo/guest-agent/build-initramfs.sh" | tail -n 1)" guest/agent.cpio
     # A busybox bundle (its bin/ gets the applet links in stage_bundle): config.json
     # from `runm spec`, non-interactive, writable root, the workload below.

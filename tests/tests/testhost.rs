@@ -29,6 +29,7 @@ mod tests {
         "runm-oci-config",
         "runm-oci-lifecycle",
         "runm-oci-two-containers",
+        "runm-oci-network",
     ];
 
     struct Run {

@@ -873,7 +873,8 @@ fn network(m: &Measurements) -> Vec<(Backend, String)> {
         v.push((
             b,
             format!(
-                "runm plumbs the namespace's veth to a tap (tc ingress + mirred both ways) into                  the guest's NIC, which has the veth's MAC and address; {vmm}"
+                "runm plumbs the namespace's veth to a tap (tc ingress + mirred both ways) into \
+                 the guest's NIC, which has the veth's MAC and address; {vmm}"
             ),
         ));
     }
