@@ -547,16 +547,19 @@ test_runm_oci_two_containers() {
 test_runm_oci_network() {
     oci_bundle '.process.args = ["sh", "-c", "echo $(cat /sys/class/net/eth0/address) $(cat /sys/class/net/eth0/mtu) $(ip -o -4 addr show dev eth0 | sed \"s/.* inet \\([^ ]*\\).*/\\1/\"); ping -c 2 -W 5 10.213.9.1 >/dev/null && echo PING-OK"]
         | .linux.namespaces = ([.linux.namespaces[] | select(.type != "network")] + [{"type": "network", "path": "/run/netns/runm-c"}])'
-    trap 'oci_cleanup n1; ip netns del runm-c 2>/dev/null; ip netns del runm-p 2>/dev/null' EXIT
-    ip netns add runm-c || fail "ip netns add (iproute2 in the image?)"
-    ip netns add runm-p || fail "ip netns add runm-p"
-    ip -n runm-c link add eth0 address 02:42:0a:d5:09:02 mtu 1400 type veth peer name vp0 netns runm-p ||
+    trap 'oci_cleanup n1; /usr/sbin/ip netns del runm-c 2>/dev/null; /usr/sbin/ip netns del runm-p 2>/dev/null' EXIT
+    # iproute2's (busybox's sh prefers its own applets to PATH).
+    ip=/usr/sbin/ip tc=/usr/sbin/tc
+    [ -x "$ip" ] && [ -x "$tc" ] || fail "iproute2's ip and tc are not in the image"
+    $ip netns add runm-c || fail "ip netns add runm-c"
+    $ip netns add runm-p || fail "ip netns add runm-p"
+    $ip -n runm-c link add eth0 address 02:42:0a:d5:09:02 mtu 1400 type veth peer name vp0 netns runm-p ||
         fail "no veth pair (CONFIG_VETH in the test host kernel?)"
-    ip -n runm-p link set vp0 mtu 1400 up
-    ip -n runm-p addr add 10.213.9.1/24 dev vp0
-    ip -n runm-c link set eth0 up
-    ip -n runm-c addr add 10.213.9.2/24 dev eth0
-    ip -n runm-c route add default via 10.213.9.1
+    $ip -n runm-p link set vp0 mtu 1400 up
+    $ip -n runm-p addr add 10.213.9.1/24 dev vp0
+    $ip -n runm-c link set eth0 up
+    $ip -n runm-c addr add 10.213.9.2/24 dev eth0
+    $ip -n runm-c route add default via 10.213.9.1
     t0=$(date +%s)
     oci "$guest_timeout" run n1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
     status=$?
@@ -567,7 +570,7 @@ test_runm_oci_network() {
         show_tail "$T/err"
         fail "runm run: exit status $status (expected 0), stdout '$(echo $out)' (expected '$(echo $expected)'), ${secs} s"
     fi
-    left=$( { ip -n runm-c -o link show | grep runmtap; tc -n runm-c qdisc show | grep ingress; } )
+    left=$( { $ip -n runm-c -o link show | grep runmtap; $tc -n runm-c qdisc show | grep ingress; } )
     [ -z "$left" ] || fail "left in the namespace: $(echo $left)"
     oci_nothing_left
     pass_detail "${secs} s"
