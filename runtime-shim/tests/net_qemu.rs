@@ -449,5 +449,10 @@ mod tests {
         r.run(&["--hypervisor", "qemu", "create", "bad3", "--bundle", s(&b)])
             .fails_with("/proc/self/ns/uts is a uts namespace, not a network namespace");
         r.assert_clean();
+        // The host's own: its interfaces must stay the host's.
+        net_bundle(&b, "true", Some(Path::new("/proc/self/ns/net")));
+        r.run(&["--hypervisor", "qemu", "create", "bad4", "--bundle", s(&b)])
+            .fails_with("network namespace /proc/self/ns/net is the host's");
+        r.assert_clean();
     }
 }

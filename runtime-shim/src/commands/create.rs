@@ -192,7 +192,7 @@ impl Drop for Cleanup<'_> {
 fn network_namespace(plan: &ContainerPlan, dir: &ContainerDir) -> Result<Option<NetNs>, RunmError> {
     Ok(match &plan.network {
         NetworkNamespace::Host => None,
-        NetworkNamespace::Join(path) => Some(NetNs::open(path)?),
+        NetworkNamespace::Join(path) => Some(NetNs::open_for_container(path)?),
         NetworkNamespace::New => Some(NetNs::create_bound(&dir.netns_file())?),
     })
 }
@@ -234,7 +234,7 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         ));
     }
     match &plan.network {
-        NetworkNamespace::Join(path) => drop(NetNs::open(path)?),
+        NetworkNamespace::Join(path) => drop(NetNs::open_for_container(path)?),
         NetworkNamespace::Host => logging::warn(
             "config.json asks for no network namespace (the host's network), which a VM cannot share: the container has loopback only",
         ),

@@ -71,6 +71,12 @@ pub enum NetworkError {
         /// Its kind (`uts`, `mount`, ...).
         kind: &'static str,
     },
+    /// The namespace is the host's: plumbing it would take the host's own
+    /// interfaces away from it.
+    #[error(
+        "network namespace {0} is the host's (runm's own or PID 1's): a VM cannot share it, and runm would take its interfaces from the host"
+    )]
+    HostNamespace(PathBuf),
     /// A namespace for the container could not be made or removed.
     #[error("network namespace for the container at {path}: {source}")]
     NetnsCreate {

@@ -61,6 +61,27 @@ impl NetNs {
         })
     }
 
+    /// Opens the namespace a container names, refusing the host's own
+    /// (runm's, or PID 1's): its interfaces are the host's.
+    pub fn open_for_container(path: &Path) -> Result<Self, NetworkError> {
+        let ns = Self::open(path)?;
+        let id = |f: &File| {
+            f.metadata().ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            })
+        };
+        let mine = id(&ns.file);
+        for host in ["/proc/self/ns/net", "/proc/1/ns/net"] {
+            if let Ok(f) = File::open(host) {
+                if mine.is_some() && id(&f) == mine {
+                    return Err(NetworkError::HostNamespace(path.to_owned()));
+                }
+            }
+        }
+        Ok(ns)
+    }
+
     /// Makes a new network namespace and binds it at `path`, a file made
     /// here (it must not exist). On an error nothing is left.
     pub fn create_bound(path: &Path) -> Result<Self, NetworkError> {

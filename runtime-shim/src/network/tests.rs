@@ -411,6 +411,11 @@ fn bad_namespace_paths_are_typed_errors() {
         "{e}"
     );
 
+    // The host's own namespace is never a container's.
+    let e = NetNs::open_for_container(Path::new("/proc/self/ns/net")).unwrap_err();
+    assert!(matches!(e, NetworkError::HostNamespace(_)), "{e}");
+    assert!(e.to_string().contains("is the host's"), "{e}");
+
     // An empty namespace plumbs to no NIC: the guest gets loopback only.
     let c = TestNs::new("empty");
     let plumbing = plumb(&c.open()).expect("plumb an empty namespace");
