@@ -495,6 +495,8 @@ pub fn runm_vmm_config(vm: &VmSpec<'_>) -> VmConfig {
         nets: vm.nets.to_vec(),
         rng: false,
         fs: Vec::new(),
+        console_max_bytes: vm_spec::config::DEFAULT_CONSOLE_MAX_BYTES,
+        jail: None,
     }
 }
 

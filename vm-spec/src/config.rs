@@ -16,6 +16,15 @@ pub const DEFAULT_MEM_MIB: u64 = 128;
 pub const MAX_VCPUS: u8 = 254;
 /// Most virtio devices: each takes one of runm-vmm's IOAPIC lines (5..=23).
 pub const MAX_VIRTIO_DEVICES: u8 = 19;
+/// Default cap of the console file: past it runm-vmm keeps only the newest half.
+pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 1 << 20;
+/// Smallest console cap accepted: room for a few screens of boot messages.
+pub const MIN_CONSOLE_MAX_BYTES: u64 = 4096;
+/// Default `RLIMIT_NOFILE` of a jailed runm-vmm: its devices' fds with room
+/// for the vsock connections a guest may hold open.
+pub const DEFAULT_JAIL_MAX_OPEN_FILES: u64 = 1024;
+/// Fewest open files a jailed runm-vmm can run with (its fixed fds and a few more).
+pub const MIN_JAIL_MAX_OPEN_FILES: u64 = 64;
 
 /// Errors in a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +105,98 @@ impl FromStr for CpuTemplateName {
             "pvm" => Ok(Self::Pvm),
             _ => invalid(format!("cpu template '{s}': expected auto, host or pvm")),
         }
+    }
+}
+
+/// The jail runm-vmm enters once it has opened what the VM needs and before
+/// the guest runs: its own mount namespace whose root is a fresh, read-only
+/// tmpfs on `root` holding only what the VM still reaches by path (the vsock
+/// socket's directory), its own PID namespace, `uid`/`gid` with no
+/// capabilities and no_new_privs, and resource limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailConfig {
+    /// An existing, empty directory: the mount point of the jail's root. It
+    /// stays empty as the host sees it.
+    pub root: PathBuf,
+    /// The user the VMM runs as: not 0.
+    pub uid: u32,
+    /// The group the VMM runs as: not 0. Supplementary groups are dropped.
+    pub gid: u32,
+    /// `RLIMIT_NOFILE`.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: u64,
+    /// `RLIMIT_FSIZE` in bytes; by default the larger of the console cap and
+    /// the largest writable disk (the VMM never grows a file beyond either).
+    #[serde(default)]
+    pub max_file_size: Option<u64>,
+    /// Run in a new PID namespace (runm-vmm stays as a waiting parent that
+    /// forwards SIGINT/SIGTERM and exits with the jailed VMM's status).
+    #[serde(default = "default_true")]
+    pub new_pid_ns: bool,
+}
+
+fn default_max_open_files() -> u64 {
+    DEFAULT_JAIL_MAX_OPEN_FILES
+}
+fn default_true() -> bool {
+    true
+}
+
+impl JailConfig {
+    /// A jail at `root` for `uid`/`gid` with the default limits.
+    pub fn new(root: impl Into<PathBuf>, uid: u32, gid: u32) -> Self {
+        JailConfig {
+            root: root.into(),
+            uid,
+            gid,
+            max_open_files: DEFAULT_JAIL_MAX_OPEN_FILES,
+            max_file_size: None,
+            new_pid_ns: true,
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let root = self.root.display();
+        if !self.root.is_absolute() {
+            return invalid(format!("jail root {root} is not an absolute path"));
+        }
+        if self.root.parent().is_none() {
+            return invalid("jail root is /: give a directory of its own");
+        }
+        match std::fs::symlink_metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return invalid(format!("jail root {root} is not a directory")),
+            Err(e) => return invalid(format!("jail root {root}: {e}")),
+        }
+        match std::fs::read_dir(&self.root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return invalid(format!("jail root {root} is not empty"));
+                }
+            }
+            Err(e) => return invalid(format!("jail root {root}: {e}")),
+        }
+        if self.uid == 0 || self.gid == 0 {
+            return invalid(format!(
+                "jail uid {} / gid {}: the jailed VMM must not run as root (0)",
+                self.uid, self.gid
+            ));
+        }
+        // (uid_t)-1 means "unchanged" to setresuid.
+        if self.uid == u32::MAX || self.gid == u32::MAX {
+            return invalid("jail uid or gid 4294967295 is not a valid id");
+        }
+        if self.max_open_files < MIN_JAIL_MAX_OPEN_FILES {
+            return invalid(format!(
+                "jail max_open_files {} is too few; give at least {MIN_JAIL_MAX_OPEN_FILES}",
+                self.max_open_files
+            ));
+        }
+        if self.max_file_size == Some(0) {
+            return invalid("jail max_file_size is 0: the VMM could not write its console");
+        }
+        Ok(())
     }
 }
 
@@ -375,8 +476,17 @@ pub struct VmConfig {
     /// their backends.
     #[serde(default)]
     pub fs: Vec<FsConfig>,
+    /// Most bytes the console file holds; past it the oldest half goes.
+    #[serde(default = "default_console_max")]
+    pub console_max_bytes: u64,
+    /// The jail the VMM runs the guest in; none runs it unconfined.
+    #[serde(default)]
+    pub jail: Option<JailConfig>,
 }
 
+fn default_console_max() -> u64 {
+    DEFAULT_CONSOLE_MAX_BYTES
+}
 fn default_mem() -> u64 {
     DEFAULT_MEM_MIB
 }
@@ -400,6 +510,8 @@ impl VmConfig {
             nets: Vec::new(),
             rng: false,
             fs: Vec::new(),
+            console_max_bytes: DEFAULT_CONSOLE_MAX_BYTES,
+            jail: None,
         }
     }
 
@@ -490,6 +602,15 @@ impl VmConfig {
                 return invalid(format!("fs: tag '{}' given twice", f.tag));
             }
             tags.push(&f.tag);
+        }
+        if self.console_max_bytes < MIN_CONSOLE_MAX_BYTES {
+            return invalid(format!(
+                "console_max_bytes {} is too small; give at least {MIN_CONSOLE_MAX_BYTES}",
+                self.console_max_bytes
+            ));
+        }
+        if let Some(j) = &self.jail {
+            j.check()?;
         }
         let devices = self.disks.len()
             + self.nets.len()
@@ -788,6 +909,52 @@ mod tests {
         let cfg = VmConfig::new(std::ffi::OsStr::from_bytes(b"/k\xff"));
         let e = cfg.to_json().unwrap_err();
         assert!(matches!(e, ConfigError::Serialize(_)), "{e}");
+    }
+
+    #[test]
+    fn jail_options_are_checked() {
+        let k = kernel_file();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = VmConfig::new(k.path());
+        cfg.jail = Some(JailConfig::new(dir.path(), 1000, 1000));
+        cfg.validate().unwrap();
+        let err = |cfg: &VmConfig| cfg.validate().unwrap_err().to_string();
+        let jail = |f: &dyn Fn(&mut JailConfig)| {
+            let mut c = cfg.clone();
+            f(c.jail.as_mut().unwrap());
+            c
+        };
+        assert!(err(&jail(&|j| j.uid = 0)).contains("must not run as root"));
+        assert!(err(&jail(&|j| j.gid = 0)).contains("must not run as root"));
+        assert!(err(&jail(&|j| j.root = "rel".into())).contains("not an absolute path"));
+        assert!(err(&jail(&|j| j.root = "/".into())).contains("jail root is /"));
+        assert!(err(&jail(&|j| j.root = dir.path().join("nope"))).contains("nope"));
+        assert!(err(&jail(&|j| j.root = k.path().into())).contains("not a directory"));
+        assert!(err(&jail(&|j| j.max_open_files = 3)).contains("too few"));
+        assert!(err(&jail(&|j| j.max_file_size = Some(0))).contains("max_file_size is 0"));
+        std::fs::write(dir.path().join("x"), b"").unwrap();
+        assert!(err(&cfg).contains("is not empty"), "{}", err(&cfg));
+        let mut small = VmConfig::new(k.path());
+        small.console_max_bytes = 10;
+        assert!(err(&small).contains("console_max_bytes 10"));
+    }
+
+    #[test]
+    fn jail_json_has_defaults() {
+        let k = kernel_file();
+        let dir = tempfile::tempdir().unwrap();
+        let json = format!(
+            r#"{{"kernel": "{}", "jail": {{"root": "{}", "uid": 7, "gid": 8}}}}"#,
+            k.path().display(),
+            dir.path().display()
+        );
+        let cfg: VmConfig = serde_json::from_str(&json).unwrap();
+        cfg.validate().unwrap();
+        let j = cfg.jail.unwrap();
+        assert_eq!((j.uid, j.gid), (7, 8));
+        assert_eq!(j.max_open_files, DEFAULT_JAIL_MAX_OPEN_FILES);
+        assert!(j.new_pid_ns && j.max_file_size.is_none());
+        assert_eq!(cfg.console_max_bytes, DEFAULT_CONSOLE_MAX_BYTES);
     }
 
     #[test]

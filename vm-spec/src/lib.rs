@@ -21,7 +21,8 @@ pub mod qemu;
 
 pub use cmdline::{kernel_cmdline, AgentTransport, GuestArgs, GuestVmm, Reset};
 pub use config::{
-    ConfigError, Console, CpuTemplateName, DiskConfig, FsConfig, NetConfig, VmConfig, VsockConfig,
+    ConfigError, Console, CpuTemplateName, DiskConfig, FsConfig, JailConfig, NetConfig, VmConfig,
+    VsockConfig,
 };
 pub use host::HostKvm;
 pub use phase::{Phase, PhaseMark};

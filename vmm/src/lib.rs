@@ -15,11 +15,15 @@
 
 pub mod boot;
 pub mod config;
+pub mod console;
 pub mod device_manager;
 pub mod event_loop;
+pub mod jail;
 pub mod kvm;
 pub mod layout;
+pub mod logger;
 pub mod memory;
+pub mod seccomp;
 pub mod signal;
 pub mod vcpu;
 pub mod vm;
@@ -36,6 +40,7 @@ use config::{Console, VmConfig};
 use device_manager::{DeviceError, DeviceManager, InheritedTaps};
 use event_loop::{Controller, EventManager, ExitReason, ExitState};
 use event_manager::SubscriberOps;
+use seccomp::ThreadKind;
 use vcpu::cpuid::CpuTemplate;
 use vcpu::exit::GuestStop;
 use vcpu::{Vcpu, VcpuEnd, VcpuError, VcpuHandle};
@@ -96,6 +101,12 @@ pub enum VmmError {
     /// Signal handling.
     #[error(transparent)]
     Signal(#[from] signal::SignalError),
+    /// A thread's seccomp filter.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    /// The jail.
+    #[error(transparent)]
+    Jail(#[from] jail::JailError),
 }
 
 /// How the VM ended.
@@ -158,6 +169,8 @@ pub struct RunOptions {
     pub handle_signals: bool,
     /// Print [`vm_spec::PhaseMark`] lines on stderr for the benchmarks.
     pub print_phases: bool,
+    /// The threads' seccomp filters (on unless debugging).
+    pub seccomp: seccomp::SeccompMode,
 }
 
 /// A built VM, ready to run.
@@ -176,24 +189,6 @@ fn phase(options: &RunOptions, phase: Phase) {
     if options.print_phases {
         eprintln!("{}", PhaseMark::now(phase));
     }
-}
-
-fn open_console(c: &Console) -> Result<Box<dyn std::io::Write + Send>, VmmError> {
-    Ok(match c {
-        Console::Stdout => Box::new(std::io::LineWriter::new(std::io::stdout())),
-        Console::Off => Box::new(std::io::sink()),
-        Console::File(p) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|source| VmmError::Console {
-                    path: p.display().to_string(),
-                    source,
-                })?;
-            Box::new(std::io::LineWriter::new(f))
-        }
-    })
 }
 
 impl Vmm {
@@ -232,7 +227,16 @@ impl Vmm {
             });
         }
         let template = CpuTemplate::resolve(config.cpu_template, kvm::KvmFlavor::detect());
-        let console = open_console(&config.console)?;
+        let console =
+            console::open(&config.console, config.console_max_bytes).map_err(|source| {
+                VmmError::Console {
+                    path: match &config.console {
+                        Console::File(p) => p.display().to_string(),
+                        other => format!("{other:?}"),
+                    },
+                    source,
+                }
+            })?;
 
         // A vhost-user backend maps guest memory itself: share it then.
         let backing = if config.fs.is_empty() {
@@ -319,13 +323,23 @@ impl Vmm {
         }
 
         vcpu::install_kick_handler()?;
+        let mode = self.options.seccomp;
+        let loop_filter = seccomp::filter(ThreadKind::EventLoop, mode)?;
+        let main_filter = seccomp::filter(ThreadKind::Main, mode)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles: Vec<VcpuHandle> = Vec::new();
+        let stop_all = |handles: &mut Vec<VcpuHandle>| {
+            stop.store(true, Ordering::Release);
+            for h in handles {
+                h.stop_and_join(Duration::from_secs(5));
+            }
+        };
         phase(&self.options, Phase::VcpusStart);
         for mut v in self.vcpus.drain(..) {
             if self.options.print_phases && handles.is_empty() {
                 v.announce_first_run();
             }
+            v.set_seccomp(mode);
             let state = state.clone();
             let h = v.start(self.devices.io.clone(), stop.clone(), move |index, end| {
                 let reason = match end {
@@ -341,27 +355,57 @@ impl Vmm {
             match h {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    stop.store(true, Ordering::Release);
-                    for h in &mut handles {
-                        h.stop_and_join(Duration::from_secs(5));
-                    }
+                    stop_all(&mut handles);
                     return Err(e.into());
                 }
             }
         }
 
-        while !devices::bus::lock(&controller).done() {
-            if let Err(e) = em.run() {
-                log::error!("event loop: {e:?}");
-                state.report(ExitReason::VcpuFailed(format!("event loop failed: {e:?}")));
+        // The devices are served on a thread of their own, under its filter.
+        let loop_state = state.clone();
+        let loop_controller = controller.clone();
+        let event_loop = std::thread::Builder::new().name("event-loop".into()).spawn(
+            move || -> Result<(), seccomp::SeccompError> {
+                if let Some(f) = &loop_filter {
+                    seccomp::install(ThreadKind::EventLoop, f)?;
+                }
+                while !devices::bus::lock(&loop_controller).done() {
+                    if let Err(e) = em.run() {
+                        log::error!("event loop: {e:?}");
+                        loop_state
+                            .report(ExitReason::VcpuFailed(format!("event loop failed: {e:?}")));
+                    }
+                }
+                Ok(())
+            },
+        );
+        let event_loop = match event_loop {
+            Ok(t) => t,
+            Err(e) => {
+                stop_all(&mut handles);
+                return Err(VmmError::EventLoop(format!("cannot start its thread: {e}")));
+            }
+        };
+        // Last: a thread inherits its creator's filter.
+        let mut failure = None;
+        if let Some(f) = &main_filter {
+            if let Err(e) = seccomp::install(ThreadKind::Main, f) {
+                state.report(ExitReason::VcpuFailed(e.to_string()));
+                failure = Some(VmmError::from(e));
             }
         }
+        let served = event_loop.join();
         phase(&self.options, Phase::VmExit);
-        stop.store(true, Ordering::Release);
-        for h in &mut handles {
-            h.stop_and_join(Duration::from_secs(5));
-        }
+        stop_all(&mut handles);
         self.devices.flush_console();
+        match served {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(VmmError::EventLoop("its thread panicked".into())),
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
 
         let panic = devices::bus::lock(&self.devices.console_watch)
             .panic
@@ -371,14 +415,39 @@ impl Vmm {
     }
 }
 
-/// Opens KVM, builds the VM of `config` and runs it.
+/// Opens KVM, builds the VM of `config`, enters its jail if it has one, and
+/// runs it.
 pub fn run(config: &VmConfig, options: RunOptions) -> Result<ExitReport, VmmError> {
     config.validate()?;
     // Before anything of runm-vmm's own is opened (see InheritedTaps).
     let taps = InheritedTaps::claim(config)?;
+    let plan = jail::JailPlan::of(config);
+    if plan.is_some() {
+        jail::precheck()?;
+    }
     let kvm = kvm::open()?;
     phase(&options, Phase::KvmOpen);
+    let new_console_file = match &config.console {
+        Console::File(p) if !p.exists() => Some(p.clone()),
+        _ => None,
+    };
     let vmm = Vmm::build(&kvm, config, options, taps)?;
+    // The VM is built: /dev/kvm itself is not needed any more.
+    drop(kvm);
+    if let Some(plan) = &plan {
+        if let Err(e) = jail::enter(plan) {
+            if let Some(p) = new_console_file {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e.into());
+        }
+        log::info!(
+            "jailed in {} as uid {} gid {}",
+            plan.config.root.display(),
+            plan.config.uid,
+            plan.config.gid
+        );
+    }
     log::info!(
         "booting {} with {} vCPU(s), {} MiB, cpu template {}, cmdline \"{}\"",
         config.kernel.display(),

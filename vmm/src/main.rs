@@ -14,11 +14,11 @@ use vm_spec::{
 use vmm::RunOptions;
 
 /// Boot a Linux guest on KVM.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "runm-vmm", version, about)]
 struct Cli {
     /// JSON config file (the runtime writes one); cannot be mixed with VM flags.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem_mib", "vcpus", "console", "cpu_template", "disk", "vsock", "net", "rng", "fs"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "cmdline", "mem_mib", "vcpus", "console", "cpu_template", "disk", "vsock", "net", "rng", "fs", "console_max_bytes", "jail_root"])]
     config: Option<PathBuf>,
     /// Guest kernel: ELF vmlinux or bzImage.
     #[arg(long, value_name = "PATH", required_unless_present = "config")]
@@ -58,39 +58,90 @@ struct Cli {
     /// listening on SOCKET; repeat for more.
     #[arg(long, value_name = "TAG,SOCKET")]
     fs: Vec<FsConfig>,
+    /// Most bytes a console file holds; past it the oldest half is dropped.
+    #[arg(long = "console-max-bytes", value_name = "BYTES")]
+    console_max_bytes: Option<u64>,
+    /// Jail: an existing empty directory to mount the VMM's root on; the VMM
+    /// then runs in its own mount and PID namespaces as --jail-uid/--jail-gid
+    /// without capabilities (needs root to start).
+    #[arg(long = "jail-root", value_name = "DIR", requires_all = ["jail_uid", "jail_gid"])]
+    jail_root: Option<PathBuf>,
+    /// Jail: the uid the VMM runs the guest as (not 0).
+    #[arg(long = "jail-uid", value_name = "UID", requires = "jail_root")]
+    jail_uid: Option<u32>,
+    /// Jail: the gid the VMM runs the guest as (not 0).
+    #[arg(long = "jail-gid", value_name = "GID", requires = "jail_root")]
+    jail_gid: Option<u32>,
+    /// Jail: RLIMIT_NOFILE.
+    #[arg(long = "jail-max-open-files", value_name = "N", requires = "jail_root")]
+    jail_max_open_files: Option<u64>,
+    /// Jail: RLIMIT_FSIZE in bytes (default: the console cap or the largest
+    /// writable disk, whichever is larger).
+    #[arg(
+        long = "jail-max-file-size",
+        value_name = "BYTES",
+        requires = "jail_root"
+    )]
+    jail_max_file_size: Option<u64>,
+    /// Jail: stay in the host's PID namespace.
+    #[arg(long = "jail-no-pid-ns", requires = "jail_root")]
+    jail_no_pid_ns: bool,
+    /// Set by runm-vmm on the copy of itself it starts in a new PID namespace.
+    #[arg(long = "jail-pid-ns-child", hide = true)]
+    jail_pid_ns_child: bool,
     /// Log level on stderr: error, warn, info, debug.
     #[arg(long = "log-level", default_value = "warn", value_name = "LEVEL", value_parser = parse_level)]
     log_level: log::LevelFilter,
+    /// Most bytes this VMM writes to its log (stderr); then it stops logging.
+    #[arg(long = "log-max-bytes", default_value_t = vmm::logger::DEFAULT_MAX_BYTES, value_name = "BYTES")]
+    log_max_bytes: u64,
     /// Print boot phase timestamps (CLOCK_MONOTONIC) on stderr.
     #[arg(long = "print-phases")]
     print_phases: bool,
+    /// Per-thread seccomp filters: on (a call outside the allowlist kills the
+    /// VMM), log (the kernel logs it; for debugging) or off (debugging only).
+    #[arg(long, default_value = "on", value_name = "on|off|log")]
+    seccomp: vmm::seccomp::SeccompMode,
 }
 
 impl Cli {
-    fn vm_config(self) -> Result<VmConfig, ConfigError> {
+    fn vm_config(&self) -> Result<VmConfig, ConfigError> {
         if let Some(path) = &self.config {
             return VmConfig::from_file(path);
         }
-        let mut c = VmConfig::new(self.kernel.unwrap_or_default());
-        c.initrd = self.initrd;
-        c.cmdline = self.cmdline;
+        let this = self.clone();
+        let mut c = VmConfig::new(this.kernel.unwrap_or_default());
+        c.initrd = this.initrd;
+        c.cmdline = this.cmdline;
         if let Some(m) = self.mem_mib {
             c.mem_mib = m;
         }
         if let Some(v) = self.vcpus {
             c.vcpus = v;
         }
-        if let Some(con) = self.console {
+        if let Some(con) = this.console {
             c.console = con;
         }
-        if let Some(t) = self.cpu_template {
+        if let Some(t) = this.cpu_template {
             c.cpu_template = t;
         }
-        c.disks = self.disk;
-        c.vsock = self.vsock;
-        c.nets = self.net;
-        c.rng = self.rng;
-        c.fs = self.fs;
+        c.disks = this.disk;
+        c.vsock = this.vsock;
+        c.nets = this.net;
+        c.rng = this.rng;
+        c.fs = this.fs;
+        if let Some(m) = this.console_max_bytes {
+            c.console_max_bytes = m;
+        }
+        if let (Some(root), Some(uid), Some(gid)) = (this.jail_root, this.jail_uid, this.jail_gid) {
+            let mut j = vm_spec::JailConfig::new(root, uid, gid);
+            if let Some(n) = this.jail_max_open_files {
+                j.max_open_files = n;
+            }
+            j.max_file_size = this.jail_max_file_size;
+            j.new_pid_ns = !this.jail_no_pid_ns;
+            c.jail = Some(j);
+        }
         Ok(c)
     }
 }
@@ -100,40 +151,34 @@ fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
         .map_err(|_| format!("'{s}' is not one of off, error, warn, info, debug, trace"))
 }
 
-struct StderrLogger(log::LevelFilter);
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= self.0
-    }
-    fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            eprintln!(
-                "runm-vmm: {}: {}",
-                r.level().as_str().to_lowercase(),
-                r.args()
-            );
-        }
-    }
-    fn flush(&self) {}
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = cli.log_level;
-    let logger: &'static StderrLogger = Box::leak(Box::new(StderrLogger(level)));
-    if log::set_logger(logger).is_ok() {
-        log::set_max_level(level);
-    }
+    let _ =
+        vmm::logger::Logger::new(level, cli.log_max_bytes, Box::new(std::io::stderr())).install();
     let options = RunOptions {
         handle_signals: true,
         print_phases: cli.print_phases,
+        seccomp: cli.seccomp,
     };
-    let result = cli
-        .vm_config()
-        .map_err(vmm::VmmError::from)
-        .and_then(|config| vmm::run(&config, options));
-    match result {
+    let config = match cli.vm_config().and_then(|c| c.validate().map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => return fail(&vmm::VmmError::from(e)),
+    };
+    let in_pid_ns = config.jail.as_ref().is_some_and(|j| j.new_pid_ns);
+    if cli.jail_pid_ns_child {
+        if let Err(e) = vmm::jail::child_setup() {
+            return fail(&e.into());
+        }
+    } else if in_pid_ns {
+        // This process stays outside as the waiting parent of the jailed VMM.
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        return match vmm::jail::spawn_in_new_pid_ns(&args) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => fail(&e.into()),
+        };
+    }
+    match vmm::run(&config, options) {
         Ok(report) => {
             let code = report.exit_code();
             if code == 0 {
@@ -143,9 +188,11 @@ fn main() -> ExitCode {
             }
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
-        Err(e) => {
-            eprintln!("runm-vmm: error: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&e),
     }
+}
+
+fn fail(e: &vmm::VmmError) -> ExitCode {
+    eprintln!("runm-vmm: error: {e}");
+    ExitCode::from(1)
 }

@@ -1,7 +1,7 @@
 //! SIGINT and SIGTERM as events: blocked in every thread and read from a
 //! signalfd by the event loop, so tearing the VM down happens in one place.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Errors setting up signal handling.
 #[derive(Debug, thiserror::Error)]
@@ -73,5 +73,11 @@ impl TermSignals {
 impl AsRawFd for TermSignals {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for TermSignals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }

@@ -18,6 +18,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use self::cpuid::CpuTemplate;
 use self::exit::{dispatch, ExitAction, GuestStop, IoBuses};
+use crate::seccomp::{self, SeccompError, SeccompMode, ThreadKind};
 use crate::vm::Vm;
 
 /// Errors creating or configuring a vCPU.
@@ -51,6 +52,9 @@ pub enum VcpuError {
     /// Registering the kick signal handler failed.
     #[error("cannot install the vCPU kick signal handler: {0}")]
     Signal(#[source] vmm_sys_util::errno::Error),
+    /// The vCPU thread's seccomp filter.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 /// How a vCPU thread ended.
@@ -81,6 +85,7 @@ pub struct Vcpu {
     index: u8,
     fd: VcpuFd,
     announce_first_run: bool,
+    seccomp: SeccompMode,
 }
 
 impl Vcpu {
@@ -140,6 +145,7 @@ impl Vcpu {
             index,
             fd,
             announce_first_run: false,
+            seccomp: SeccompMode::On,
         })
     }
 
@@ -149,6 +155,7 @@ impl Vcpu {
             index,
             fd,
             announce_first_run: false,
+            seccomp: SeccompMode::On,
         }
     }
 
@@ -158,8 +165,15 @@ impl Vcpu {
         self.announce_first_run = true;
     }
 
-    /// Starts the vCPU's thread. `on_end` runs on that thread when it ends,
-    /// whatever the reason, so the VMM's event loop learns of it.
+    /// How the thread's seccomp filter is installed ([`SeccompMode::On`]
+    /// unless changed here, for debugging).
+    pub fn set_seccomp(&mut self, mode: SeccompMode) {
+        self.seccomp = mode;
+    }
+
+    /// Starts the vCPU's thread, which installs its seccomp filter before the
+    /// first `KVM_RUN`. `on_end` runs on that thread when it ends, whatever
+    /// the reason, so the VMM's event loop learns of it.
     pub fn start<F>(
         mut self,
         io: IoBuses,
@@ -170,10 +184,14 @@ impl Vcpu {
         F: FnOnce(u8, VcpuEnd) + Send + 'static,
     {
         let index = self.index;
+        let filter = seccomp::filter(ThreadKind::Vcpu, self.seccomp)?;
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .spawn(move || {
-                let end = self.run(&io, &stop);
+                let end = match filter.map(|f| seccomp::install(ThreadKind::Vcpu, &f)) {
+                    Some(Err(e)) => VcpuEnd::Failed(format!("vCPU {index}: {e}")),
+                    _ => self.run(&io, &stop),
+                };
                 on_end(index, end);
             })
             .map_err(|source| VcpuError::Spawn { index, source })?;

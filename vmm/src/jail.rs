@@ -1,0 +1,381 @@
+//! The jail runm-vmm runs a guest in ([`JailConfig`]): what a guest that
+//! breaks out of the device models finds around it.
+//!
+//! The VMM first opens everything the VM needs as the user that started it
+//! (`/dev/kvm`, kernel, initrd, disks, taps, console; it binds the vsock
+//! socket), then [`enter`] puts it, still single-threaded, into:
+//! - its own mount namespace, whose root is a fresh tmpfs mounted on
+//!   [`JailConfig::root`] (so the host's directory stays empty and nothing is
+//!   left behind) holding only the paths the VM still reaches by name: the
+//!   vsock socket's directory, bind-mounted at the same path; then read-only;
+//! - the resource limits `RLIMIT_NOFILE` and `RLIMIT_FSIZE`;
+//! - the unprivileged uid/gid, no supplementary groups, every capability set
+//!   empty (bounding and ambient included) and no_new_privs.
+//!
+//! The PID namespace is made one step earlier ([`spawn_in_new_pid_ns`]), before
+//! KVM is opened: a KVM VM belongs to the process that created it, so the
+//! process that becomes PID 1 of the new namespace must build the VM itself.
+
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::process::{Resource, Rlimit};
+use rustix::thread::{CapabilitySet, CapabilitySets, UnshareFlags};
+
+use crate::config::{Console, JailConfig, VmConfig};
+
+/// The hidden flag telling runm-vmm it is the jailed child in the new PID
+/// namespace (its parent added it).
+pub const CHILD_FLAG: &str = "--jail-pid-ns-child";
+
+/// Errors entering the jail.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    /// A step of entering the jail failed.
+    #[error("jail: cannot {what}: {source}")]
+    Step {
+        what: String,
+        #[source]
+        source: Errno,
+    },
+    /// Entering a jail needs root (CAP_SYS_ADMIN, CAP_SETUID, ...).
+    #[error("jail: runm-vmm must start as root to build a jail (it runs as uid {0})")]
+    NotRoot(u32),
+    /// Other threads would keep the privileges this thread drops.
+    #[error("jail: {0} threads run; the jail is entered before any thread starts")]
+    Threads(usize),
+    /// After dropping, a capability or id was still there.
+    #[error("jail: privileges remain after dropping them: {0}")]
+    Remains(String),
+    /// The waiting parent in the host's PID namespace.
+    #[error("jail: the VMM in its PID namespace: {what}: {source}")]
+    Child {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn step(what: impl Into<String>) -> impl FnOnce(Errno) -> JailError {
+    let what = what.into();
+    move |source| JailError::Step { what, source }
+}
+
+/// What entering the jail does for one VM, worked out from its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailPlan {
+    /// The jail's options.
+    pub config: JailConfig,
+    /// Host directories bind-mounted at the same path inside the jail.
+    pub binds: Vec<PathBuf>,
+    /// `RLIMIT_FSIZE`.
+    pub max_file_size: u64,
+}
+
+impl JailPlan {
+    /// The plan for `config`'s jail, if it has one.
+    pub fn of(config: &VmConfig) -> Option<Self> {
+        let jail = config.jail.clone()?;
+        // The vsock device connects to `<uds>_<port>` when the guest dials
+        // the host: that directory must stay reachable by its path.
+        let binds = config
+            .vsock
+            .iter()
+            .filter_map(|v| v.uds.parent().map(Path::to_path_buf))
+            .collect();
+        let max_file_size = jail.max_file_size.unwrap_or_else(|| {
+            let console = match config.console {
+                Console::File(_) => config.console_max_bytes,
+                _ => 0,
+            };
+            let disks = config
+                .disks
+                .iter()
+                .filter(|d| !d.read_only)
+                .filter_map(|d| std::fs::metadata(&d.path).ok())
+                .map(|m| m.len())
+                .max()
+                .unwrap_or(0);
+            console.max(disks).max(1)
+        });
+        Some(JailPlan {
+            config: jail,
+            binds,
+            max_file_size,
+        })
+    }
+}
+
+/// What can be checked before anything is created: that this process may
+/// build a jail at all.
+pub fn precheck() -> Result<(), JailError> {
+    let euid = rustix::process::geteuid().as_raw();
+    if euid != 0 {
+        return Err(JailError::NotRoot(euid));
+    }
+    Ok(())
+}
+
+fn thread_count() -> Result<usize, JailError> {
+    std::fs::read_dir("/proc/self/task")
+        .map(Iterator::count)
+        .map_err(|e| JailError::Step {
+            what: "count this process's threads in /proc/self/task".into(),
+            source: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+        })
+}
+
+/// Enters the jail of `plan`. Call once the VM is built and before any other
+/// thread starts; on success the process is jailed for good.
+pub fn enter(plan: &JailPlan) -> Result<(), JailError> {
+    let n = thread_count()?;
+    if n != 1 {
+        return Err(JailError::Threads(n));
+    }
+    let last_cap = last_capability()?;
+    enter_mount_namespace(plan)?;
+    set_limits(plan)?;
+    drop_privileges(&plan.config, last_cap)
+}
+
+/// The highest capability number this kernel knows.
+fn last_capability() -> Result<u32, JailError> {
+    let text =
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").map_err(|e| JailError::Step {
+            what: "read /proc/sys/kernel/cap_last_cap".into(),
+            source: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+        })?;
+    text.trim().parse().map_err(|_| JailError::Step {
+        what: format!("parse cap_last_cap '{}'", text.trim()),
+        source: Errno::INVAL,
+    })
+}
+
+fn inside(root: &Path, host_path: &Path) -> PathBuf {
+    root.join(host_path.strip_prefix("/").unwrap_or(host_path))
+}
+
+fn enter_mount_namespace(plan: &JailPlan) -> Result<(), JailError> {
+    let root = &plan.config.root;
+    // SAFETY: CLONE_NEWNS only gives this process its own copy of the mount
+    // table; no file descriptor table is unshared (the caller is
+    // single-threaded anyway).
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
+        .map_err(step("make a mount namespace"))?;
+    // Nothing done from here on may reach the host's mount table.
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(step("make every mount private"))?;
+    let hardened = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    rustix::mount::mount(
+        "runm-jail",
+        root,
+        "tmpfs",
+        hardened,
+        c"size=64k,nr_inodes=64,mode=0755",
+    )
+    .map_err(step(format!("mount a tmpfs on {}", root.display())))?;
+    for dir in &plan.binds {
+        let target = inside(root, dir);
+        std::fs::create_dir_all(&target).map_err(|e| JailError::Step {
+            what: format!("create {}", target.display()),
+            source: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+        })?;
+        rustix::mount::mount_bind(dir, &target)
+            .map_err(step(format!("bind {} into the jail", dir.display())))?;
+        rustix::mount::mount_remount(&target, MountFlags::BIND | hardened, c"")
+            .map_err(step(format!("harden the bind of {}", dir.display())))?;
+    }
+    // pivot_root(".", ".") stacks the old root on the new one; detaching it
+    // leaves only the jail.
+    rustix::process::chdir(root).map_err(step(format!("enter {}", root.display())))?;
+    rustix::process::pivot_root(".", ".").map_err(step("pivot_root into the jail"))?;
+    rustix::mount::unmount(".", UnmountFlags::DETACH).map_err(step("detach the old root"))?;
+    rustix::process::chdir("/").map_err(step("chdir to the jail's /"))?;
+    rustix::mount::mount_remount("/", MountFlags::BIND | MountFlags::RDONLY | hardened, c"")
+        .map_err(step("make the jail's root read-only"))?;
+    Ok(())
+}
+
+fn set_limits(plan: &JailPlan) -> Result<(), JailError> {
+    for (resource, name, value) in [
+        (
+            Resource::Nofile,
+            "RLIMIT_NOFILE",
+            plan.config.max_open_files,
+        ),
+        (Resource::Fsize, "RLIMIT_FSIZE", plan.max_file_size),
+    ] {
+        let limit = Rlimit {
+            current: Some(value),
+            maximum: Some(value),
+        };
+        rustix::process::setrlimit(resource, limit).map_err(step(format!("set {name}")))?;
+    }
+    Ok(())
+}
+
+fn drop_privileges(jail: &JailConfig, last_cap: u32) -> Result<(), JailError> {
+    // The bounding set needs CAP_SETPCAP, so it goes while this is still root.
+    for cap in 0..=last_cap.min(63) {
+        let set = CapabilitySet::from_bits_retain(1 << cap);
+        rustix::thread::remove_capability_from_bounding_set(set)
+            .map_err(step(format!("drop capability {cap} from the bounding set")))?;
+    }
+    rustix::thread::clear_ambient_capability_set().map_err(step("clear the ambient set"))?;
+    // The process is single-threaded (checked), so the per-thread id calls
+    // cover all of it.
+    let uid = rustix::process::Uid::from_raw(jail.uid);
+    let gid = rustix::process::Gid::from_raw(jail.gid);
+    rustix::thread::set_thread_groups(&[]).map_err(step("drop supplementary groups"))?;
+    rustix::thread::set_thread_res_gid(gid, gid, gid)
+        .map_err(step(format!("set gid {}", jail.gid)))?;
+    rustix::thread::set_thread_res_uid(uid, uid, uid)
+        .map_err(step(format!("set uid {}", jail.uid)))?;
+    // Leaving uid 0 emptied the permitted and effective sets; the inheritable
+    // one is cleared here.
+    let none = CapabilitySets {
+        effective: CapabilitySet::empty(),
+        permitted: CapabilitySet::empty(),
+        inheritable: CapabilitySet::empty(),
+    };
+    rustix::thread::set_capabilities(None, none).map_err(step("clear the capability sets"))?;
+    rustix::thread::set_no_new_privs(true).map_err(step("set no_new_privs"))?;
+
+    let now = rustix::thread::capabilities(None).map_err(step("read the capability sets"))?;
+    if now != none {
+        return Err(JailError::Remains(format!("{now:?}")));
+    }
+    if rustix::process::getuid() != uid || rustix::process::geteuid() != uid {
+        return Err(JailError::Remains("the uid".into()));
+    }
+    if rustix::process::getgid() != gid || rustix::process::getegid() != gid {
+        return Err(JailError::Remains("the gid".into()));
+    }
+    Ok(())
+}
+
+/// Runs this runm-vmm again as PID 1 of a new PID namespace, with `args`
+/// (its own arguments) and [`CHILD_FLAG`], and waits for it: SIGINT and
+/// SIGTERM are forwarded, and its exit status becomes this process's. The
+/// child is killed if this process dies (it sets its parent-death signal).
+pub fn spawn_in_new_pid_ns(args: &[OsString]) -> Result<i32, JailError> {
+    precheck()?;
+    let child_err = |what| move |source| JailError::Child { what, source };
+    // Block SIGINT/SIGTERM first: one arriving while the child starts is
+    // still forwarded. The child's mask is reset by the spawn.
+    let signals = crate::signal::TermSignals::new().map_err(|e| JailError::Child {
+        what: "watch SIGINT/SIGTERM",
+        source: std::io::Error::other(e),
+    })?;
+    // SAFETY: CLONE_NEWPID only decides the namespace of this process's
+    // future children; nothing about its own threads or fds changes.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
+        .map_err(step("make a PID namespace"))?;
+    let exe = std::env::current_exe().map_err(child_err("find its own executable"))?;
+    let mut child = Command::new(exe)
+        .arg(CHILD_FLAG)
+        .args(args)
+        .spawn()
+        .map_err(child_err("start it"))?;
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(-1)).ok_or_else(
+        || JailError::Child {
+            what: "read its pid",
+            source: std::io::Error::other("pid out of range"),
+        },
+    )?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(step("open a pidfd for the jailed VMM"))?;
+    loop {
+        use rustix::event::{PollFd, PollFlags};
+        let mut fds = [
+            PollFd::new(&pidfd, PollFlags::IN),
+            PollFd::from_borrowed_fd(signals.as_fd(), PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(step("wait for the jailed VMM")(e)),
+        }
+        let child_done = !fds[0].revents().is_empty();
+        let signalled = !fds[1].revents().is_empty();
+        if signalled {
+            if let Some(sig) = signals.read() {
+                if let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
+                    let _ = rustix::process::kill_process(pid, sig);
+                }
+            }
+        }
+        if child_done {
+            let status = child.wait().map_err(child_err("collect its status"))?;
+            use std::os::unix::process::ExitStatusExt;
+            return Ok(status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(1));
+        }
+    }
+}
+
+/// In the child: checks it is PID 1 of its namespace and makes it die with
+/// its waiting parent.
+pub fn child_setup() -> Result<(), JailError> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(step("set the parent-death signal"))?;
+    // Outside a new PID namespace the flag was passed by hand.
+    if rustix::process::getpid().as_raw_nonzero().get() != 1 {
+        return Err(JailError::Child {
+            what: "check it is PID 1",
+            source: std::io::Error::other(format!(
+                "{CHILD_FLAG} is for the process runm-vmm starts itself"
+            )),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_binds_the_vsock_directory_and_sizes_fsize() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.img");
+        std::fs::write(&disk, vec![0u8; 3 << 20]).unwrap();
+        let mut cfg = VmConfig::new("/k");
+        assert!(JailPlan::of(&cfg).is_none());
+        cfg.jail = Some(JailConfig::new(dir.path(), 1000, 1000));
+        cfg.vsock = Some(
+            format!("3,{}/s/v.sock", dir.path().display())
+                .parse()
+                .unwrap(),
+        );
+        cfg.disks
+            .push(format!("{},rw", disk.display()).parse().unwrap());
+        cfg.console = Console::File("/c".into());
+        let plan = JailPlan::of(&cfg).unwrap();
+        assert_eq!(plan.binds, vec![dir.path().join("s")]);
+        assert_eq!(plan.max_file_size, 3 << 20);
+        cfg.disks[0].read_only = true;
+        assert_eq!(
+            JailPlan::of(&cfg).unwrap().max_file_size,
+            cfg.console_max_bytes
+        );
+        cfg.jail.as_mut().unwrap().max_file_size = Some(77);
+        assert_eq!(JailPlan::of(&cfg).unwrap().max_file_size, 77);
+    }
+
+    #[test]
+    fn paths_inside_the_jail_mirror_the_host() {
+        assert_eq!(
+            inside(Path::new("/j"), Path::new("/run/x/s")),
+            PathBuf::from("/j/run/x/s")
+        );
+    }
+}
