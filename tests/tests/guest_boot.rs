@@ -277,6 +277,195 @@ mod boot {
         assert!(!stderr.contains(RUST_PANIC), "stderr: {stderr}");
         eprintln!("SIGTERM to exit: {:?}", sent.elapsed());
     }
+
+    /// `/proc/<pid>/status` as (key, value) pairs.
+    fn status_of(path: &std::path::Path) -> std::collections::HashMap<String, String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect()
+    }
+
+    /// Every path under `root`, relative to it.
+    fn tree(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+                let e = e.unwrap();
+                let p = e.path();
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+                if e.file_type().unwrap().is_dir() {
+                    todo.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The jail as the host sees it while a guest boots: the VMM runs as PID 1
+    /// of its own PID namespace under a waiting parent, as the jail's uid/gid
+    /// with no capabilities, no_new_privs and a seccomp filter on every
+    /// thread, in its own mount namespace whose root holds only the vsock
+    /// socket's directory, with its resource limits; SIGTERM to the parent
+    /// tears it down with the usual status and leaves the jail directory empty.
+    #[test]
+    fn jailed_vmm_runs_unprivileged_filtered_and_alone() {
+        const UID: u32 = 4242;
+        let _one = ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner());
+        let vmlinux = guest_vmlinux();
+        let dir = tempfile::tempdir().unwrap();
+        let initrd = initramfs(dir.path());
+        let jail = dir.path().join("jail");
+        std::fs::create_dir(&jail).unwrap();
+        // The socket's directory belongs to the jail's user, as runm would
+        // arrange, so the VMM can connect to and remove sockets there.
+        let vsock_dir = dir.path().join("vsock");
+        std::fs::create_dir(&vsock_dir).unwrap();
+        std::os::unix::fs::chown(&vsock_dir, Some(UID), Some(UID)).unwrap();
+        let uds = vsock_dir.join("v.sock");
+        let log = dir.path().join("console.log");
+        let console = format!("file:{}", log.display());
+        let vsock = format!("3,{}", uds.display());
+        let id = UID.to_string();
+        let mut vmm = Vmm::spawn(
+            dir.path(),
+            &[
+                "--kernel",
+                vmlinux.to_str().unwrap(),
+                "--initrd",
+                initrd.to_str().unwrap(),
+                "--console",
+                &console,
+                "--vsock",
+                &vsock,
+                "--rng",
+                "--jail-root",
+                jail.to_str().unwrap(),
+                "--jail-uid",
+                &id,
+                "--jail-gid",
+                &id,
+            ],
+        );
+        let parent = vmm.child.id();
+        // Wait for the jailed child to run the guest: its threads filtered
+        // and the kernel's banner on the console.
+        let deadline = Instant::now() + boot_bound();
+        let child = loop {
+            if let Some(s) = vmm.poll() {
+                panic!("runm-vmm ended ({s}) early\nstderr:\n{}", vmm.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the jailed guest did not print its banner in time; console:\n{}\nstderr:\n{}",
+                tail(&read_console(&log), 20),
+                vmm.stderr()
+            );
+            let children =
+                std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+                    .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                let tasks = std::path::PathBuf::from(format!("/proc/{pid}/task"));
+                let names: Vec<String> = std::fs::read_dir(&tasks)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .map(|e| {
+                                std::fs::read_to_string(e.path().join("comm")).unwrap_or_default()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let running = names.iter().any(|n| n.trim() == "event-loop");
+                if running && read_console(&log).contains("Linux version") {
+                    break pid.to_string();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{child}"));
+        let st = status_of(&proc_dir.join("status"));
+        let ids = format!("{UID}\t{UID}\t{UID}\t{UID}");
+        assert_eq!(st["Uid"], ids, "{st:?}");
+        assert_eq!(st["Gid"], ids, "{st:?}");
+        assert_eq!(st["Groups"], "", "no supplementary groups");
+        for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(st[cap], "0000000000000000", "{cap}: {st:?}");
+        }
+        assert_eq!(st["NoNewPrivs"], "1");
+        let nspid: Vec<&str> = st["NSpid"].split_whitespace().collect();
+        assert_eq!(nspid.len(), 2, "a PID namespace of its own: {nspid:?}");
+        assert_eq!(nspid[1], "1", "PID 1 there: {nspid:?}");
+        // Every thread, vCPUs and event loop included, runs under a filter.
+        let mut threads = Vec::new();
+        for t in std::fs::read_dir(proc_dir.join("task")).unwrap() {
+            let t = t.unwrap().path();
+            let comm = std::fs::read_to_string(t.join("comm")).unwrap();
+            let ts = status_of(&t.join("status"));
+            if comm.trim().starts_with("kvm-") {
+                continue; // KVM's own kernel worker, not a user thread
+            }
+            assert_eq!(ts["Seccomp"], "2", "thread {}: {ts:?}", comm.trim());
+            threads.push(comm.trim().to_string());
+        }
+        threads.sort();
+        assert_eq!(threads, ["event-loop", "runm-vmm", "vcpu0"]);
+        for ns in ["mnt", "pid"] {
+            let theirs = std::fs::read_link(proc_dir.join("ns").join(ns)).unwrap();
+            let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+            assert_ne!(theirs, ours, "its own {ns} namespace");
+        }
+        let limits = std::fs::read_to_string(proc_dir.join("limits")).unwrap();
+        let limit = |name: &str| {
+            limits
+                .lines()
+                .find(|l| l.starts_with(name))
+                .map(|l| l.split_whitespace().rev().nth(1).unwrap_or("").to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(limit("Max open files"), "1024", "{limits}");
+        let fsize = limits
+            .lines()
+            .find(|l| l.starts_with("Max file size"))
+            .unwrap();
+        assert!(
+            fsize.contains("1048576"),
+            "RLIMIT_FSIZE is the console cap: {fsize}"
+        );
+        // The jail's root holds the way to the vsock socket and nothing else.
+        let inside = tree(&proc_dir.join("root"));
+        let rel = uds.strip_prefix("/").unwrap();
+        let expected: Vec<std::path::PathBuf> = rel
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .map(std::path::Path::to_path_buf)
+            .collect();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(inside, expected, "the jail holds only the listed paths");
+        assert!(
+            std::fs::read_dir(&jail).unwrap().next().is_none(),
+            "the host's jail directory stays empty"
+        );
+
+        vmm.signal(libc::SIGTERM);
+        let status = vmm
+            .wait_for(Duration::from_secs(30))
+            .expect("the jailed VMM ended after SIGTERM to its parent");
+        let stderr = vmm.stderr();
+        assert_eq!(status.code(), Some(143), "{status}\n{stderr}");
+        assert!(stderr.contains("stopped by signal 15"), "{stderr}");
+        assert!(!stderr.contains(RUST_PANIC), "{stderr}");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{child}")).exists(),
+            "the jailed child is gone"
+        );
+        assert!(std::fs::read_dir(&jail).unwrap().next().is_none());
+        assert!(!uds.exists(), "the VMM removed its socket on the way out");
+    }
 }
 
 #[cfg(test)]
@@ -591,5 +780,41 @@ mod bad_input {
         let out = Command::new(&p).arg("--version").output().unwrap();
         assert!(out.status.success(), "{} --version", p.display());
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("runm-vmm "));
+    }
+
+    #[test]
+    fn bad_jail_options_are_refused_before_anything_is_made() {
+        let w = Work::new();
+        std::fs::create_dir(w.path("input-jail")).unwrap();
+        let jail = w.s("input-jail");
+        let k = w.s("input-junk-kernel");
+        let with = |root: &str, uid: &str, gid: &str| -> Vec<String> {
+            ["--jail-root", root, "--jail-uid", uid, "--jail-gid", gid]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let run = |extra: Vec<String>, expect: &str| {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            w.run_with(&k, &extra, expect);
+        };
+        run(with(&jail, "0", "1000"), "must not run as root");
+        run(with(&jail, "1000", "0"), "must not run as root");
+        run(
+            with("relative/jail", "1000", "1000"),
+            "not an absolute path",
+        );
+        run(with(&w.s("no-such-jail"), "1000", "1000"), "no-such-jail");
+        run(with(&k, "1000", "1000"), "not a directory");
+        let mut few = with(&jail, "1000", "1000");
+        few.extend(["--jail-max-open-files".into(), "3".into()]);
+        run(few, "too few");
+        std::fs::write(w.path("input-jail/stray"), b"").unwrap();
+        run(with(&jail, "1000", "1000"), "is not empty");
+        assert_eq!(
+            std::fs::read_dir(w.path("input-jail")).unwrap().count(),
+            1,
+            "the jail directory was left as it was"
+        );
     }
 }

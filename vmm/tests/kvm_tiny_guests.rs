@@ -620,4 +620,109 @@ mod tests {
         assert_eq!(report.exit_code(), 3);
         assert_eq!(report.to_string(), *msg);
     }
+
+    /// Lets a guest that never ends run for `d`, then stops it.
+    fn run_for(vcpu: Vcpu, io: &IoBuses, d: Duration) {
+        let mut run = Running::start(vec![vcpu], io, None);
+        assert_eq!(
+            run.ends.recv_timeout(d),
+            Err(RecvTimeoutError::Timeout),
+            "the looping guest ended by itself"
+        );
+        assert!(run.stop_all(), "the looping vCPU stopped on request");
+    }
+
+    #[test]
+    fn a_guest_flooding_the_serial_port_leaves_the_console_file_within_its_cap() {
+        // Small, so a guest making one exit per byte passes it many times
+        // over within the test's time even on a slow (PVM) host.
+        const CAP: u64 = 1024;
+        // mov dx, 0x3f8; mov al, 'x'; l: out dx, al; jmp l
+        let mut code = mov_dx(SERIAL_PORT as u16);
+        code.extend(mov_al(b'x'));
+        code.extend([OUT_DX_AL, 0xeb, 0xfd]);
+        let tiny = TinyVm::new(&code);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let console = vmm::console::open(&vmm::config::Console::File(path.clone()), CAP)
+            .expect("open the console file");
+        let mut io = IoBuses::default();
+        let serial = Serial::new(EventFdTrigger::new().unwrap(), console);
+        let serial = Arc::new(Mutex::new(serial));
+        io.pio.insert(serial.clone(), SERIAL_PORT, 8).unwrap();
+        let vcpu = tiny.real_mode_vcpu(0, |_, _| {});
+        let mut run = Running::start(vec![vcpu], &io, None);
+        // Run until the file has been cut at least five times over (the cap
+        // passed again and again), with a watchdog.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut max_seen = 0u64;
+        let mut cuts = 0;
+        let mut last = 0u64;
+        while cuts < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "watchdog: the guest did not fill its console 5 times in 20 s"
+            );
+            let len = std::fs::metadata(&path).unwrap().len();
+            if len < last {
+                cuts += 1;
+            }
+            last = len;
+            max_seen = max_seen.max(len);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(run.stop_all(), "the looping vCPU stopped on request");
+        serial.lock().unwrap().flush();
+        assert!(max_seen <= CAP, "the console file reached {max_seen} bytes");
+        let text = std::fs::read(&path).unwrap();
+        assert!(
+            text.len() as u64 <= CAP,
+            "the console file grew to {} bytes, past its cap of {CAP}",
+            text.len()
+        );
+        assert!(
+            text.starts_with(vmm::console::CUT_MARKER),
+            "the guest wrote more than the cap, so the file was cut ({} bytes)",
+            text.len()
+        );
+        assert!(text.ends_with(b"xxxx"), "the newest output is kept");
+    }
+
+    #[test]
+    fn a_guest_poking_unmapped_mmio_in_a_loop_leaves_the_log_within_its_cap() {
+        // The only test here that installs the process's logger.
+        const CAP: u64 = 4096;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmm.log");
+        let file = std::fs::File::create(&path).unwrap();
+        vmm::logger::Logger::new(log::LevelFilter::Debug, CAP, Box::new(file))
+            .install()
+            .expect("no other test installs a logger");
+        // DS at the MMIO gap, where nothing is mapped here:
+        // l: mov [ds:0x10], eax; jmp l
+        let code = [0x66, 0xa3, 0x10, 0x00, 0xeb, 0xfa];
+        let tiny = TinyVm::new(&code);
+        let io = IoBuses::default();
+        let vcpu = tiny.real_mode_vcpu(0, |_, sregs| {
+            sregs.ds.base = MMIO_GAP_START;
+        });
+        run_for(vcpu, &io, Duration::from_millis(1500));
+        log::logger().flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let pokes = text.matches("unclaimed MMIO write").count();
+        assert!(
+            pokes > 0,
+            "the guest's writes were logged at debug level:\n{text}"
+        );
+        // Two windows of one call site at most in 1.5 s, whatever the guest does.
+        assert!(
+            pokes <= 2 * vmm::logger::BURST as usize,
+            "{pokes} lines of one guest-triggered message: not rate-limited"
+        );
+        assert!(
+            text.contains("more like the next were suppressed"),
+            "the suppressed lines are counted:\n{text}"
+        );
+        assert!(text.len() as u64 <= CAP + 200, "{} bytes", text.len());
+    }
 }
