@@ -295,6 +295,70 @@ test_vsock_both_ways() {
     pass_detail "${secs} s, reply '$(head -n 1 "$T/h2g.err")'"
 }
 
+# The jail (runm-vmm --jail-*): the vsock round trip of vsock-both-ways with
+# the VMM jailed as uid 1000: read from /proc while the guest runs, it has no
+# capabilities, no_new_privs, a seccomp filter on every thread, its own mount
+# and PID namespaces, and a root holding only the way to its socket directory.
+test_vsock_jailed() {
+    has_vmm
+    command -v vsock-echo >/dev/null || fail "vsock-echo is not in the image"
+    mkdir -p "$T/jail" "$T/vs"
+    # The jailed VMM connects to and removes sockets in its directory.
+    chown 1000:1000 "$T/vs"
+    uds=$T/vs/vsock.sock
+    vsock-echo unix-listen "${uds}_5000" > "$T/from-guest" 2>"$T/listen.err" </dev/null &
+    listener=$!
+    _i=0
+    while [ ! -S "${uds}_5000" ] && [ "$_i" -lt 20 ]; do sleep 1; _i=$((_i + 1)); done
+    chmod 666 "${uds}_5000" || fail "the host listener ${uds}_5000 did not appear"
+    run_vmm_bg "$T/console" 1 vsock --vsock "3,$uds" \
+        --jail-root "$T/jail" --jail-uid 1000 --jail-gid 1000
+    jailed=""
+    if wait_console "$T/console" RUNM-GUEST-VSOCK-LISTENING 120; then
+        for s in /proc/[0-9]*/status; do
+            if grep -q '^Name:.*runm-vmm' "$s" && grep -q '^Uid:.1000' "$s"; then
+                jailed=${s%/status}
+            fi
+        done
+        if [ -n "$jailed" ]; then
+            grep -E '^(Uid|Gid|CapPrm|CapEff|CapBnd|NoNewPrivs|NSpid)' "$jailed/status" > "$T/jailed.status"
+            for t in "$jailed"/task/*; do
+                echo "$(cat "$t/comm") $(sed -n 's/^Seccomp:.//p' "$t/status")"
+            done > "$T/jailed.threads"
+            readlink "$jailed/ns/mnt" > "$T/jailed.mnt"
+            ls -A "$jailed/root" > "$T/jailed.root"
+        fi
+        echo RUNM-VSOCK-HOST-TO-GUEST | vsock-echo unix-connect "$uds" 6000 > "$T/h2g.out" 2>"$T/h2g.err"
+        h2g=$?
+    else
+        h2g="guest never listened"
+    fi
+    wait_vmm "$T/console"
+    kill "$listener" 2>/dev/null
+    expect_guest "$T/console"
+    [ -n "$jailed" ] || fail "no runm-vmm process ran as uid 1000 while the guest ran"
+    grep -q "^Uid:.1000.1000.1000.1000" "$T/jailed.status" || fail "ids: $(tr '\n' ' ' < "$T/jailed.status")"
+    for cap in CapPrm CapEff CapBnd; do
+        grep -q "^$cap:.0000000000000000" "$T/jailed.status" || fail "$cap is not empty: $(tr '\n' ' ' < "$T/jailed.status")"
+    done
+    grep -q '^NoNewPrivs:.1' "$T/jailed.status" || fail "no_new_privs is not set"
+    grep -q '^NSpid:.[0-9]*.1$' "$T/jailed.status" || fail "not PID 1 of its own PID namespace: $(grep NSpid "$T/jailed.status")"
+    unfiltered=$(grep -v '^kvm-' "$T/jailed.threads" | grep -v ' 2$')
+    [ -z "$unfiltered" ] || fail "threads without a seccomp filter: $unfiltered"
+    grep -q '^vcpu0 2$' "$T/jailed.threads" && grep -q '^event-loop 2$' "$T/jailed.threads" ||
+        fail "threads: $(tr '\n' ' ' < "$T/jailed.threads")"
+    [ "$(cat "$T/jailed.mnt")" != "$(readlink /proc/self/ns/mnt)" ] || fail "it shares this mount namespace"
+    [ "$(cat "$T/jailed.root")" = tmp ] || fail "its root holds '$(tr '\n' ' ' < "$T/jailed.root")', expected only tmp (the way to its sockets)"
+    [ -z "$(ls -A "$T/jail")" ] || fail "the jail directory is not empty afterwards"
+    g2h=$(cat "$T/from-guest")
+    rx=$(console_value "$T/console" RUNM-GUEST-VSOCK-RX)
+    if [ "$g2h" != RUNM-VSOCK-GUEST-TO-HOST ] || [ "$rx" != RUNM-VSOCK-HOST-TO-GUEST ]; then
+        show_tail "$T/console.txt"
+        fail "jailed: guest->host: '$g2h' (listener: $(cat "$T/listen.err")); host->guest: '$rx' (connect status $h2g, $(tr '\n' ' ' < "$T/h2g.err"))"
+    fi
+    pass_detail "${secs} s, uid 1000, seccomp on $(wc -l < "$T/jailed.threads") threads"
+}
+
 # virtio-net over a tap: the tap is made and addressed here, runm-vmm opens it;
 # the guest (ip= on its command line) pings this side, and this side pings it.
 test_net_ping() {

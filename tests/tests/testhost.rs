@@ -23,6 +23,7 @@ mod tests {
         "disk-read-write",
         "disk-read-only",
         "vsock-both-ways",
+        "vsock-jailed",
         "net-ping",
         "hwrng",
         "runm-oci-run-exit-status",

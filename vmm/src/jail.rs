@@ -51,6 +51,9 @@ pub enum JailError {
     /// After dropping, a capability or id was still there.
     #[error("jail: privileges remain after dropping them: {0}")]
     Remains(String),
+    /// The waiting parent's seccomp filter.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// The waiting parent in the host's PID namespace.
     #[error("jail: the VMM in its PID namespace: {what}: {source}")]
     Child {
@@ -265,8 +268,13 @@ fn drop_privileges(jail: &JailConfig, last_cap: u32) -> Result<(), JailError> {
 /// (its own arguments) and [`CHILD_FLAG`], and waits for it: SIGINT and
 /// SIGTERM are forwarded, and its exit status becomes this process's. The
 /// child is killed if this process dies (it sets its parent-death signal).
-pub fn spawn_in_new_pid_ns(args: &[OsString]) -> Result<i32, JailError> {
+pub fn spawn_in_new_pid_ns(
+    args: &[OsString],
+    seccomp: crate::seccomp::SeccompMode,
+) -> Result<i32, JailError> {
     precheck()?;
+    let waiter = crate::seccomp::ThreadKind::Waiter;
+    let filter = crate::seccomp::filter(waiter, seccomp)?;
     let child_err = |what| move |source| JailError::Child { what, source };
     // Block SIGINT/SIGTERM first: one arriving while the child starts is
     // still forwarded. The child's mask is reset by the spawn.
@@ -292,6 +300,10 @@ pub fn spawn_in_new_pid_ns(args: &[OsString]) -> Result<i32, JailError> {
     )?;
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
         .map_err(step("open a pidfd for the jailed VMM"))?;
+    // From here on this process only waits and forwards signals.
+    if let Some(f) = &filter {
+        crate::seccomp::install(waiter, f)?;
+    }
     loop {
         use rustix::event::{PollFd, PollFlags};
         let mut fds = [

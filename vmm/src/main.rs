@@ -173,7 +173,7 @@ fn main() -> ExitCode {
     } else if in_pid_ns {
         // This process stays outside as the waiting parent of the jailed VMM.
         let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-        return match vmm::jail::spawn_in_new_pid_ns(&args) {
+        return match vmm::jail::spawn_in_new_pid_ns(&args, cli.seccomp) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => fail(&e.into()),
         };

@@ -83,6 +83,9 @@ pub enum ThreadKind {
     EventLoop,
     /// A vCPU thread.
     Vcpu,
+    /// The parent a jailed VMM leaves in the host's PID namespace: it only
+    /// forwards signals and waits ([`crate::jail::spawn_in_new_pid_ns`]).
+    Waiter,
 }
 
 impl std::fmt::Display for ThreadKind {
@@ -91,6 +94,7 @@ impl std::fmt::Display for ThreadKind {
             ThreadKind::Main => "main",
             ThreadKind::EventLoop => "event loop",
             ThreadKind::Vcpu => "vCPU",
+            ThreadKind::Waiter => "jail parent",
         })
     }
 }
@@ -179,8 +183,10 @@ fn vcpu() -> Rules {
         // KVM_RUN; KVM_GET_REGS names the guest's RIP when the vCPU fails.
         arg_in(libc::SYS_ioctl, 1, &[KVM_RUN(), KVM_GET_REGS()]),
         // Activating a virtio device duplicates its queue eventfds for the
-        // event loop and reads them when it resets.
+        // event loop (std's try_clone: F_DUPFD_CLOEXEC) and reads them when
+        // it resets.
         any(libc::SYS_dup),
+        arg_in(libc::SYS_fcntl, 1, &[as_u64(libc::F_DUPFD_CLOEXEC)]),
         any(libc::SYS_read),
         // The console file: its size cap keeps the tail (console.rs).
         any(libc::SYS_pread64),
@@ -235,6 +241,7 @@ fn event_loop() -> Rules {
                 as_u64(libc::F_SETFL),
                 as_u64(libc::F_GETFD),
                 as_u64(libc::F_SETFD),
+                as_u64(libc::F_DUPFD_CLOEXEC),
             ],
         ),
         // std's set_nonblocking on accepted streams.
@@ -258,6 +265,23 @@ fn main_thread() -> Rules {
     ]
 }
 
+/// The jailed VMM's waiting parent: poll its pidfd and the signalfd, forward
+/// SIGINT/SIGTERM, reap it.
+fn waiter() -> Rules {
+    vec![
+        any(libc::SYS_poll),
+        any(libc::SYS_ppoll),
+        any(libc::SYS_read),
+        arg_in(
+            libc::SYS_kill,
+            1,
+            &[as_u64(libc::SIGINT), as_u64(libc::SIGTERM)],
+        ),
+        any(libc::SYS_wait4),
+        any(libc::SYS_waitid),
+    ]
+}
+
 /// Dropping the devices: the vsock device removes its listening socket if it
 /// is still the one it bound (on whichever thread drops it last).
 fn device_teardown() -> Rules {
@@ -275,6 +299,7 @@ fn rules(kind: ThreadKind) -> BTreeMap<i64, Vec<SeccompRule>> {
         ThreadKind::Main => [main_thread(), device_teardown()].concat(),
         ThreadKind::EventLoop => [event_loop(), device_teardown()].concat(),
         ThreadKind::Vcpu => vcpu(),
+        ThreadKind::Waiter => waiter(),
     };
     let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let mut outright = std::collections::BTreeSet::new();
@@ -327,7 +352,12 @@ mod tests {
 
     #[test]
     fn every_kind_compiles_and_off_builds_nothing() {
-        for kind in [ThreadKind::Main, ThreadKind::EventLoop, ThreadKind::Vcpu] {
+        for kind in [
+            ThreadKind::Main,
+            ThreadKind::EventLoop,
+            ThreadKind::Vcpu,
+            ThreadKind::Waiter,
+        ] {
             assert!(filter(kind, SeccompMode::On).unwrap().is_some());
             assert!(filter(kind, SeccompMode::Log).unwrap().is_some());
             assert!(filter(kind, SeccompMode::Off).unwrap().is_none());

@@ -208,4 +208,32 @@ mod tests {
             .unwrap()
             .is_none());
     }
+
+    #[test]
+    fn jail_parent_only_waits_and_forwards() {
+        let mut forbidden = common_forbidden();
+        forbidden.extend([
+            call(
+                "kill SIGKILL",
+                libc::SYS_kill,
+                [0x7fff_fff0, libc::SIGKILL as _, 0],
+            ),
+            call("ioctl", libc::SYS_ioctl, [-1, KVM_RUN, 0]),
+            call("socket", libc::SYS_socket, [libc::AF_UNIX as _, 1, 0]),
+        ]);
+        check(
+            ThreadKind::Waiter,
+            &[
+                // A pid that does not exist: allowed, fails with ESRCH.
+                call(
+                    "kill SIGTERM",
+                    libc::SYS_kill,
+                    [0x7fff_fff0, libc::SIGTERM as _, 0],
+                ),
+                call("wait4", libc::SYS_wait4, [-1, 0, libc::WNOHANG as _]),
+                call("poll", libc::SYS_poll, [0, 0, 0]),
+            ],
+            &forbidden,
+        );
+    }
 }
