@@ -315,8 +315,8 @@ mod boot {
     #[test]
     fn jailed_vmm_runs_unprivileged_filtered_and_alone() {
         const UID: u32 = 4242;
-        let _one = ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner());
-        let vmlinux = guest_vmlinux();
+        let _one = one_guest_at_a_time();
+        let vmlinux = guest_kernel().expect("the guest kernel");
         let dir = tempfile::tempdir().unwrap();
         let initrd = initramfs(dir.path());
         let jail = dir.path().join("jail");
