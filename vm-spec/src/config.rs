@@ -126,8 +126,10 @@ pub struct JailConfig {
     /// `RLIMIT_NOFILE`.
     #[serde(default = "default_max_open_files")]
     pub max_open_files: u64,
-    /// `RLIMIT_FSIZE` in bytes; by default the larger of the console cap and
-    /// the largest writable disk (the VMM never grows a file beyond either).
+    /// `RLIMIT_FSIZE` in bytes; by default the largest of the console cap,
+    /// the largest writable disk, and the VMM's stdout/stderr (when they are
+    /// files) plus a console's and a log's worth: the VMM never grows a file
+    /// beyond these.
     #[serde(default)]
     pub max_file_size: Option<u64>,
     /// Run in a new PID namespace (runm-vmm stays as a waiting parent that

@@ -103,13 +103,31 @@ impl JailPlan {
                 .map(|m| m.len())
                 .max()
                 .unwrap_or(0);
-            console.max(disks).max(1)
+            console.max(disks).max(stdio_limit(config)).max(1)
         });
         Some(JailPlan {
             config: jail,
             binds,
             max_file_size,
         })
+    }
+}
+
+/// What the VMM's stdout and stderr may grow to when they are regular files
+/// (a console on stdout, a log the caller redirected): their size now plus a
+/// console's and a log's worth, so RLIMIT_FSIZE never cuts them short.
+fn stdio_limit(config: &VmConfig) -> u64 {
+    let size = |st: rustix::fs::Stat| {
+        (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
+            .then(|| u64::try_from(st.st_size).unwrap_or(0))
+    };
+    let out = rustix::fs::fstat(std::io::stdout()).ok().and_then(size);
+    let err = rustix::fs::fstat(std::io::stderr()).ok().and_then(size);
+    match out.max(err) {
+        Some(now) => now
+            .saturating_add(config.console_max_bytes)
+            .saturating_add(crate::logger::DEFAULT_MAX_BYTES),
+        None => 0,
     }
 }
 
@@ -198,8 +216,22 @@ fn enter_mount_namespace(plan: &JailPlan) -> Result<(), JailError> {
     // pivot_root(".", ".") stacks the old root on the new one; detaching it
     // leaves only the jail.
     rustix::process::chdir(root).map_err(step(format!("enter {}", root.display())))?;
-    rustix::process::pivot_root(".", ".").map_err(step("pivot_root into the jail"))?;
-    rustix::mount::unmount(".", UnmountFlags::DETACH).map_err(step("detach the old root"))?;
+    match rustix::process::pivot_root(".", ".") {
+        Ok(()) => {
+            rustix::mount::unmount(".", UnmountFlags::DETACH)
+                .map_err(step("detach the old root"))?;
+        }
+        // The host's root is the initramfs (rootfs), which cannot be pivoted
+        // away: move the jail over / and chroot into it, as switch_root does.
+        // The old root stays shadowed below it, out of reach of a process
+        // without CAP_SYS_CHROOT and CAP_SYS_ADMIN, which this one is about
+        // to be.
+        Err(Errno::INVAL) => {
+            rustix::mount::mount_move(".", "/").map_err(step("move the jail over /"))?;
+            rustix::process::chroot(".").map_err(step("chroot into the jail"))?;
+        }
+        Err(e) => return Err(step("pivot_root into the jail")(e)),
+    }
     rustix::process::chdir("/").map_err(step("chdir to the jail's /"))?;
     rustix::mount::mount_remount("/", MountFlags::BIND | MountFlags::RDONLY | hardened, c"")
         .map_err(step("make the jail's root read-only"))?;
@@ -373,11 +405,12 @@ mod tests {
         cfg.console = Console::File("/c".into());
         let plan = JailPlan::of(&cfg).unwrap();
         assert_eq!(plan.binds, vec![dir.path().join("s")]);
-        assert_eq!(plan.max_file_size, 3 << 20);
+        // At least the disk; more if this test's stdout or stderr is a file.
+        assert_eq!(plan.max_file_size, (3 << 20u64).max(stdio_limit(&cfg)));
         cfg.disks[0].read_only = true;
         assert_eq!(
             JailPlan::of(&cfg).unwrap().max_file_size,
-            cfg.console_max_bytes
+            cfg.console_max_bytes.max(stdio_limit(&cfg))
         );
         cfg.jail.as_mut().unwrap().max_file_size = Some(77);
         assert_eq!(JailPlan::of(&cfg).unwrap().max_file_size, 77);

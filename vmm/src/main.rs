@@ -75,8 +75,8 @@ struct Cli {
     /// Jail: RLIMIT_NOFILE.
     #[arg(long = "jail-max-open-files", value_name = "N", requires = "jail_root")]
     jail_max_open_files: Option<u64>,
-    /// Jail: RLIMIT_FSIZE in bytes (default: the console cap or the largest
-    /// writable disk, whichever is larger).
+    /// Jail: RLIMIT_FSIZE in bytes (default: the largest of the console cap,
+    /// the largest writable disk and stdout/stderr's room to grow).
     #[arg(
         long = "jail-max-file-size",
         value_name = "BYTES",
