@@ -427,13 +427,14 @@ mod boot {
                 .unwrap_or_default()
         };
         assert_eq!(limit("Max open files"), "1024", "{limits}");
-        let fsize = limits
-            .lines()
-            .find(|l| l.starts_with("Max file size"))
-            .unwrap();
+        // RLIMIT_FSIZE: room for the 1 MiB console file and for the stderr
+        // file this test gives it (its size, a console's and a log's worth).
+        let fsize: u64 = limit("Max file size")
+            .parse()
+            .unwrap_or_else(|_| panic!("RLIMIT_FSIZE is set, not unlimited: {limits}"));
         assert!(
-            fsize.contains("1048576"),
-            "RLIMIT_FSIZE is the console cap: {fsize}"
+            (1 << 20..=4 << 20).contains(&fsize),
+            "RLIMIT_FSIZE {fsize}: {limits}"
         );
         // The jail's root holds the way to the vsock socket and nothing else.
         let inside = tree(&proc_dir.join("root"));
