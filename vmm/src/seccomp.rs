@@ -11,7 +11,8 @@
 //! What the three threads run:
 //! - vCPU: `KVM_RUN` and its exits, i.e. the port and MMIO devices (serial
 //!   console writes, the i8042 reset eventfd, virtio-mmio register accesses,
-//!   which activate or reset a device and so duplicate and signal eventfds);
+//!   which activate or reset a device and so duplicate and signal eventfds,
+//!   and for virtio-fs talk vhost-user to its backend);
 //! - event loop: every virtio device's queue work (block: positioned reads and
 //!   writes, fsync; net: tap reads and writes; vsock: Unix sockets; rng:
 //!   getrandom) and the controller (signalfd, eventfds);
@@ -188,6 +189,12 @@ fn vcpu() -> Rules {
         any(libc::SYS_dup),
         arg_in(libc::SYS_fcntl, 1, &[as_u64(libc::F_DUPFD_CLOEXEC)]),
         any(libc::SYS_read),
+        // virtio-fs: activating or resetting the device sends vhost-user
+        // requests (with fds) to its backend and reads the replies.
+        any(libc::SYS_sendmsg),
+        any(libc::SYS_recvmsg),
+        any(libc::SYS_sendto),
+        any(libc::SYS_recvfrom),
         // The console file: its size cap keeps the tail (console.rs).
         any(libc::SYS_pread64),
         any(libc::SYS_ftruncate),

@@ -105,6 +105,7 @@ mod tests {
             call("socket", libc::SYS_socket, [libc::AF_UNIX as _, 1, 0]),
             call("connect", libc::SYS_connect, [-1, 0, 0]),
             call("pwrite64", libc::SYS_pwrite64, [-1, 0, 0]),
+            call("accept4", libc::SYS_accept4, [-1, 0, 0]),
         ]);
         check(
             ThreadKind::Vcpu,
