@@ -5,8 +5,8 @@
 #   the software-emulated KVM test host (runm-vmm's whole path, guest user
 #   space included), and a bounded fuzz campaign of the device parsers and the
 #   host side of the agent protocol.
-# Installs what it needs first (scripts/setup.sh). Takes about 25-40 minutes
-# on a fresh 2-core machine (kernel builds included), about 10 when cached.
+# Installs what it needs first (scripts/setup.sh). Takes about 45-50 minutes
+# on a fresh 2-core machine (kernel and virtiofsd builds included), about 20 when cached.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
