@@ -9,6 +9,7 @@
 //!   root tree, an initramfs, an ext4 disk.
 //! - [`vmm`]: runm-vmm as a child process under test, and the guest whose
 //!   init prints a marker.
+//! - [`virtiofsd`]: a real virtiofsd serving a temporary directory.
 //!
 //! Test code only: production crates never depend on this one. What
 //! production code owns stays there and tests use it from there (the clock
@@ -17,6 +18,7 @@
 
 pub mod cpio;
 pub mod images;
+pub mod virtiofsd;
 pub mod vmm;
 pub mod workspace;
 
@@ -24,6 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use cpio::Cpio;
+pub use virtiofsd::Virtiofsd;
 pub use vmm::{ext4_root, initramfs, read_console, runm_vmm, Vmm, INIT_MARKER, RUST_PANIC};
 pub use workspace::{agent_initramfs, guest_kernel, repo_root, virtiofsd};
 

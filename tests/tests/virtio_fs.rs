@@ -10,75 +10,10 @@
 
 #[cfg(test)]
 mod boot {
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use test_support::*;
     use vm_spec::HostKvm;
-
-    const VIRTIOFSD_HOW: &str = "virtiofsd: run scripts/virtiofsd.sh (as root the first time: \
-                                 it installs libseccomp-dev and libcap-ng-dev) or set RUNM_VIRTIOFSD";
-
-    /// A virtiofsd serving `dir/shared` on `dir/vfs.sock`, killed on drop.
-    struct Virtiofsd {
-        child: Child,
-        socket: PathBuf,
-        log: PathBuf,
-    }
-
-    impl Virtiofsd {
-        fn spawn(dir: &Path) -> Self {
-            let shared = dir.join("shared");
-            std::fs::create_dir(&shared).unwrap();
-            let socket = dir.join("vfs.sock");
-            let log = dir.join("virtiofsd.log");
-            let child = Command::new(virtiofsd().expect(VIRTIOFSD_HOW))
-                .arg("--socket-path")
-                .arg(&socket)
-                .arg("--shared-dir")
-                .arg(&shared)
-                .args(["--cache", "never"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn virtiofsd");
-            let mut vfs = Virtiofsd { child, socket, log };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !vfs.socket.exists() {
-                if let Ok(Some(st)) = vfs.child.try_wait() {
-                    panic!("virtiofsd exited ({st}):\n{}", read_console(&vfs.log));
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "virtiofsd did not listen in 10 s"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            // The socket file appears at bind, a moment before listen.
-            std::thread::sleep(Duration::from_millis(50));
-            vfs
-        }
-
-        fn exits_within(&mut self, timeout: Duration) -> bool {
-            let deadline = Instant::now() + timeout;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            false
-        }
-    }
-
-    impl Drop for Virtiofsd {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 
     /// The guest kernel's virtio-fs driver probes the device and sets
     /// DRIVER_OK, which hands its queues to virtiofsd (the VMM logs the
@@ -93,7 +28,7 @@ mod boot {
         let mut vfs = Virtiofsd::spawn(dir.path());
         let log = dir.path().join("console.log");
         let console = format!("file:{}", log.display());
-        let fs_arg = format!("share,{}", vfs.socket.display());
+        let fs_arg = format!("share,{}", vfs.socket().display());
         let mut vmm = Vmm::spawn(
             dir.path(),
             &[
@@ -126,7 +61,7 @@ mod boot {
             "runm-vmm ended with {status}\nstderr:\n{}\nconsole (end):\n{}\nvirtiofsd:\n{}",
             tail(&stderr, 20),
             tail(&text, 25),
-            tail(&read_console(&vfs.log), 10)
+            tail(&vfs.log(), 10)
         );
         assert!(
             stderr.contains("fs:share: virtio-mmio at"),

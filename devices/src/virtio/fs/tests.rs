@@ -7,16 +7,13 @@
 //! (through test-support), which builds it once and caches it; a test that
 //! cannot get it fails and says how to install it.
 
-use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, SubscriberOps};
+use test_support::Virtiofsd;
 use vm_memory::{Bytes, FileOffset, GuestAddress};
 
 use super::*;
@@ -51,99 +48,10 @@ fn shared_memory(regions: &[(u64, usize)]) -> GuestMemory {
     GuestMemory::from_ranges_with_files(ranges).expect("shared guest memory")
 }
 
-fn virtiofsd_binary() -> PathBuf {
-    test_support::virtiofsd().expect(
-        "these tests need the Rust virtiofsd: run scripts/virtiofsd.sh (as root the first \
-         time: it installs libseccomp-dev and libcap-ng-dev), or set RUNM_VIRTIOFSD",
-    )
-}
-
-/// A virtiofsd serving a fresh temporary directory on a fresh socket, with
-/// its own sandboxing (mount namespace) as runm uses it. Killed on drop.
-struct Virtiofsd {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-}
-
-impl Virtiofsd {
-    fn spawn() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let shared = dir.path().join("shared");
-        std::fs::create_dir(&shared).expect("shared dir");
-        let socket = dir.path().join("vfs.sock");
-        let log = File::create(dir.path().join("virtiofsd.log")).expect("log file");
-        let child = Command::new(virtiofsd_binary())
-            .arg("--socket-path")
-            .arg(&socket)
-            .arg("--shared-dir")
-            .arg(&shared)
-            .args(["--cache", "never"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("spawn virtiofsd");
-        let mut vfs = Virtiofsd { child, dir, socket };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !vfs.socket.exists() {
-            if let Ok(Some(st)) = vfs.child.try_wait() {
-                panic!("virtiofsd exited ({st}) before listening:\n{}", vfs.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "virtiofsd did not listen in 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        vfs
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("virtiofsd.log")).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.signal("KILL");
-        }
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIG`name` to the daemon's process group (its sandbox forks: the
-    /// process serving the socket is a child of the one spawned here).
-    fn signal(&self, name: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg("--")
-            .arg(format!("-{}", self.child.id()))
-            .status();
-    }
-
-    /// Whether the daemon exits by itself within `timeout`.
-    fn exits_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-}
-
-impl Drop for Virtiofsd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Connects a device to `vfs`; the socket appears a moment before the
 /// daemon listens, so a refused connection is retried briefly.
 fn connect(vfs: &Virtiofsd, mem: &GuestMemory) -> Fs {
-    connect_with(FsConfig::new("share", &vfs.socket), vfs, mem)
+    connect_with(FsConfig::new("share", vfs.socket()), vfs, mem)
 }
 
 fn connect_with(config: FsConfig, vfs: &Virtiofsd, mem: &GuestMemory) -> Fs {
@@ -452,7 +360,7 @@ fn a_backend_that_hangs_up_at_once_is_an_error() {
 #[test]
 fn handshake_gives_the_device_the_backends_features_and_a_config_space() {
     let mem = shared_memory(&[(0, 16 << 20)]);
-    let vfs = Virtiofsd::spawn();
+    let vfs = Virtiofsd::spawn_in_temp_dir();
     let fs = connect(&vfs, &mem);
     assert_eq!(fs.device_type(), TYPE_FS);
     assert_eq!(fs.queue_max_sizes(), &[DEFAULT_QUEUE_SIZE; 2]);
@@ -480,7 +388,7 @@ fn handshake_gives_the_device_the_backends_features_and_a_config_space() {
 #[test]
 fn fuse_init_through_the_request_queue_is_answered_in_guest_memory() {
     let mem = shared_memory(&[(0, 16 << 20)]);
-    let vfs = Virtiofsd::spawn();
+    let vfs = Virtiofsd::spawn_in_temp_dir();
     let mut g = Guest::new(connect(&vfs, &mem), &mem);
     let hiprio = TestQueue::new(&mem, GuestAddress(HIPRIO_AT), QUEUE_SIZE);
     let request = TestQueue::new(&mem, GuestAddress(REQUEST_AT), QUEUE_SIZE);
@@ -510,7 +418,7 @@ fn rings_the_backend_cannot_follow_are_refused_and_the_backend_stays_usable() {
     // separate mappings: no ring part may straddle them.
     const REGION: usize = 8 << 20;
     let mem = shared_memory(&[(0, REGION), (REGION as u64, REGION)]);
-    let vfs = Virtiofsd::spawn();
+    let vfs = Virtiofsd::spawn_in_temp_dir();
     let mut g = Guest::new(connect(&vfs, &mem), &mem);
     let hiprio = TestQueue::new(&mem, GuestAddress(HIPRIO_AT), QUEUE_SIZE);
     let request = TestQueue::new(&mem, GuestAddress(REQUEST_AT), QUEUE_SIZE);
@@ -566,7 +474,7 @@ fn rings_the_backend_cannot_follow_are_refused_and_the_backend_stays_usable() {
 #[test]
 fn driver_ok_with_unconfigured_queues_starts_only_the_ready_ones() {
     let mem = shared_memory(&[(0, 16 << 20)]);
-    let vfs = Virtiofsd::spawn();
+    let vfs = Virtiofsd::spawn_in_temp_dir();
     let mut g = Guest::new(connect(&vfs, &mem), &mem);
 
     // No queue at all: nothing is started, nothing breaks.
@@ -597,7 +505,7 @@ fn driver_ok_with_unconfigured_queues_starts_only_the_ready_ones() {
 #[test]
 fn reset_mid_request_stops_the_rings_and_the_device_comes_back() {
     let mem = shared_memory(&[(0, 16 << 20)]);
-    let vfs = Virtiofsd::spawn();
+    let vfs = Virtiofsd::spawn_in_temp_dir();
     let mut g = Guest::new(connect(&vfs, &mem), &mem);
     let hiprio = TestQueue::new(&mem, GuestAddress(HIPRIO_AT), QUEUE_SIZE);
     let request = TestQueue::new(&mem, GuestAddress(REQUEST_AT), QUEUE_SIZE);
@@ -648,7 +556,7 @@ fn reset_mid_request_stops_the_rings_and_the_device_comes_back() {
 #[test]
 fn a_backend_that_dies_is_reported_and_nothing_hangs() {
     let mem = shared_memory(&[(0, 16 << 20)]);
-    let mut vfs = Virtiofsd::spawn();
+    let mut vfs = Virtiofsd::spawn_in_temp_dir();
     let mut g = Guest::new(connect(&vfs, &mem), &mem);
     let hiprio = TestQueue::new(&mem, GuestAddress(HIPRIO_AT), QUEUE_SIZE);
     let request = TestQueue::new(&mem, GuestAddress(REQUEST_AT), QUEUE_SIZE);
@@ -684,8 +592,8 @@ fn a_backend_that_dies_is_reported_and_nothing_hangs() {
 #[test]
 fn a_backend_that_stops_answering_costs_a_vcpu_at_most_the_timeout() {
     let mem = shared_memory(&[(0, 16 << 20)]);
-    let vfs = Virtiofsd::spawn();
-    let mut config = FsConfig::new("share", &vfs.socket);
+    let vfs = Virtiofsd::spawn_in_temp_dir();
+    let mut config = FsConfig::new("share", vfs.socket());
     config.timeout = Duration::from_millis(300);
     let mut g = Guest::new(connect_with(config, &vfs, &mem), &mem);
     let hiprio = TestQueue::new(&mem, GuestAddress(HIPRIO_AT), QUEUE_SIZE);
@@ -716,7 +624,7 @@ fn a_backend_that_stops_answering_costs_a_vcpu_at_most_the_timeout() {
 #[test]
 fn dropping_the_device_lets_the_backend_exit() {
     let mem = shared_memory(&[(0, 16 << 20)]);
-    let mut vfs = Virtiofsd::spawn();
+    let mut vfs = Virtiofsd::spawn_in_temp_dir();
     let fs = connect(&vfs, &mem);
     drop(fs);
     assert!(
