@@ -16,12 +16,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cgroups::{self, Cgroup, CgroupError};
 use crate::console::log;
-use crate::exec::{self, ExecError, ParentStdio, Prepared, RootSetup};
+use crate::exec::{self, ExecError, ParentStdio, Prepared, RootSetup, SeccompProgram};
 use crate::mounts::{self, MountError, ROOTFS};
 use crate::proto::{
-    self, ContainerSpec, Frame, Message, ProcessSpec, ProtoError, Stream, INIT_PROCESS,
-    PROTOCOL_VERSION,
+    self, Capabilities, ContainerSpec, Frame, Message, ProcessSpec, ProtoError, Stream,
+    INIT_PROCESS, PROTOCOL_VERSION,
 };
 use crate::relay::{self, SharedWriter};
 use crate::{ps, sys};
@@ -47,6 +48,9 @@ pub enum RequestError {
     /// Starting a process failed.
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// Making the container's cgroup failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
     /// No such process.
     #[error("no process with id {0}")]
     NoProcess(u32),
@@ -121,6 +125,13 @@ struct Container {
     start: Option<OwnedFd>,
     /// Its process was reported exited.
     stopped: bool,
+    /// The container process's capabilities: `exec` processes without
+    /// their own get these.
+    caps: Capabilities,
+    /// The seccomp filter of every process.
+    seccomp: Option<Arc<SeccompProgram>>,
+    /// Its cgroup in the guest, if the guest has cgroups.
+    cgroup: Option<Cgroup>,
 }
 
 /// The agent's state.
@@ -322,7 +333,8 @@ impl<W: Write + Send + 'static> Agent<W> {
         Ok(Some(Message::NetworkConfigured))
     }
 
-    /// `Create`: the container's tree, hostname, and its held init process.
+    /// `Create`: the container's tree, cgroup, and its held init process in
+    /// its own namespaces.
     fn create(&mut self, spec: &ContainerSpec) -> Result<Option<Message>, RequestError> {
         if self.container.is_some() {
             return Err(RequestError::OutOfOrder(
@@ -330,23 +342,43 @@ impl<W: Write + Send + 'static> Agent<W> {
             ));
         }
         // Everything that can be checked without touching the guest first.
-        let prepared = Prepared::new(&spec.process)?;
+        let seccomp = spec
+            .linux
+            .seccomp
+            .as_ref()
+            .map(SeccompProgram::new)
+            .transpose()?
+            .map(Arc::new);
+        let prepared = Prepared::new(&spec.process, Capabilities::default(), seccomp.clone())?;
+        let hostname = spec
+            .hostname
+            .as_deref()
+            .map(mounts::check_hostname)
+            .transpose()?;
         let rootfs = PathBuf::from(ROOTFS);
-        mounts::build_rootfs(spec, &rootfs)?;
+        let deferred = mounts::build_rootfs(spec, &rootfs)?;
+        let mut cgroup = None;
         let spawned = (|| -> Result<_, RequestError> {
-            if let Some(name) = &spec.hostname {
-                mounts::set_hostname(name)?;
-            }
-            let root = RootSetup::fresh(&rootfs)?;
+            let root = RootSetup::fresh(&rootfs, &spec.linux, hostname, deferred)?;
+            cgroup = container_cgroup(&spec.id, &spec.linux.resources)?;
             let (parent, child) =
                 exec::make_stdio(prepared.terminal, &mounts::container_ptmx(&rootfs))?;
-            let spawned = exec::spawn(&prepared, &root, child, true)?;
+            let spawned = exec::spawn(
+                &prepared,
+                &root,
+                child,
+                true,
+                cgroup.as_ref().map(Cgroup::procs).as_deref(),
+            )?;
             Ok((parent, spawned))
         })();
         let (stdio, spawned) = match spawned {
             Ok(s) => s,
             Err(e) => {
                 mounts::teardown(&rootfs);
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
                 return Err(e);
             }
         };
@@ -363,6 +395,9 @@ impl<W: Write + Send + 'static> Agent<W> {
             init_pid: spawned.pid,
             start: spawned.start,
             stopped: false,
+            caps: prepared.capabilities(),
+            seccomp,
+            cgroup,
         });
         Ok(Some(Message::Created))
     }
@@ -425,11 +460,12 @@ impl<W: Write + Send + 'static> Agent<W> {
                 "the container is not running".into(),
             ));
         }
-        let prepared = Prepared::new(spec)?;
+        let prepared = Prepared::new(spec, c.caps, c.seccomp.clone())?;
         let root = RootSetup::join(c.init_pid)?;
         let (parent, child) =
             exec::make_stdio(prepared.terminal, &mounts::container_ptmx(&c.rootfs))?;
-        let spawned = exec::spawn(&prepared, &root, child, false)?;
+        let procs = c.cgroup.as_ref().map(Cgroup::procs);
+        let spawned = exec::spawn(&prepared, &root, child, false, procs.as_deref())?;
         log!(
             "exec {process_id}: {} is pid {}",
             prepared.command(),
@@ -457,22 +493,29 @@ impl<W: Write + Send + 'static> Agent<W> {
         if !(1..=libc::SIGRTMAX()).contains(&signal) {
             return Err(RequestError::BadSignal(signal));
         }
-        if self.container.is_none() {
+        let Some(c) = self.container.as_ref() else {
             return Err(RequestError::OutOfOrder(
                 "signal before create: there is no container".into(),
             ));
-        }
+        };
         if all {
-            // From PID 1, kill(-1) reaches every process but PID 1 itself:
-            // exactly the container's. ESRCH only says none is left.
-            return match sys::kill_all(signal) {
-                Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(RequestError::Kill {
-                    signal,
-                    target: "all processes".into(),
-                    source: e,
-                }),
-                _ => Ok(None),
-            };
+            // Every process of the container's PID namespace; one that ends
+            // meanwhile (ESRCH) is no error.
+            let pids = ps::container_pids(c.init_pid).map_err(RequestError::Ps)?;
+            for pid in pids {
+                let pid = i32::try_from(pid).unwrap_or(i32::MAX);
+                match sys::kill(pid, signal) {
+                    Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
+                        return Err(RequestError::Kill {
+                            signal,
+                            target: format!("pid {pid}"),
+                            source: e,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(None);
         }
         let p = self
             .procs
@@ -493,12 +536,12 @@ impl<W: Write + Send + 'static> Agent<W> {
 
     /// `Ps`.
     fn ps(&self) -> Result<Option<Message>, RequestError> {
-        if self.container.is_none() {
+        let Some(c) = self.container.as_ref() else {
             return Err(RequestError::OutOfOrder(
                 "ps before create: there is no container".into(),
             ));
-        }
-        let pids = ps::container_pids().map_err(RequestError::Ps)?;
+        };
+        let pids = ps::container_pids(c.init_pid).map_err(RequestError::Ps)?;
         Ok(Some(Message::Processes { pids }))
     }
 
@@ -593,12 +636,9 @@ impl<W: Write + Send + 'static> Agent<W> {
         p.exited_at = Some(Instant::now());
         p.stdin = None;
         log!("process {id} (pid {pid}) exited with status {status}");
-        if id == INIT_PROCESS {
-            // The container ends with its process, as a PID namespace does
-            // when its init dies: whatever else runs is killed, which also
-            // lets their output pipes reach end of file.
-            let _ = sys::kill_all(libc::SIGKILL);
-        }
+        // When the container's process ends, the kernel kills the rest of
+        // its PID namespace, which also lets their output pipes reach end
+        // of file.
     }
 
     /// Sends `Exited` for every process whose output is drained (or whose
@@ -648,6 +688,19 @@ impl<W: Write + Send + 'static> Agent<W> {
     fn stopped(&self) -> bool {
         self.container.as_ref().is_some_and(|c| c.stopped)
     }
+}
+
+/// The container's cgroup, or `None` where the guest has no cgroup file
+/// system and nothing needs one.
+fn container_cgroup(
+    id: &str,
+    r: &crate::proto::ResourcesSpec,
+) -> Result<Option<Cgroup>, RequestError> {
+    let root = std::path::Path::new(cgroups::ROOT);
+    if !root.join("cgroup.controllers").exists() && cgroups::limit_files(r).is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Cgroup::create(root, id, r)?))
 }
 
 /// The `type` tag of a message, for error texts.
@@ -858,8 +911,11 @@ mod tests {
                 }],
                 ..ProcessSpec::default()
             },
+            linux: Default::default(),
         };
-        a.handle(control(Message::Create { container }));
+        a.handle(control(Message::Create {
+            container: Box::new(container),
+        }));
         assert!(error_text(&replies(&a)[0]).contains("RLIMIT_WHAT"));
         assert!(a.container.is_none());
     }
@@ -912,6 +968,9 @@ mod tests {
             init_pid: 4242,
             start: None,
             stopped: false,
+            caps: Capabilities::default(),
+            seccomp: None,
+            cgroup: None,
         });
         let (r, w) = guest_agent::fdio::pipe().unwrap();
         let (_in_r, in_w) = guest_agent::fdio::pipe().unwrap();

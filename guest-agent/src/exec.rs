@@ -1,23 +1,39 @@
 //! Starting a container process, from a [`ProcessSpec`] to `execve`.
 //!
 //! Owns the fork and everything the child does before it becomes the
-//! workload. All allocation and validation happen in the agent before the
-//! fork ([`Prepared`]); the child (a fork of a multi-threaded process) only
-//! makes async-signal-safe system calls on that prepared data:
+//! workload, in runc's order. All allocation and validation happen in the
+//! agent before the fork ([`Prepared`], [`RootSetup`]); the child (a fork of
+//! a multi-threaded process) only makes async-signal-safe system calls on
+//! that prepared data. The child first waits for the agent's "go", sent once
+//! the agent has written its user namespace's id maps, moved it into the
+//! container's cgroup and set its OOM score. Then:
 //!
-//! 1. signal mask and dispositions back to defaults, new session, stdio (or
+//! 1. the container's init process is cloned into new PID, mount, IPC and
+//!    UTS namespaces (and user ones on request; a cgroup namespace is
+//!    unshared after the move into its cgroup), so it is PID 1 of its own
+//!    PID namespace and sees nothing of the agent; an `exec` process joins
+//!    the init process's namespaces and root (setns), then clones itself
+//!    into its PID namespace as a child of the agent (`CLONE_PARENT`) and
+//!    that child goes on, its pid reported first;
+//! 2. signal mask and dispositions back to defaults, new session, stdio (or
 //!    the terminal as controlling terminal) on 0-2, every other descriptor
 //!    close-on-exec;
-//! 2. the container's root: for the init process a private mount namespace
-//!    whose root is the container's file system moved onto `/` (switch_root
-//!    style: pivot_root cannot leave an initramfs); for `exec` processes the
-//!    init process's mount namespace and root;
-//! 3. cwd, rlimits, supplementary groups, gid, uid, no_new_privs;
-//! 4. a one-byte "ready" (or a failure report) on the sync pipe; the init
+//! 3. for the init process: every mount private, a bind of the container's
+//!    root moved onto `/` and chroot (switch_root style: pivot_root cannot
+//!    leave an initramfs), the root's propagation, the mounts of its own
+//!    namespaces (proc, mqueue, cgroup2), hostname, sysctls, read-only paths
+//!    (read-only binds), masked paths (`/dev/null` over files, a read-only
+//!    tmpfs over directories);
+//! 4. cwd, rlimits; the seccomp filter here without no_new_privs (loading
+//!    it then needs CAP_SYS_ADMIN); the bounding set, keep-caps, groups,
+//!    gid, uid, the effective, permitted and inheritable sets, the ambient
+//!    set, no_new_privs;
+//! 5. a "ready" record (or a failure report) on the sync pipe; the init
 //!    process then waits on its start pipe until `Start`;
-//! 5. `execve` along `PATH`; if that fails, a message on the process's own
-//!    stderr and exit status 127 (not found) or 126 (not executable), as
-//!    shells and runc do.
+//! 6. with no_new_privs the seccomp filter, as late as possible; `execve`
+//!    along `PATH`; if that fails, a message on the process's own stderr
+//!    and exit status 127 (not found) or 126 (not executable), as shells
+//!    and runc do.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -25,16 +41,18 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use guest_agent::fdio;
 use guest_agent::sigset::SigSet;
 use libc::c_char;
-use rustix::mount::MountPropagationFlags;
+use rustix::mount::{MountFlags, MountPropagationFlags};
 use rustix::process::{Resource, Rlimit};
-use rustix::thread::{Gid, LinkNameSpaceType, Uid, UnshareFlags};
+use rustix::thread::{CapabilitySet, CapabilitySets, Gid, LinkNameSpaceType, Uid, UnshareFlags};
 
-use crate::proto::{ProcessSpec, Stream};
+use crate::mounts::DeferredMount;
+use crate::proto::{Capabilities, IdMapping, LinuxSpec, ProcessSpec, SeccompSpec, Stream};
 use crate::sys;
 
 /// `PATH` used when the process's environment has none (runc's default).
@@ -46,8 +64,16 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Exit status of a child whose setup failed (it never became the workload).
 const SETUP_FAILED: i32 = 127;
 
-/// Length of a setup failure report: `[1, stage, index, errno (4 bytes, LE)]`.
-const REPORT_LEN: usize = 7;
+/// Length of a record on the sync pipe: `[kind, stage, index, value (4
+/// bytes, LE)]`; kind [`READY`], [`FAILED`] (value: errno) or [`PID`]
+/// (value: the pid of an `exec` process, from the process that cloned it).
+const RECORD_LEN: usize = 7;
+const READY: u8 = 0;
+const FAILED: u8 = 1;
+const PID: u8 = 2;
+
+/// Largest BPF program the kernel takes (`BPF_MAXINSNS`).
+const MAX_BPF_LEN: usize = 4096;
 
 /// Errors preparing or starting a process.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +108,9 @@ pub enum ExecError {
         /// Hard limit.
         hard: u64,
     },
+    /// A value of the container's Linux configuration the agent refuses.
+    #[error("{0}")]
+    Invalid(String),
     /// Preparing descriptors in the agent failed.
     #[error("{what}: {source}")]
     Io {
@@ -162,6 +191,49 @@ pub fn exec_candidates(argv0: &str, env: &[String]) -> (Vec<String>, bool) {
     (list, true)
 }
 
+/// A container's seccomp filters as the kernel takes them.
+pub struct SeccompProgram {
+    flags: u32,
+    filters: Vec<Vec<libc::sock_filter>>,
+}
+
+impl SeccompProgram {
+    /// Checks and converts the host's compiled filters.
+    pub fn new(spec: &SeccompSpec) -> Result<Self, ExecError> {
+        let mut filters = Vec::new();
+        for (i, f) in spec.filters.iter().enumerate() {
+            if f.is_empty() || f.len() > MAX_BPF_LEN {
+                return Err(ExecError::Invalid(format!(
+                    "seccomp filter {i} has {} instructions (1 to {MAX_BPF_LEN})",
+                    f.len()
+                )));
+            }
+            filters.push(
+                f.iter()
+                    .map(|i| libc::sock_filter {
+                        code: i.0,
+                        jt: i.1,
+                        jf: i.2,
+                        k: i.3,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(SeccompProgram {
+            flags: spec.flags,
+            filters,
+        })
+    }
+
+    /// Loads every filter, in order (async-signal-safe).
+    fn load(&self) -> io::Result<()> {
+        for f in &self.filters {
+            sys::load_seccomp_filter(self.flags, f)?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything the child needs, allocated before the fork.
 pub struct Prepared {
     argv0: String,
@@ -181,6 +253,9 @@ pub struct Prepared {
     rlimits: Vec<(Resource, Rlimit)>,
     rlimit_names: Vec<String>,
     no_new_privs: bool,
+    caps: Capabilities,
+    seccomp: Option<Arc<SeccompProgram>>,
+    oom_score_adj: Option<i32>,
     /// Whether the process runs on a terminal.
     pub terminal: bool,
     exec_prefix: Vec<u8>,
@@ -201,8 +276,15 @@ fn null_terminated(v: &[CString]) -> Vec<*const c_char> {
 
 impl Prepared {
     /// Validates `spec` and builds the child's data. Rejects what would
-    /// otherwise fail in the child with a vaguer message.
-    pub fn new(spec: &ProcessSpec) -> Result<Self, ExecError> {
+    /// otherwise fail in the child with a vaguer message. A process without
+    /// capabilities of its own gets `inherited` (the container's for `exec`,
+    /// none for the container's process); every process of a container gets
+    /// its `seccomp` filter.
+    pub fn new(
+        spec: &ProcessSpec,
+        inherited: Capabilities,
+        seccomp: Option<Arc<SeccompProgram>>,
+    ) -> Result<Self, ExecError> {
         let argv0 = spec
             .args
             .first()
@@ -269,6 +351,9 @@ impl Prepared {
             rlimits,
             rlimit_names,
             no_new_privs: spec.no_new_privileges,
+            caps: spec.capabilities.unwrap_or(inherited),
+            seccomp,
+            oom_score_adj: spec.oom_score_adj,
             terminal: spec.terminal,
         })
     }
@@ -277,37 +362,153 @@ impl Prepared {
     pub fn command(&self) -> &str {
         &self.argv0
     }
+
+    /// The capability sets it gets.
+    pub fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+}
+
+/// What the container's init process sets up in its new namespaces, all
+/// prepared for the forked child.
+pub struct FreshRoot {
+    /// The container root in the agent's view.
+    rootfs: CString,
+    user_namespace: bool,
+    cgroup_namespace: bool,
+    /// `uid_map` and `gid_map` text, written by the agent.
+    uid_map: String,
+    gid_map: String,
+    hostname: Option<CString>,
+    /// Propagation of the container's root (empty: left private).
+    propagation: MountPropagationFlags,
+    mounts: Vec<DeferredMount>,
+    /// (`/proc/sys/...` path, value, key).
+    sysctl: Vec<(CString, Vec<u8>, String)>,
+    readonly: Vec<(CString, String)>,
+    masked: Vec<(CString, String)>,
 }
 
 /// How the child gets to the container's root.
 pub enum RootSetup {
-    /// The init process: a private copy of the agent's mount namespace, with
-    /// the container's root (mounted at this path) moved onto `/`.
-    Fresh {
-        /// The container root in the agent's view.
-        rootfs: CString,
-    },
-    /// An `exec` process: the init process's mount namespace and root.
+    /// The init process: new namespaces, the container's root (mounted at
+    /// this path by the agent) moved onto `/`.
+    Fresh(Box<FreshRoot>),
+    /// An `exec` process: the init process's namespaces and root.
     Join {
-        /// `/proc/<init>/ns/mnt`.
-        mnt_ns: OwnedFd,
+        /// Namespaces that differ from the agent's: (fd, `CLONE_NEW*`, name),
+        /// in the order to join them.
+        namespaces: Vec<(OwnedFd, LinkNameSpaceType, &'static str)>,
         /// `/proc/<init>/root`.
         root: OwnedFd,
     },
 }
 
+/// Namespaces an `exec` process joins, in order: the user namespace first
+/// (its owner's rights are needed for the others), the mount one last.
+const JOIN_ORDER: &[(&str, LinkNameSpaceType)] = &[
+    ("user", LinkNameSpaceType::User),
+    ("cgroup", LinkNameSpaceType::ControlGroup),
+    ("ipc", LinkNameSpaceType::InterProcessCommunication),
+    ("uts", LinkNameSpaceType::HostNameAndNISDomainName),
+    ("pid", LinkNameSpaceType::ProcessID),
+    ("mnt", LinkNameSpaceType::Mount),
+];
+
+/// `/proc/<pid>/uid_map` text for `mappings`.
+pub fn id_map_text(mappings: &[IdMapping]) -> String {
+    mappings
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+        .collect()
+}
+
+/// Propagation flags for a propagation name (`rslave`, ...).
+pub fn propagation_flags(name: &str) -> Option<MountPropagationFlags> {
+    use MountPropagationFlags as P;
+    let (rec, base) = match name.strip_prefix('r') {
+        Some(b) if !b.is_empty() => (P::REC, b),
+        _ => (P::empty(), name),
+    };
+    let flag = match base {
+        "shared" => P::SHARED,
+        // rustix calls MS_SLAVE "downstream".
+        "slave" => P::DOWNSTREAM,
+        "private" => P::PRIVATE,
+        "unbindable" => P::UNBINDABLE,
+        _ => return None,
+    };
+    Some(flag | rec)
+}
+
+/// `/proc/sys/...` for a sysctl key (dots are slashes, as runc writes it).
+pub fn sysctl_path(key: &str) -> Option<String> {
+    let rel = key.replace('.', "/");
+    if key.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "..") {
+        return None;
+    }
+    Some(format!("/proc/sys/{rel}"))
+}
+
 impl RootSetup {
-    /// For the init process.
-    pub fn fresh(rootfs: &Path) -> Result<Self, ExecError> {
-        Ok(RootSetup::Fresh {
+    /// For the init process: `linux` checked and made ready for the child.
+    pub fn fresh(
+        rootfs: &Path,
+        linux: &LinuxSpec,
+        hostname: Option<CString>,
+        mounts: Vec<DeferredMount>,
+    ) -> Result<Self, ExecError> {
+        let invalid = ExecError::Invalid;
+        let propagation = match &linux.rootfs_propagation {
+            Some(p) => propagation_flags(p)
+                .ok_or_else(|| invalid(format!("rootfs propagation {p:?} is not known")))?,
+            None => MountPropagationFlags::empty(),
+        };
+        let mut sysctl = Vec::new();
+        for (k, v) in &linux.sysctl {
+            let path = sysctl_path(k)
+                .ok_or_else(|| invalid(format!("sysctl {k:?} is not a kernel parameter name")))?;
+            sysctl.push((
+                sys::cstr(&path).map_err(|_| ExecError::Nul("sysctl"))?,
+                v.as_bytes().to_vec(),
+                k.clone(),
+            ));
+        }
+        let paths = |list: &[String], what: &'static str| {
+            list.iter()
+                .map(|p| {
+                    if !p.starts_with('/') {
+                        return Err(invalid(format!("{what} {p:?} is not absolute")));
+                    }
+                    Ok((sys::cstr(p).map_err(|_| ExecError::Nul(what))?, p.clone()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        if linux.user_namespace && (linux.uid_mappings.is_empty() || linux.gid_mappings.is_empty())
+        {
+            return Err(invalid(
+                "a user namespace needs uid and gid mappings".into(),
+            ));
+        }
+        Ok(RootSetup::Fresh(Box::new(FreshRoot {
             rootfs: sys::cpath(rootfs).map_err(|_| ExecError::Nul("rootfs"))?,
-        })
+            user_namespace: linux.user_namespace,
+            cgroup_namespace: linux.cgroup_namespace,
+            uid_map: id_map_text(&linux.uid_mappings),
+            gid_map: id_map_text(&linux.gid_mappings),
+            hostname,
+            propagation,
+            mounts,
+            sysctl,
+            readonly: paths(&linux.readonly_paths, "read-only path")?,
+            masked: paths(&linux.masked_paths, "masked path")?,
+        })))
     }
 
-    /// For a process joining the init process `init_pid`.
+    /// For a process joining the init process `init_pid`: its namespaces
+    /// that are not the agent's, and its root.
     pub fn join(init_pid: i32) -> Result<Self, ExecError> {
-        let open = |what: &str, flags| -> Result<OwnedFd, ExecError> {
-            let path = format!("/proc/{init_pid}/{what}");
+        let open = |path: String, flags| -> Result<OwnedFd, ExecError> {
             OpenOptions::new()
                 .read(true)
                 .custom_flags(flags | libc::O_CLOEXEC)
@@ -315,9 +516,21 @@ impl RootSetup {
                 .map(OwnedFd::from)
                 .map_err(io_err(format!("opening {path}")))
         };
+        let mut namespaces = Vec::new();
+        for &(name, flag) in JOIN_ORDER {
+            let theirs = format!("/proc/{init_pid}/ns/{name}");
+            let link = std::fs::read_link(&theirs).map_err(io_err(format!("reading {theirs}")))?;
+            if std::fs::read_link(format!("/proc/self/ns/{name}")).ok() == Some(link) {
+                continue;
+            }
+            namespaces.push((open(theirs, 0)?, flag, name));
+        }
         Ok(RootSetup::Join {
-            mnt_ns: open("ns/mnt", 0)?,
-            root: open("root", libc::O_PATH | libc::O_DIRECTORY)?,
+            namespaces,
+            root: open(
+                format!("/proc/{init_pid}/root"),
+                libc::O_PATH | libc::O_DIRECTORY,
+            )?,
         })
     }
 }
@@ -400,37 +613,61 @@ enum Stage {
     Session,
     Terminal,
     Stdio,
-    Unshare,
+    CgroupNamespace,
     Propagation,
+    BindRoot,
     EnterRoot,
     MoveRoot,
     Chroot,
+    RootPropagation,
+    Mount,
+    Hostname,
+    Sysctl,
+    ReadonlyPath,
+    MaskedPath,
     JoinNamespace,
+    Clone,
     Cwd,
     Rlimit,
+    Seccomp,
+    Bounding,
+    KeepCaps,
     Groups,
     Gid,
     Uid,
+    Capabilities,
     NoNewPrivs,
 }
 
 impl Stage {
-    const ALL: [Stage; 16] = [
+    const ALL: [Stage; 28] = [
         Stage::Signals,
         Stage::Session,
         Stage::Terminal,
         Stage::Stdio,
-        Stage::Unshare,
+        Stage::CgroupNamespace,
         Stage::Propagation,
+        Stage::BindRoot,
         Stage::EnterRoot,
         Stage::MoveRoot,
         Stage::Chroot,
+        Stage::RootPropagation,
+        Stage::Mount,
+        Stage::Hostname,
+        Stage::Sysctl,
+        Stage::ReadonlyPath,
+        Stage::MaskedPath,
         Stage::JoinNamespace,
+        Stage::Clone,
         Stage::Cwd,
         Stage::Rlimit,
+        Stage::Seccomp,
+        Stage::Bounding,
+        Stage::KeepCaps,
         Stage::Groups,
         Stage::Gid,
         Stage::Uid,
+        Stage::Capabilities,
         Stage::NoNewPrivs,
     ];
 
@@ -439,45 +676,91 @@ impl Stage {
     }
 
     /// Names the step for the host, with the values it involved.
-    fn describe(self, p: &Prepared, index: u8) -> String {
+    fn describe(self, p: &Prepared, root: &RootSetup, index: u8) -> String {
+        let i = usize::from(index);
+        let fresh = match root {
+            RootSetup::Fresh(f) => Some(f.as_ref()),
+            RootSetup::Join { .. } => None,
+        };
+        let nth = |list: Option<&[(CString, String)]>| {
+            list.and_then(|l| l.get(i))
+                .map_or("?", |(_, s)| s.as_str())
+                .to_owned()
+        };
         match self {
             Stage::Signals => "resetting the signal mask".into(),
             Stage::Session => "setsid".into(),
             Stage::Terminal => "making the terminal the controlling terminal".into(),
             Stage::Stdio => "setting up stdio".into(),
-            Stage::Unshare => "unsharing the mount namespace".into(),
+            Stage::CgroupNamespace => "unsharing the cgroup namespace".into(),
             Stage::Propagation => "making mounts private".into(),
+            Stage::BindRoot => "binding the container root".into(),
             Stage::EnterRoot => "entering the container root".into(),
             Stage::MoveRoot => "moving the container root onto /".into(),
             Stage::Chroot => "chroot to the container root".into(),
-            Stage::JoinNamespace => "joining the container's mount namespace".into(),
+            Stage::RootPropagation => "setting the root's propagation".into(),
+            Stage::Mount => format!(
+                "mounting {}",
+                fresh
+                    .and_then(|f| f.mounts.get(i))
+                    .map_or("?", |m| m.destination.as_str())
+            ),
+            Stage::Hostname => "setting the hostname".into(),
+            Stage::Sysctl => format!(
+                "writing sysctl {}",
+                fresh
+                    .and_then(|f| f.sysctl.get(i))
+                    .map_or("?", |s| s.2.as_str())
+            ),
+            Stage::ReadonlyPath => format!(
+                "making {} read-only",
+                nth(fresh.map(|f| f.readonly.as_slice()))
+            ),
+            Stage::MaskedPath => format!("masking {}", nth(fresh.map(|f| f.masked.as_slice()))),
+            Stage::JoinNamespace => format!(
+                "joining the container's {} namespace",
+                match root {
+                    RootSetup::Join { namespaces, .. } => namespaces.get(i).map_or("?", |n| n.2),
+                    RootSetup::Fresh(_) => "?",
+                }
+            ),
+            Stage::Clone => "cloning into the container's PID namespace".into(),
             Stage::Cwd => format!("chdir to {}", p.cwd_text),
             Stage::Rlimit => format!(
                 "setrlimit {}",
-                p.rlimit_names
-                    .get(usize::from(index))
-                    .map_or("?", String::as_str)
+                p.rlimit_names.get(i).map_or("?", String::as_str)
             ),
+            Stage::Seccomp => "loading the seccomp filter".into(),
+            Stage::Bounding => format!("dropping capability {index} from the bounding set"),
+            Stage::KeepCaps => "setting keep-caps".into(),
             Stage::Groups => format!(
                 "setgroups {:?}",
                 p.groups.iter().map(|g| g.as_raw()).collect::<Vec<_>>()
             ),
             Stage::Gid => format!("setgid {}", p.gid.as_raw()),
             Stage::Uid => format!("setuid {}", p.uid.as_raw()),
+            Stage::Capabilities => format!(
+                "setting capabilities (effective {:#x}, permitted {:#x}, inheritable {:#x})",
+                p.caps.effective, p.caps.permitted, p.caps.inheritable
+            ),
             Stage::NoNewPrivs => "setting no_new_privs".into(),
         }
     }
 }
 
-/// A failed child step: which, which item (rlimits), the error.
+/// A failed child step: which, which item (rlimits, mounts, ...), the error.
 type StepError = (Stage, u8, io::Error);
 
 fn at<E: Into<io::Error>>(stage: Stage) -> impl Fn(E) -> StepError {
     move |e| (stage, 0, e.into())
 }
 
-/// The child's setup, steps 1-3 of the module docs. Async-signal-safe.
-fn child_setup(p: &Prepared, root: &RootSetup, stdio: &ChildStdio) -> Result<(), StepError> {
+fn at_item<E: Into<io::Error>>(stage: Stage, n: usize) -> impl Fn(E) -> StepError {
+    move |e| (stage, u8::try_from(n).unwrap_or(u8::MAX), e.into())
+}
+
+/// Step 2 of the module docs.
+fn child_stdio(stdio: &ChildStdio) -> Result<(), StepError> {
     SigSet::empty().set_mask().map_err(at(Stage::Signals))?;
     sys::reset_signal_dispositions();
     rustix::process::setsid().map_err(at(Stage::Session))?;
@@ -499,49 +782,196 @@ fn child_setup(p: &Prepared, root: &RootSetup, stdio: &ChildStdio) -> Result<(),
     rustix::stdio::dup2_stderr(e).map_err(at(Stage::Stdio))?;
     // The agent opens everything close-on-exec; this is the safety net.
     let _ = fdio::cloexec_from(3);
+    Ok(())
+}
 
+/// A read-only bind of `path` onto itself, keeping its other flags (which
+/// a user namespace may not clear); a missing path is skipped, as runc does.
+fn readonly_path(path: &std::ffi::CStr) -> io::Result<()> {
+    match rustix::mount::mount_bind_recursive(path, path) {
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        other => other?,
+    }
+    // ST_* and MS_* share their values for these flags.
+    let kept = MountFlags::from_bits_truncate(
+        u32::try_from(rustix::fs::statvfs(path)?.f_flag.bits()).unwrap_or(0),
+    ) & (MountFlags::NOSUID
+        | MountFlags::NODEV
+        | MountFlags::NOEXEC
+        | MountFlags::NOATIME
+        | MountFlags::NODIRATIME
+        | MountFlags::RELATIME);
+    rustix::mount::mount_remount(
+        path,
+        MountFlags::BIND | MountFlags::RDONLY | MountFlags::REC | kept,
+        c"",
+    )?;
+    Ok(())
+}
+
+/// `/dev/null` over a file, a read-only tmpfs over a directory; a missing
+/// path is skipped, as runc does.
+fn mask_path(path: &std::ffi::CStr) -> io::Result<()> {
+    match rustix::mount::mount_bind(c"/dev/null", path) {
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(rustix::io::Errno::NOTDIR) => {
+            Ok(rustix::mount::mount(c"tmpfs", path, c"tmpfs", MountFlags::RDONLY, None)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Step 3: the init process's root and what lives in its namespaces.
+fn fresh_root(f: &FreshRoot) -> Result<(), StepError> {
     let slash = c"/";
-    match root {
-        RootSetup::Fresh { rootfs } => {
-            // SAFETY: a mount namespace only; the descriptor table stays
-            // shared (it is this single-threaded child's alone anyway).
-            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
-                .map_err(at(Stage::Unshare))?;
-            // MS_MOVE refuses to move a mount whose parent is shared; and
-            // nothing the container mounts should show up in the agent's view.
-            let private = MountPropagationFlags::REC | MountPropagationFlags::PRIVATE;
-            rustix::mount::mount_change(slash, private).map_err(at(Stage::Propagation))?;
-            rustix::process::chdir(rootfs.as_c_str()).map_err(at(Stage::EnterRoot))?;
-            rustix::mount::mount_move(c".", slash).map_err(at(Stage::MoveRoot))?;
-            rustix::process::chroot(c".").map_err(at(Stage::Chroot))?;
-        }
-        RootSetup::Join { mnt_ns, root } => {
-            rustix::thread::move_into_link_name_space(
-                mnt_ns.as_fd(),
-                Some(LinkNameSpaceType::Mount),
-            )
-            .map_err(at(Stage::JoinNamespace))?;
-            rustix::process::fchdir(root).map_err(at(Stage::EnterRoot))?;
-            rustix::process::chroot(c".").map_err(at(Stage::Chroot))?;
-        }
-    }
+    // MS_MOVE refuses to move a mount whose parent is shared; and nothing
+    // the container mounts should show up in the agent's view.
+    let private = MountPropagationFlags::REC | MountPropagationFlags::PRIVATE;
+    rustix::mount::mount_change(slash, private).map_err(at(Stage::Propagation))?;
+    // A bind made here is this namespace's own: in a user namespace the
+    // copied mounts are locked in place and could not be moved.
+    rustix::mount::mount_bind_recursive(f.rootfs.as_c_str(), f.rootfs.as_c_str())
+        .map_err(at(Stage::BindRoot))?;
+    rustix::process::chdir(f.rootfs.as_c_str()).map_err(at(Stage::EnterRoot))?;
+    rustix::mount::mount_move(c".", slash).map_err(at(Stage::MoveRoot))?;
+    rustix::process::chroot(c".").map_err(at(Stage::Chroot))?;
     rustix::process::chdir(slash).map_err(at(Stage::Chroot))?;
-    rustix::process::chdir(p.cwd.as_c_str()).map_err(at(Stage::Cwd))?;
-    // Before the uid change: raising a hard limit needs the privilege the
-    // container's user may not have (runc orders it the same way).
-    for (n, &(res, limit)) in p.rlimits.iter().enumerate() {
-        rustix::process::setrlimit(res, limit)
-            .map_err(|e| (Stage::Rlimit, u8::try_from(n).unwrap_or(u8::MAX), e.into()))?;
+    if !f.propagation.is_empty() {
+        rustix::mount::mount_change(slash, f.propagation).map_err(at(Stage::RootPropagation))?;
     }
+    for (n, m) in f.mounts.iter().enumerate() {
+        let err = at_item(Stage::Mount, n);
+        rustix::mount::mount(
+            m.source.as_c_str(),
+            m.target.as_c_str(),
+            m.fstype.as_c_str(),
+            m.flags,
+            m.data.as_deref(),
+        )
+        .map_err(&err)?;
+        if !m.propagation.is_empty() {
+            rustix::mount::mount_change(m.target.as_c_str(), m.propagation).map_err(&err)?;
+        }
+    }
+    if let Some(name) = &f.hostname {
+        rustix::system::sethostname(name.as_bytes()).map_err(at(Stage::Hostname))?;
+    }
+    for (n, (path, value, _)) in f.sysctl.iter().enumerate() {
+        let fd = rustix::fs::open(
+            path.as_c_str(),
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(at_item(Stage::Sysctl, n))?;
+        fdio::write_all(&fd, value).map_err(at_item(Stage::Sysctl, n))?;
+    }
+    for (n, (path, _)) in f.readonly.iter().enumerate() {
+        readonly_path(path).map_err(at_item(Stage::ReadonlyPath, n))?;
+    }
+    for (n, (path, _)) in f.masked.iter().enumerate() {
+        mask_path(path).map_err(at_item(Stage::MaskedPath, n))?;
+    }
+    Ok(())
+}
+
+/// Step 4's capabilities and user, in runc's order: the bounding set while
+/// still privileged, keep-caps across the uid change, then the sets.
+fn capabilities_and_user(p: &Prepared) -> Result<(), StepError> {
+    for n in 0..64u32 {
+        if p.caps.bounding & (1 << n) != 0 {
+            continue;
+        }
+        match rustix::thread::remove_capability_from_bounding_set(CapabilitySet::from_bits_retain(
+            1 << n,
+        )) {
+            Ok(()) => {}
+            // Past the kernel's last capability.
+            Err(rustix::io::Errno::INVAL) => break,
+            Err(e) => return Err(at_item(Stage::Bounding, n as usize)(e)),
+        }
+    }
+    rustix::thread::set_keep_capabilities(true).map_err(at(Stage::KeepCaps))?;
     // rustix's id calls are the raw per-thread system calls; this child is
     // the one thread of its process, so they change the whole process.
     rustix::thread::set_thread_groups(&p.groups).map_err(at(Stage::Groups))?;
     rustix::thread::set_thread_gid(p.gid).map_err(at(Stage::Gid))?;
     rustix::thread::set_thread_uid(p.uid).map_err(at(Stage::Uid))?;
+    rustix::thread::set_keep_capabilities(false).map_err(at(Stage::KeepCaps))?;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: CapabilitySet::from_bits_retain(p.caps.effective),
+            permitted: CapabilitySet::from_bits_retain(p.caps.permitted),
+            inheritable: CapabilitySet::from_bits_retain(p.caps.inheritable),
+        },
+    )
+    .map_err(at(Stage::Capabilities))?;
+    let _ = rustix::thread::clear_ambient_capability_set();
+    for n in 0..64u32 {
+        if p.caps.ambient & (1 << n) != 0 {
+            // As runc: an ambient capability the permitted and inheritable
+            // sets do not both hold cannot be raised, and is skipped.
+            let _ = rustix::thread::configure_capability_in_ambient_set(
+                CapabilitySet::from_bits_retain(1 << n),
+                true,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The child's setup, steps 2-4 of the module docs (after any namespace
+/// joining). Async-signal-safe.
+fn child_setup(p: &Prepared, root: &RootSetup, stdio: &ChildStdio) -> Result<(), StepError> {
+    if let RootSetup::Fresh(f) = root {
+        if f.cgroup_namespace {
+            // Now that the agent moved us into the container's cgroup, so
+            // that it is the namespace's root.
+            // SAFETY: a cgroup namespace only; the descriptor table stays
+            // shared (it is this single-threaded child's alone anyway).
+            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWCGROUP) }
+                .map_err(at(Stage::CgroupNamespace))?;
+        }
+    }
+    child_stdio(stdio)?;
+    if let RootSetup::Fresh(f) = root {
+        fresh_root(f)?;
+    }
+    rustix::process::chdir(p.cwd.as_c_str()).map_err(at(Stage::Cwd))?;
+    // Before the uid change: raising a hard limit needs the privilege the
+    // container's user may not have (runc orders it the same way).
+    for (n, &(res, limit)) in p.rlimits.iter().enumerate() {
+        rustix::process::setrlimit(res, limit).map_err(at_item(Stage::Rlimit, n))?;
+    }
+    if let Some(filter) = p.seccomp.as_ref().filter(|_| !p.no_new_privs) {
+        filter.load().map_err(at(Stage::Seccomp))?;
+    }
+    capabilities_and_user(p)?;
     if p.no_new_privs {
         rustix::thread::set_no_new_privs(true).map_err(at(Stage::NoNewPrivs))?;
     }
     Ok(())
+}
+
+/// Step 1 for an `exec` process: joins the container's namespaces and root,
+/// then clones the process that goes on. `Some(pid)` in the joining
+/// process (which then reports and leaves), `None` in the clone.
+fn join_container(root: &RootSetup) -> Result<Option<i32>, StepError> {
+    let RootSetup::Join { namespaces, root } = root else {
+        return Ok(None);
+    };
+    for (n, (fd, kind, _)) in namespaces.iter().enumerate() {
+        rustix::thread::move_into_link_name_space(fd.as_fd(), Some(*kind))
+            .map_err(at_item(Stage::JoinNamespace, n))?;
+    }
+    rustix::process::fchdir(root).map_err(at(Stage::EnterRoot))?;
+    rustix::process::chroot(c".").map_err(at(Stage::Chroot))?;
+    // SAFETY: the clone only goes on with this child's async-signal-safe
+    // code; CLONE_PARENT makes it the agent's child, reaped by the agent.
+    match unsafe { sys::clone_process(libc::CLONE_PARENT) }.map_err(at(Stage::Clone))? {
+        sys::Fork::Child => Ok(None),
+        sys::Fork::Parent(pid) => Ok(Some(pid)),
+    }
 }
 
 /// Static text for the errors `execve` gives (async-signal-safe `strerror`).
@@ -593,35 +1023,58 @@ fn exec_workload(p: &Prepared) -> ! {
     sys::exit(if errno == libc::ENOENT { 127 } else { 126 })
 }
 
+fn record(kind: u8, stage: u8, index: u8, value: i32) -> [u8; RECORD_LEN] {
+    let v = value.to_le_bytes();
+    [kind, stage, index, v[0], v[1], v[2], v[3]]
+}
+
 /// The child, from fork to exec. Never returns.
 fn child_main(
     p: &Prepared,
     root: &RootSetup,
     stdio: &ChildStdio,
+    go_r: BorrowedFd<'_>,
     sync_w: BorrowedFd<'_>,
     start_r: Option<BorrowedFd<'_>>,
 ) -> ! {
-    if let Err((stage, index, err)) = child_setup(p, root, stdio) {
-        let errno = err.raw_os_error().unwrap_or(0).to_le_bytes();
-        let report: [u8; REPORT_LEN] = [
-            1,
-            stage as u8,
-            index,
-            errno[0],
-            errno[1],
-            errno[2],
-            errno[3],
-        ];
-        let _ = fdio::write_all(sync_w, &report);
+    let mut byte = [0u8; 1];
+    // End of file: the agent gave up on us before we started.
+    if !matches!(fdio::read(go_r, &mut byte), Ok(1)) {
         sys::exit(SETUP_FAILED);
     }
-    let _ = fdio::write_all(sync_w, &[0]);
+    let fail = |(stage, index, err): StepError| -> ! {
+        let errno = err.raw_os_error().unwrap_or(0);
+        let _ = fdio::write_all(sync_w, &record(FAILED, stage as u8, index, errno));
+        sys::exit(SETUP_FAILED)
+    };
+    match join_container(root) {
+        Ok(Some(pid)) => {
+            let _ = fdio::write_all(sync_w, &record(PID, 0, 0, pid));
+            sys::exit(0);
+        }
+        Ok(None) => {}
+        Err(e) => fail(e),
+    }
+    if let Err(e) = child_setup(p, root, stdio) {
+        fail(e);
+    }
+    let _ = fdio::write_all(sync_w, &record(READY, 0, 0, 0));
     if let Some(fd) = start_r {
-        let mut byte = [0u8; 1];
         // End of file: the agent dropped the start pipe without starting us
         // (it is shutting down); leave without running anything.
         if !matches!(fdio::read(fd, &mut byte), Ok(1)) {
             sys::exit(0);
+        }
+    }
+    if let Some(filter) = p.seccomp.as_ref().filter(|_| p.no_new_privs) {
+        // As close to execve as possible, as runc does: fewer calls of ours
+        // need the profile's permission.
+        if let Err(e) = filter.load() {
+            let stderr = rustix::stdio::stderr();
+            let _ = fdio::write_all(stderr, b"runm: loading the seccomp filter: ");
+            let _ = fdio::write_all(stderr, errno_text(e.raw_os_error().unwrap_or(0)));
+            let _ = fdio::write_all(stderr, b"\n");
+            sys::exit(SETUP_FAILED);
         }
     }
     exec_workload(p)
@@ -636,54 +1089,102 @@ pub struct Spawned {
     pub start: Option<OwnedFd>,
 }
 
-/// Reads the child's setup report.
-fn read_report(sync_r: &OwnedFd, p: &Prepared) -> Result<(), ExecError> {
-    let ready = fdio::poll_readable(sync_r, SETUP_TIMEOUT)
-        .map_err(io_err("waiting for the process setup"))?;
-    if !ready {
-        return Err(ExecError::SetupTimeout);
-    }
-    let mut buf = [0u8; REPORT_LEN];
-    let n = fdio::read(sync_r, &mut buf).map_err(io_err("reading the process setup report"))?;
-    match buf {
-        _ if n == 0 => Err(ExecError::SetupVanished),
-        [0, ..] => Ok(()),
-        [1, stage, index, e0, e1, e2, e3] if n == REPORT_LEN => {
-            let what = Stage::from_u8(stage)
-                .map_or_else(|| format!("step {stage}"), |s| s.describe(p, index));
-            Err(ExecError::Setup {
-                what,
-                source: io::Error::from_raw_os_error(i32::from_le_bytes([e0, e1, e2, e3])),
-            })
+/// Reads one record from the sync pipe, `None` at end of file.
+fn read_record(fd: &OwnedFd, deadline: Instant) -> Result<Option<[u8; RECORD_LEN]>, ExecError> {
+    let mut buf = [0u8; RECORD_LEN];
+    let mut got = 0;
+    while got < RECORD_LEN {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ready = fdio::poll_readable(fd, left)
+            .map_err(io_err("waiting for the process setup"))?;
+        if !ready {
+            return Err(ExecError::SetupTimeout);
         }
-        _ => Err(ExecError::SetupVanished),
+        let n = fdio::read(fd, &mut buf[got..])
+            .map_err(io_err("reading the process setup report"))?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(ExecError::SetupVanished)
+            };
+        }
+        got += n;
     }
+    Ok(Some(buf))
 }
 
-/// Forks a child that sets itself up as `p` says and then, unless `hold`,
-/// execs at once. With `hold` it waits on [`Spawned::start`] first. Returns
-/// once the child reported its setup: a setup failure is an error here.
+/// What the agent does between the clone and the child's "go".
+fn parent_setup(
+    pid: i32,
+    p: &Prepared,
+    root: &RootSetup,
+    cgroup_procs: Option<&Path>,
+) -> Result<(), ExecError> {
+    if let RootSetup::Fresh(f) = root {
+        if f.user_namespace {
+            // gid_map first is not needed: the agent is privileged in the
+            // parent namespace, so setgroups stays allowed.
+            for (file, text) in [("uid_map", &f.uid_map), ("gid_map", &f.gid_map)] {
+                let path = format!("/proc/{pid}/{file}");
+                std::fs::write(&path, text).map_err(io_err(format!("writing {path}")))?;
+            }
+        }
+    }
+    if let Some(procs) = cgroup_procs {
+        std::fs::write(procs, pid.to_string())
+            .map_err(io_err(format!("moving pid {pid} into {}", procs.display())))?;
+    }
+    if let Some(adj) = p.oom_score_adj {
+        let path = format!("/proc/{pid}/oom_score_adj");
+        std::fs::write(&path, adj.to_string()).map_err(io_err(format!("writing {path}")))?;
+    }
+    Ok(())
+}
+
+/// Clones a child that sets itself up as `p` and `root` say and then,
+/// unless `hold`, execs at once. With `hold` it waits on [`Spawned::start`]
+/// first. The child is moved into `cgroup_procs` before it does anything.
+/// Returns once the child reported its setup: a setup failure is an error
+/// here.
 pub fn spawn(
     p: &Prepared,
     root: &RootSetup,
     stdio: ChildStdio,
     hold: bool,
+    cgroup_procs: Option<&Path>,
 ) -> Result<Spawned, ExecError> {
     let (sync_r, sync_w) = fdio::pipe().map_err(io_err("sync pipe"))?;
+    let (go_r, go_w) = fdio::pipe().map_err(io_err("go pipe"))?;
     let (start_r, start_w) = if hold {
         let (r, w) = fdio::pipe().map_err(io_err("start pipe"))?;
         (Some(r), Some(w))
     } else {
         (None, None)
     };
+    let flags = match root {
+        RootSetup::Fresh(f) => {
+            libc::CLONE_NEWPID
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | if f.user_namespace {
+                    libc::CLONE_NEWUSER
+                } else {
+                    0
+                }
+        }
+        RootSetup::Join { .. } => 0,
+    };
     // SAFETY: the child runs only `child_main`, which makes async-signal-safe
-    // system calls on data prepared before the fork and ends in execve or _exit.
-    let fork = unsafe { sys::fork() }.map_err(io_err("fork"))?;
-    let pid = match fork {
+    // system calls on data prepared before the clone and ends in execve or _exit.
+    let fork = unsafe { sys::clone_process(flags) }.map_err(io_err("clone"))?;
+    let child = match fork {
         sys::Fork::Child => child_main(
             p,
             root,
             &stdio,
+            go_r.as_fd(),
             sync_w.as_fd(),
             start_r.as_ref().map(AsFd::as_fd),
         ),
@@ -693,17 +1194,64 @@ pub fn spawn(
     // end of file reach the agent when the child is done.
     drop(sync_w);
     drop(start_r);
+    drop(go_r);
     drop(stdio);
-    match read_report(&sync_r, p) {
-        Ok(()) => Ok(Spawned {
-            pid,
-            start: start_w,
-        }),
-        Err(e) => {
-            if matches!(e, ExecError::SetupTimeout) {
+    let result = parent_setup(child, p, root, cgroup_procs)
+        .and_then(|()| {
+            fdio::write_all(&go_w, &[1]).map_err(io_err("starting the process setup"))
+        })
+        .and_then(|()| {
+            drop(go_w);
+            read_reports(&sync_r, p, root, child)
+        });
+    if result.is_err() {
+        // It may be waiting for a go that never comes, or stuck: either way
+        // it must not run. A cloned exec process has no pid here yet and
+        // ends by itself when its parent reported a failure.
+        let _ = sys::kill(child, libc::SIGKILL);
+    }
+    result.map(|pid| Spawned {
+        pid,
+        start: start_w,
+    })
+}
+
+/// Reads the child's records: for an `exec` process first its clone's pid,
+/// then the ready record (or a failure). Returns the pid that runs.
+fn read_reports(
+    sync_r: &OwnedFd,
+    p: &Prepared,
+    root: &RootSetup,
+    child: i32,
+) -> Result<i32, ExecError> {
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let mut pid = child;
+    loop {
+        let Some(rec) = read_record(sync_r, deadline).inspect_err(|e| {
+            if matches!(e, ExecError::SetupTimeout) && pid != child {
                 let _ = sys::kill(pid, libc::SIGKILL);
             }
-            Err(e)
+        })?
+        else {
+            return Err(ExecError::SetupVanished);
+        };
+        let value = i32::from_le_bytes([rec[3], rec[4], rec[5], rec[6]]);
+        match rec[0] {
+            READY => return Ok(pid),
+            PID if matches!(root, RootSetup::Join { .. }) && pid == child && value > 0 => {
+                pid = value;
+            }
+            FAILED => {
+                let what = Stage::from_u8(rec[1]).map_or_else(
+                    || format!("step {}", rec[1]),
+                    |s| s.describe(p, root, rec[2]),
+                );
+                return Err(ExecError::Setup {
+                    what,
+                    source: io::Error::from_raw_os_error(value),
+                });
+            }
+            _ => return Err(ExecError::SetupVanished),
         }
     }
 }
@@ -771,20 +1319,23 @@ mod tests {
     #[test]
     fn prepare_validates_before_the_fork() {
         assert!(matches!(
-            Prepared::new(&spec(&[])),
+            Prepared::new(&spec(&[]), Capabilities::default(), None),
             Err(ExecError::NoCommand)
         ));
         assert!(matches!(
-            Prepared::new(&spec(&[""])),
+            Prepared::new(&spec(&[""]), Capabilities::default(), None),
             Err(ExecError::NoCommand)
         ));
         assert!(matches!(
-            Prepared::new(&spec(&["a\0b"])),
+            Prepared::new(&spec(&["a\0b"]), Capabilities::default(), None),
             Err(ExecError::Nul("args"))
         ));
         let mut s = spec(&["sh"]);
         s.cwd = "tmp".into();
-        assert!(matches!(Prepared::new(&s), Err(ExecError::RelativeCwd(_))));
+        assert!(matches!(
+            Prepared::new(&s, Capabilities::default(), None),
+            Err(ExecError::RelativeCwd(_))
+        ));
         let mut s = spec(&["sh"]);
         s.rlimits = vec![Rlimit {
             kind: "RLIMIT_BOGUS".into(),
@@ -792,13 +1343,15 @@ mod tests {
             hard: 1,
         }];
         assert_eq!(
-            Prepared::new(&s).err().map(|e| e.to_string()),
+            Prepared::new(&s, Capabilities::default(), None)
+                .err()
+                .map(|e| e.to_string()),
             Some("unknown rlimit \"RLIMIT_BOGUS\"".into())
         );
         s.rlimits[0].kind = "RLIMIT_NOFILE".into();
         s.rlimits[0].soft = 2;
         assert!(matches!(
-            Prepared::new(&s),
+            Prepared::new(&s, Capabilities::default(), None),
             Err(ExecError::RlimitOrder { .. })
         ));
         s.rlimits[0].hard = 2;
@@ -809,9 +1362,12 @@ mod tests {
         ] {
             let mut bad = s.clone();
             (bad.uid, bad.gid, bad.additional_gids) = (uid, gid, groups);
-            assert!(matches!(Prepared::new(&bad), Err(ExecError::BadId { .. })));
+            assert!(matches!(
+                Prepared::new(&bad, Capabilities::default(), None),
+                Err(ExecError::BadId { .. })
+            ));
         }
-        let p = Prepared::new(&s).unwrap();
+        let p = Prepared::new(&s, Capabilities::default(), None).unwrap();
         assert_eq!(p.command(), "sh");
         assert_eq!(p.argv_ptrs.len(), 2);
         assert!(p.argv_ptrs[1].is_null());
@@ -827,13 +1383,94 @@ mod tests {
             soft: 1,
             hard: 1,
         }];
-        let p = Prepared::new(&s).unwrap();
-        assert_eq!(Stage::Cwd.describe(&p, 0), "chdir to /nowhere");
-        assert_eq!(Stage::Rlimit.describe(&p, 0), "setrlimit RLIMIT_NPROC");
-        assert_eq!(Stage::Rlimit.describe(&p, 9), "setrlimit ?");
+        let p = Prepared::new(&s, Capabilities::default(), None).unwrap();
+        let linux = LinuxSpec {
+            sysctl: vec![("kernel.shmmax".into(), "1".into())],
+            masked_paths: vec!["/proc/kcore".into()],
+            ..LinuxSpec::default()
+        };
+        let root = RootSetup::fresh(Path::new("/r"), &linux, None, Vec::new()).unwrap();
+        assert_eq!(Stage::Cwd.describe(&p, &root, 0), "chdir to /nowhere");
+        assert_eq!(
+            Stage::Rlimit.describe(&p, &root, 0),
+            "setrlimit RLIMIT_NPROC"
+        );
+        assert_eq!(Stage::Rlimit.describe(&p, &root, 9), "setrlimit ?");
+        assert_eq!(
+            Stage::Sysctl.describe(&p, &root, 0),
+            "writing sysctl kernel.shmmax"
+        );
+        assert_eq!(
+            Stage::MaskedPath.describe(&p, &root, 0),
+            "masking /proc/kcore"
+        );
         for s in Stage::ALL {
             assert_eq!(Stage::from_u8(s as u8), Some(s));
         }
         assert_eq!(Stage::from_u8(0), None);
+    }
+
+    #[test]
+    fn linux_settings_are_checked_before_the_fork() {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward").as_deref(),
+            Some("/proc/sys/net/ipv4/ip_forward")
+        );
+        assert_eq!(sysctl_path("kernel..x"), None);
+        assert_eq!(sysctl_path("../etc"), None);
+        assert_eq!(
+            propagation_flags("rslave"),
+            Some(MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC)
+        );
+        assert_eq!(propagation_flags("private"), Some(MountPropagationFlags::PRIVATE));
+        assert_eq!(propagation_flags("r"), None);
+        let bad = |linux: LinuxSpec| {
+            RootSetup::fresh(Path::new("/r"), &linux, None, Vec::new())
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert!(bad(LinuxSpec {
+            rootfs_propagation: Some("sideways".into()),
+            ..LinuxSpec::default()
+        })
+        .is_some());
+        assert!(bad(LinuxSpec {
+            readonly_paths: vec!["proc".into()],
+            ..LinuxSpec::default()
+        })
+        .is_some());
+        assert!(bad(LinuxSpec {
+            user_namespace: true,
+            ..LinuxSpec::default()
+        })
+        .is_some());
+        assert_eq!(
+            id_map_text(&[
+                IdMapping {
+                    container_id: 0,
+                    host_id: 1000,
+                    size: 1
+                },
+                IdMapping {
+                    container_id: 1,
+                    host_id: 100_000,
+                    size: 65_535
+                }
+            ]),
+            "0 1000 1\n1 100000 65535\n"
+        );
+        let huge = SeccompSpec {
+            flags: 0,
+            filters: vec![vec![
+                crate::proto::BpfInstruction(6, 0, 0, 0);
+                MAX_BPF_LEN + 1
+            ]],
+        };
+        assert!(SeccompProgram::new(&huge).is_err());
+        let empty = SeccompSpec {
+            flags: 0,
+            filters: vec![vec![]],
+        };
+        assert!(SeccompProgram::new(&empty).is_err());
     }
 }

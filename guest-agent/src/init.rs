@@ -165,6 +165,16 @@ const BOOT_MOUNTS: &[(&str, &str, &str, MountFlags, &str)] = &[
             .union(MountFlags::NOEXEC),
         "",
     ),
+    // The containers' cgroups (crate::cgroups).
+    (
+        "cgroup2",
+        "cgroup2",
+        "/sys/fs/cgroup",
+        MountFlags::NOSUID
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOEXEC),
+        "",
+    ),
     (
         "tmpfs",
         "tmpfs",

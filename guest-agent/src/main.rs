@@ -9,6 +9,7 @@
 mod console;
 
 mod agent;
+mod cgroups;
 mod channel;
 mod exec;
 mod init;

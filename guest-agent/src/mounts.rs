@@ -2,12 +2,14 @@
 //!
 //! Owns `Create`'s mount work: the root device mounted at [`ROOTFS`], the
 //! container's mounts inside it (mount(8)-style options parsed into flags and
-//! data), the default device nodes, and the hostname. The mounts are made in
-//! the agent's own mount namespace; the container's init process then takes
-//! a private copy of it and moves the root onto `/` (see [`crate::exec`]).
+//! data), the default device nodes and `linux.devices`. The mounts are made
+//! in the agent's own mount namespace; the container's init process then
+//! takes a copy of it in its new namespaces, moves the root onto `/` (see
+//! [`crate::exec`]) and makes there the mounts that belong to those
+//! namespaces ([`DeferredMount`]).
 
 use std::collections::VecDeque;
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -17,7 +19,7 @@ use rustix::fs::{FileType, Mode, CWD};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
 use crate::console::log;
-use crate::proto::{ContainerSpec, MountSpec, RootSpec};
+use crate::proto::{ContainerSpec, DeviceSpec, IdMapping, MountSpec, RootSpec};
 use crate::sys;
 
 /// Where the container's root file system is mounted in the agent's view.
@@ -382,8 +384,49 @@ fn mount_root(root: &RootSpec, rootfs: &Path) -> Result<(), MountError> {
     do_mount(fstype, &root.device, rootfs, &opts)
 }
 
-/// Performs one container mount inside `rootfs`.
-fn mount_in_root(m: &MountSpec, rootfs: &Path) -> Result<(), MountError> {
+/// A mount the container's init process makes itself, after it moved into
+/// its root: proc (it shows the mounter's PID namespace), mqueue (its IPC
+/// namespace), cgroup2 (its cgroup namespace), and any mount below one of
+/// them. All strings are ready for the forked child.
+#[derive(Debug)]
+pub struct DeferredMount {
+    /// Where, inside the container (for errors).
+    pub destination: String,
+    /// The same, for mount(2).
+    pub target: CString,
+    /// Source.
+    pub source: CString,
+    /// Kernel type name.
+    pub fstype: CString,
+    /// `MS_*` flags.
+    pub flags: MountFlags,
+    /// Propagation flags, applied by a second call.
+    pub propagation: MountPropagationFlags,
+    /// File-system data.
+    pub data: Option<CString>,
+}
+
+/// Whether mounts of this kernel type belong to the mounter's namespaces.
+fn namespaced(fstype: &str) -> bool {
+    matches!(fstype, "proc" | "mqueue" | "cgroup2")
+}
+
+/// Whether `dest` is `parent` or below it (lexically).
+fn is_below(dest: &str, parent: &str) -> bool {
+    let parent = parent.trim_end_matches('/');
+    dest == parent
+        || dest
+            .strip_prefix(parent)
+            .is_some_and(|r| r.starts_with('/'))
+}
+
+/// Performs one container mount inside `rootfs`, or returns it for the
+/// container's init process (see [`DeferredMount`]).
+fn mount_in_root(
+    m: &MountSpec,
+    rootfs: &Path,
+    deferred: &[DeferredMount],
+) -> Result<Option<DeferredMount>, MountError> {
     let kind = fs_kind(m)?;
     let opts = parse_options(&m.options);
     if opts.flags.contains(MountFlags::BIND) {
@@ -400,8 +443,38 @@ fn mount_in_root(m: &MountSpec, rootfs: &Path) -> Result<(), MountError> {
             (t, m.source.as_str())
         }
     };
-    let target = resolve_in_root(rootfs, &m.destination, true)?;
-    do_mount(fstype, source, &target, &opts)
+    let nested = deferred
+        .iter()
+        .any(|d| is_below(&m.destination, &d.destination));
+    if !namespaced(fstype) && !nested {
+        let target = resolve_in_root(rootfs, &m.destination, true)?;
+        do_mount(fstype, source, &target, &opts)?;
+        return Ok(None);
+    }
+    // The child resolves the target itself, inside its root (where no link
+    // can lead out); a mount point not below another deferred mount is
+    // made now, while the agent can still write there.
+    let inside = if nested {
+        m.destination.clone()
+    } else {
+        let target = resolve_in_root(rootfs, &m.destination, true)?;
+        let rel = target.strip_prefix(rootfs).unwrap_or(Path::new(""));
+        format!("/{}", rel.display())
+    };
+    let err = |e| mount_err(fstype, source, Path::new(&m.destination), e);
+    let data = (!opts.data.is_empty())
+        .then(|| sys::cstr(&opts.data))
+        .transpose()
+        .map_err(err)?;
+    Ok(Some(DeferredMount {
+        destination: m.destination.clone(),
+        target: sys::cstr(&inside).map_err(err)?,
+        source: sys::cstr(source).map_err(err)?,
+        fstype: sys::cstr(fstype).map_err(err)?,
+        flags: opts.flags,
+        propagation: opts.propagation,
+        data,
+    }))
 }
 
 /// Device nodes every container gets, as runc gives them: (name, major, minor).
@@ -464,8 +537,9 @@ fn populate_dev(rootfs: &Path) {
     }
 }
 
-/// Sets the guest's hostname (the guest is the container's machine).
-pub fn set_hostname(name: &str) -> Result<(), MountError> {
+/// Checks a hostname (set by the container's init process in its own UTS
+/// namespace) and makes it ready for the child.
+pub fn check_hostname(name: &str) -> Result<CString, MountError> {
     let err = |source| MountError::Hostname {
         name: name.to_owned(),
         source,
@@ -476,19 +550,89 @@ pub fn set_hostname(name: &str) -> Result<(), MountError> {
             "must be 1 to 64 bytes without NUL",
         )));
     }
-    rustix::system::sethostname(name.as_bytes()).map_err(|e| err(e.into()))
+    sys::cstr(name).map_err(err)
+}
+
+/// `id` inside the container as the guest sees it, through `mappings`
+/// (unchanged without mappings or outside them).
+pub fn map_id(id: u32, mappings: &[IdMapping]) -> u32 {
+    mappings
+        .iter()
+        .find(|m| id >= m.container_id && id - m.container_id < m.size)
+        .map_or(id, |m| m.host_id.saturating_add(id - m.container_id))
+}
+
+/// Creates a `linux.devices` node inside `rootfs` (an existing one is kept,
+/// as runc keeps it), owned as asked through the user namespace's mappings.
+fn make_device(
+    d: &DeviceSpec,
+    rootfs: &Path,
+    uid_map: &[IdMapping],
+    gid_map: &[IdMapping],
+) -> Result<(), MountError> {
+    use rustix::fs::{FileType, Mode};
+    let bad = |reason: String| MountError::BadDestination {
+        destination: d.path.clone(),
+        reason,
+    };
+    let file_type = match d.kind {
+        'c' | 'u' => FileType::CharacterDevice,
+        'b' => FileType::BlockDevice,
+        'p' => FileType::Fifo,
+        other => return Err(bad(format!("device type {other:?} is not c, b, u or p"))),
+    };
+    let path = Path::new(&d.path);
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(bad("not a path to a file".into()));
+    };
+    if name == ".." {
+        return Err(bad("not a path to a file".into()));
+    }
+    let dir = resolve_in_root(rootfs, &parent.to_string_lossy(), true)?;
+    let node = dir.join(name);
+    if fs::symlink_metadata(&node).is_ok() {
+        return Ok(());
+    }
+    let io = |what: &str| {
+        let what = format!("{what} {}", node.display());
+        move |e: rustix::io::Errno| MountError::Io {
+            what,
+            source: e.into(),
+        }
+    };
+    let mode = Mode::from_bits_truncate(d.mode & 0o7777);
+    let dev = rustix::fs::makedev(d.major, d.minor);
+    rustix::fs::mknodat(rustix::fs::CWD, &node, file_type, mode, dev)
+        .map_err(io("creating device"))?;
+    // mknod's mode is cut by the umask; set it as meant, then the owner.
+    rustix::fs::chmod(&node, mode).map_err(io("setting the mode of"))?;
+    let uid = rustix::fs::Uid::from_raw(map_id(d.uid, uid_map));
+    let gid = rustix::fs::Gid::from_raw(map_id(d.gid, gid_map));
+    rustix::fs::chown(&node, Some(uid), Some(gid)).map_err(io("setting the owner of"))
 }
 
 /// Builds the container's tree at `rootfs`: root device, mounts in order,
-/// default devices. On failure everything mounted so far is detached, so a
-/// later `Create` starts clean.
-pub fn build_rootfs(spec: &ContainerSpec, rootfs: &Path) -> Result<(), MountError> {
+/// default devices, `linux.devices`. Returns the mounts left to the
+/// container's init process. On failure everything mounted so far is
+/// detached, so a later `Create` starts clean.
+pub fn build_rootfs(spec: &ContainerSpec, rootfs: &Path) -> Result<Vec<DeferredMount>, MountError> {
     let result = mount_root(&spec.root, rootfs).and_then(|()| {
+        let mut deferred = Vec::new();
         for m in &spec.mounts {
-            mount_in_root(m, rootfs)?;
+            if let Some(d) = mount_in_root(m, rootfs, &deferred)? {
+                deferred.push(d);
+            }
         }
         populate_dev(rootfs);
-        Ok(())
+        for d in &spec.linux.devices {
+            make_device(
+                d,
+                rootfs,
+                &spec.linux.uid_mappings,
+                &spec.linux.gid_mappings,
+            )?;
+        }
+        Ok(deferred)
     });
     if result.is_err() {
         teardown(rootfs);
@@ -643,9 +787,81 @@ mod tests {
 
     #[test]
     fn hostname_is_validated_before_the_call() {
-        assert!(set_hostname("").is_err());
-        assert!(set_hostname(&"a".repeat(65)).is_err());
-        assert!(set_hostname("a\0b").is_err());
+        assert!(check_hostname("").is_err());
+        assert!(check_hostname(&"a".repeat(65)).is_err());
+        assert!(check_hostname("a\0b").is_err());
+        assert_eq!(check_hostname("box").unwrap().as_bytes(), b"box");
+    }
+
+    #[test]
+    fn namespaced_mounts_and_what_is_below_them_are_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let spec = |dest: &str, t: &str| MountSpec {
+            destination: dest.into(),
+            fstype: t.into(),
+            source: String::new(),
+            options: vec!["nosuid".into(), "ro".into()],
+        };
+        let proc_ = mount_in_root(&spec("/proc", "proc"), root, &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!(proc_.target.as_bytes(), b"/proc");
+        assert_eq!(proc_.flags, MountFlags::NOSUID | MountFlags::RDONLY);
+        assert!(root.join("proc").is_dir(), "the mount point is made now");
+        let deferred = [proc_];
+        let below = mount_in_root(&spec("/proc/sys/fs/x", "tmpfs"), root, &deferred)
+            .unwrap()
+            .unwrap();
+        assert_eq!(below.target.as_bytes(), b"/proc/sys/fs/x");
+        assert!(!root.join("proc/sys").exists());
+        assert!(is_below("/dev/mqueue", "/dev"));
+        assert!(!is_below("/procfs", "/proc"));
+    }
+
+    #[test]
+    fn ids_map_through_the_user_namespace() {
+        let m = [IdMapping {
+            container_id: 0,
+            host_id: 100_000,
+            size: 10,
+        }];
+        assert_eq!(map_id(0, &m), 100_000);
+        assert_eq!(map_id(9, &m), 100_009);
+        assert_eq!(map_id(10, &m), 10);
+        assert_eq!(map_id(5, &[]), 5);
+    }
+
+    #[test]
+    fn devices_are_made_with_mode_and_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = DeviceSpec {
+            path: "/dev/sub/fifo".into(),
+            kind: 'p',
+            major: 0,
+            minor: 0,
+            mode: 0o640,
+            uid: 0,
+            gid: 0,
+        };
+        // A fifo needs no privilege; owner 0 may fail for an unprivileged
+        // test run, which then says so.
+        match make_device(&fifo, dir.path(), &[], &[]) {
+            Ok(()) => {
+                let meta = fs::metadata(dir.path().join("dev/sub/fifo")).unwrap();
+                assert!(meta.file_type().is_fifo());
+                assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+            }
+            Err(e) => assert!(e.to_string().contains("owner"), "{e}"),
+        }
+        let bad = DeviceSpec {
+            kind: 'x',
+            ..fifo.clone()
+        };
+        assert!(make_device(&bad, dir.path(), &[], &[])
+            .unwrap_err()
+            .to_string()
+            .contains("not c, b, u or p"));
     }
 
     #[test]

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this protocol. Bump on any incompatible change.
 /// 2: `ConfigureNetwork` / `NetworkConfigured`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: the container's namespaces, capabilities, seccomp, paths, devices,
+/// sysctls and resources, which an older agent would silently not apply.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// Name of the virtio-serial port the agent uses where there is no vsock.
@@ -119,6 +121,29 @@ pub struct ProcessSpec {
     /// Set PR_SET_NO_NEW_PRIVS before exec.
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// The capability sets; `None` for an `exec` process means the
+    /// container's, for the container's process no capabilities (as runc).
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+    /// `/proc/<pid>/oom_score_adj`, if given (-1000..=1000).
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
+}
+
+/// The five capability sets, one bit per capability number (`CAP_CHOWN` is
+/// bit 0), as `/proc/<pid>/status` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Capabilities {
+    /// Bounding set.
+    pub bounding: u64,
+    /// Effective set.
+    pub effective: u64,
+    /// Inheritable set.
+    pub inheritable: u64,
+    /// Permitted set.
+    pub permitted: u64,
+    /// Ambient set.
+    pub ambient: u64,
 }
 
 fn root_dir() -> String {
@@ -153,6 +178,116 @@ pub struct MountSpec {
     pub options: Vec<String>,
 }
 
+/// One line of `/proc/<pid>/uid_map` or `gid_map`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    /// First id inside the container.
+    pub container_id: u32,
+    /// First id in the guest.
+    pub host_id: u32,
+    /// How many.
+    pub size: u32,
+}
+
+/// A device node to create in the container (`linux.devices`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    /// Absolute path inside the container.
+    pub path: String,
+    /// `c` (or `u`), `b` or `p`.
+    #[serde(rename = "type")]
+    pub kind: char,
+    /// Major number (not for `p`).
+    #[serde(default)]
+    pub major: u32,
+    /// Minor number (not for `p`).
+    #[serde(default)]
+    pub minor: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner, inside the container.
+    #[serde(default)]
+    pub uid: u32,
+    /// Group, inside the container.
+    #[serde(default)]
+    pub gid: u32,
+}
+
+/// One BPF instruction (`struct sock_filter`): code, jt, jf, k.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfInstruction(pub u16, pub u8, pub u8, pub u32);
+
+/// A compiled seccomp profile: filters loaded in order, each with the
+/// `SECCOMP_FILTER_FLAG_*` bits. The kernel runs them all and takes the
+/// most restrictive answer, which is how one profile's several actions are
+/// expressed (see the runtime's seccomp compiler).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompSpec {
+    /// `SECCOMP_FILTER_FLAG_*`.
+    #[serde(default)]
+    pub flags: u32,
+    /// The programs.
+    pub filters: Vec<Vec<BpfInstruction>>,
+}
+
+/// Limits of the container's cgroup inside the guest (`linux.resources`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ResourcesSpec {
+    /// `memory.max` in bytes.
+    #[serde(default)]
+    pub memory_max: Option<u64>,
+    /// `cpu.max`: quota and period in microseconds.
+    #[serde(default)]
+    pub cpu_max: Option<(u64, u64)>,
+    /// `cpu.weight` (1..=10000).
+    #[serde(default)]
+    pub cpu_weight: Option<u64>,
+    /// `pids.max`.
+    #[serde(default)]
+    pub pids_max: Option<u64>,
+}
+
+/// The container's Linux configuration the guest applies (the OCI `linux`
+/// object, as far as it concerns the inside of the VM). The container
+/// always gets new PID, mount, IPC and UTS namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LinuxSpec {
+    /// A new user namespace with these mappings.
+    #[serde(default)]
+    pub user_namespace: bool,
+    /// A new cgroup namespace rooted at the container's cgroup.
+    #[serde(default)]
+    pub cgroup_namespace: bool,
+    /// `uidMappings`.
+    #[serde(default)]
+    pub uid_mappings: Vec<IdMapping>,
+    /// `gidMappings`.
+    #[serde(default)]
+    pub gid_mappings: Vec<IdMapping>,
+    /// Paths hidden from the container.
+    #[serde(default)]
+    pub masked_paths: Vec<String>,
+    /// Paths made read-only.
+    #[serde(default)]
+    pub readonly_paths: Vec<String>,
+    /// Device nodes to create.
+    #[serde(default)]
+    pub devices: Vec<DeviceSpec>,
+    /// Propagation of the container's root (`shared`, `rslave`, ...).
+    #[serde(default)]
+    pub rootfs_propagation: Option<String>,
+    /// `key=value` kernel parameters (`net.ipv4.ip_forward`), written in the
+    /// container's namespaces.
+    #[serde(default)]
+    pub sysctl: Vec<(String, String)>,
+    /// The container's cgroup limits.
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+    /// The seccomp filter of every process of the container.
+    #[serde(default)]
+    pub seccomp: Option<SeccompSpec>,
+}
+
 /// What the agent builds before `Start`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -168,6 +303,9 @@ pub struct ContainerSpec {
     pub mounts: Vec<MountSpec>,
     /// The container's process.
     pub process: ProcessSpec,
+    /// Namespaces, security and resources.
+    #[serde(default)]
+    pub linux: LinuxSpec,
 }
 
 /// An Ethernet address; on the wire `"02:42:0a:58:00:05"`.
@@ -315,8 +453,8 @@ pub enum Message {
     },
     /// Prepare the container (mounts, hostname, ...); its process waits for `Start`.
     Create {
-        /// What to build.
-        container: ContainerSpec,
+        /// What to build (boxed: it is much larger than the other messages).
+        container: Box<ContainerSpec>,
     },
     /// Run the container's process.
     Start,
@@ -494,6 +632,14 @@ mod tests {
                 hard: 4096,
             }],
             no_new_privileges: true,
+            capabilities: Some(Capabilities {
+                bounding: 0x20_0021,
+                effective: 0x21,
+                inheritable: 0x20,
+                permitted: 0x21,
+                ambient: 0x20,
+            }),
+            oom_score_adj: Some(-500),
         };
         let container = ContainerSpec {
             id: "c1".into(),
@@ -510,6 +656,43 @@ mod tests {
                 options: vec!["nosuid".into()],
             }],
             process: process.clone(),
+            linux: LinuxSpec {
+                user_namespace: true,
+                cgroup_namespace: true,
+                uid_mappings: vec![IdMapping {
+                    container_id: 0,
+                    host_id: 100_000,
+                    size: 65_536,
+                }],
+                gid_mappings: vec![IdMapping {
+                    container_id: 0,
+                    host_id: 100_000,
+                    size: 65_536,
+                }],
+                masked_paths: vec!["/proc/kcore".into()],
+                readonly_paths: vec!["/proc/sys".into()],
+                devices: vec![DeviceSpec {
+                    path: "/dev/fuse".into(),
+                    kind: 'c',
+                    major: 10,
+                    minor: 229,
+                    mode: 0o666,
+                    uid: 0,
+                    gid: 0,
+                }],
+                rootfs_propagation: Some("rslave".into()),
+                sysctl: vec![("kernel.shmmax".into(), "65536".into())],
+                resources: ResourcesSpec {
+                    memory_max: Some(1 << 28),
+                    cpu_max: Some((50_000, 100_000)),
+                    cpu_weight: Some(100),
+                    pids_max: Some(64),
+                },
+                seccomp: Some(SeccompSpec {
+                    flags: 2,
+                    filters: vec![vec![BpfInstruction(6, 0, 0, 0x7fff_0000)]],
+                }),
+            },
         };
         for m in [
             Message::Hello {
@@ -519,7 +702,9 @@ mod tests {
                 interfaces: vec![sample_interface()],
             },
             Message::NetworkConfigured,
-            Message::Create { container },
+            Message::Create {
+                container: Box::new(container),
+            },
             Message::Start,
             Message::Exec {
                 process_id: 1,
@@ -753,5 +938,10 @@ mod tests {
         assert_eq!(p.cwd, "/");
         assert_eq!(p.uid, 0);
         assert!(!p.terminal);
+        assert_eq!(p.capabilities, None);
+        let l: LinuxSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(l, LinuxSpec::default());
+        let i: BpfInstruction = serde_json::from_str("[32, 0, 1, 4]").unwrap();
+        assert_eq!(i, BpfInstruction(32, 0, 1, 4));
     }
 }

@@ -1,7 +1,7 @@
 //! The container's processes as `/proc` shows them.
 //!
-//! Owns the answer to `Ps`: the guest is the container's machine, so its
-//! processes are every user process of the guest except the agent (PID 1).
+//! Owns the answer to `Ps`: a container's processes are those of its PID
+//! namespace (the one its init process is in), seen from the agent.
 
 use std::fs;
 use std::io;
@@ -20,8 +20,9 @@ pub fn is_kernel_thread(stat: &str) -> Option<bool> {
     Some(flags & PF_KTHREAD != 0)
 }
 
-/// Guest pids of the container's processes, ascending.
-pub fn container_pids() -> io::Result<Vec<u32>> {
+/// Guest pids of the processes in `init`'s PID namespace, ascending.
+pub fn container_pids(init: i32) -> io::Result<Vec<u32>> {
+    let ns = fs::read_link(format!("/proc/{init}/ns/pid"))?;
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
@@ -36,6 +37,9 @@ pub fn container_pids() -> io::Result<Vec<u32>> {
             continue;
         }
         // A process that ended since read_dir is simply not listed.
+        if fs::read_link(entry.path().join("ns/pid")).ok().as_ref() != Some(&ns) {
+            continue;
+        }
         let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
@@ -65,8 +69,10 @@ mod tests {
 
     #[test]
     fn lists_this_process() {
-        let pids = container_pids().unwrap();
+        let me = i32::try_from(std::process::id()).unwrap();
+        let pids = container_pids(me).unwrap();
         assert!(pids.contains(&std::process::id()));
+        assert!(container_pids(-1).is_err());
         assert!(pids.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -4,17 +4,17 @@
 //! Everything else goes through rustix directly (and [`guest_agent::fdio`],
 //! [`guest_agent::sigset`]). What is left here needs the C library or a raw
 //! address: signals by number, including real-time ones and `kill(-1)`;
-//! `fork`, `execve` and `_exit` (glibc's fork runs its own handlers, which a
-//! raw clone would skip); signal dispositions; and binding an AF_VSOCK
-//! address. Each wrapper turns the result into an `io::Result`; the
-//! ones a forked child calls neither allocate nor lock.
+//! a fork-style `clone` into new namespaces, `execve` and `_exit`; loading
+//! a seccomp filter; signal dispositions; and binding an AF_VSOCK address.
+//! Each wrapper turns the result into an `io::Result`; the ones a cloned
+//! child calls neither allocate nor lock.
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
-use libc::{c_char, c_int};
+use libc::{c_char, c_int, c_ulong};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 /// Turns a `-1`-on-error return into an `io::Result`.
@@ -55,7 +55,7 @@ pub fn kill_all(signal: i32) -> io::Result<()> {
     kill(-1, signal)
 }
 
-/// What [`fork`] returned in this process.
+/// What [`clone_process`] returned in this process.
 pub enum Fork {
     /// This is the new child.
     Child,
@@ -63,18 +63,64 @@ pub enum Fork {
     Parent(i32),
 }
 
-/// fork(2).
+/// clone(2) used like fork(2), with `flags` (`CLONE_NEW*`, `CLONE_PARENT`):
+/// the child starts on a copy of the caller's stack, in the new namespaces.
+/// rustix has no fork-style clone, and the C library's `clone` wants a new
+/// stack.
 ///
 /// # Safety
 /// The agent is multi-threaded: in the child, only async-signal-safe calls
 /// may be made, and the child must end in `execve` or [`exit`], never return
-/// into the agent.
-pub unsafe fn fork() -> io::Result<Fork> {
-    // SAFETY: the caller upholds the child's restrictions.
-    match check(unsafe { libc::fork() })? {
+/// into the agent. The C library does not know about this child (no atfork
+/// handlers run), which such a child does not need.
+pub unsafe fn clone_process(flags: c_int) -> io::Result<Fork> {
+    let flags = c_ulong::from(flags.unsigned_abs()) | c_ulong::from(libc::SIGCHLD.unsigned_abs());
+    // SAFETY: no new stack (NULL: the child runs on a copy of this one, as
+    // after fork), no thread-id or TLS pointers; the caller upholds the
+    // child's restrictions.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
         0 => Ok(Fork::Child),
-        pid => Ok(Fork::Parent(pid)),
+        pid => {
+            Ok(Fork::Parent(i32::try_from(pid).map_err(|_| {
+                io::Error::from_raw_os_error(libc::EOVERFLOW)
+            })?))
+        }
     }
+}
+
+/// seccomp(SECCOMP_SET_MODE_FILTER, flags, program) (async-signal-safe);
+/// rustix has no seccomp call.
+pub fn load_seccomp_filter(flags: u32, program: &[libc::sock_filter]) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(program.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the
+    // kernel copies the filter.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            std::ptr::from_ref(&prog),
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// _exit(2): ends the process without running anything of the agent's.

@@ -326,8 +326,8 @@ mod tests {
         }
     }
 
-    fn container(process: ProcessSpec) -> ContainerSpec {
-        ContainerSpec {
+    fn container(process: ProcessSpec) -> Box<ContainerSpec> {
+        Box::new(ContainerSpec {
             id: "e2e".into(),
             hostname: Some("runm-e2e".into()),
             root: RootSpec {
@@ -337,7 +337,8 @@ mod tests {
             },
             mounts: vec![mount("/proc", "proc", &["nosuid", "noexec", "nodev"])],
             process,
-        }
+            linux: Default::default(),
+        })
     }
 
     #[test]
@@ -400,8 +401,9 @@ mod tests {
             1,
         );
         assert_eq!(vm.wait_exited(1), 0);
-        // Same machine, same hostname; /proc/1 is the agent (the guest's init).
-        assert_eq!(vm.seen.out(1), "second\nrunm-e2e\ninit\n", "{}", vm.logs());
+        // The container's namespaces: its hostname, and /proc/1 is its own
+        // process, not the agent.
+        assert_eq!(vm.seen.out(1), "second\nrunm-e2e\nsleep\n", "{}", vm.logs());
 
         match vm.request(Message::Ps) {
             Message::Processes { pids } => assert!(

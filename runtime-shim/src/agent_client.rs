@@ -115,7 +115,12 @@ pub fn create(
     container: ContainerSpec,
     deadline: Instant,
 ) -> Result<(), AgentError> {
-    proto::send(stream, Message::Create { container })?;
+    proto::send(
+        stream,
+        Message::Create {
+            container: Box::new(container),
+        },
+    )?;
     match next_control(stream, deadline, "Create")? {
         Message::Created => Ok(()),
         Message::Error { message } => Err(AgentError::Refused(message)),
@@ -174,6 +179,7 @@ mod tests {
                 args: vec!["true".into()],
                 ..ProcessSpec::default()
             },
+            linux: Default::default(),
         }
     }
 

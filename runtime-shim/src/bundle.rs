@@ -4,11 +4,17 @@
 //! Owns the mapping from the OCI configuration to runm's world and the policy
 //! for what runm does not honour:
 //! - honoured: `process` (args, env, cwd, user uid/gid/additionalGids,
-//!   terminal, rlimits, noNewPrivileges), `root` (path, readonly),
-//!   `hostname`, `mounts` of kernel file systems (proc, sysfs, tmpfs, devpts,
-//!   mqueue, cgroup as cgroup2, ...) done inside the guest,
-//!   `linux.resources.memory.limit` (guest RAM) and `linux.resources.cpu`
-//!   quota/period (vCPUs), `annotations` (and runm's own `io.runm.*`);
+//!   terminal, rlimits, noNewPrivileges, capabilities, oomScoreAdj), `root`
+//!   (path, readonly), `hostname`, `mounts` of kernel file systems (proc,
+//!   sysfs, tmpfs, devpts, mqueue, cgroup as cgroup2, ...) done inside the
+//!   guest, `linux.resources.memory.limit` (guest RAM) and
+//!   `linux.resources.cpu` quota/period (vCPUs), `annotations` (and runm's
+//!   own `io.runm.*`); inside the guest, as runc does on a host: new PID,
+//!   mount, IPC and UTS namespaces (user and cgroup ones when listed, with
+//!   `uidMappings`/`gidMappings`), `linux.seccomp` (compiled here, see
+//!   [`crate::seccomp`]), `maskedPaths`, `readonlyPaths`, `devices`,
+//!   `rootfsPropagation`, `sysctl`, and memory, CPU and pids limits in a
+//!   cgroup of the guest;
 //!   `linux.cgroupsPath` with the memory limit and CPU quota, period and
 //!   shares are also applied on the host, to the sandbox and VM processes
 //!   (`create` does that with [`crate::cgroup`]);
@@ -30,11 +36,13 @@
 //!   joining other existing namespaces (`linux.namespaces[].path`): a VM
 //!   cannot share them with the host, and pretending would give the workload
 //!   something other than what it asked for;
-//! - accepted with a warning: in-guest hardening and host-side accounting
-//!   runm does not apply (capabilities, seccomp, AppArmor/SELinux labels,
-//!   masked/read-only paths, device lists and cgroup rules, id mappings,
-//!   sysctls, the hooks that run inside the container (`createContainer`,
-//!   `startContainer`), other resource limits, ...). None of them
+//! - refused with an error too: unknown capability names, seccomp system
+//!   call names no x86 table has, devices of an unknown type, sysctl keys
+//!   that leave /proc/sys, all before anything is made;
+//! - accepted with a warning: what runm does not apply (AppArmor/SELinux
+//!   labels of the host, device cgroup rules, the hooks that run inside the
+//!   container (`createContainer`, `startContainer`), other resource
+//!   limits, ...). None of them
 //!   weakens isolation from the host: the workload has its own kernel, and
 //!   the VM is a stronger boundary than what each of these adds to runc. They
 //!   do weaken isolation *inside* the VM (between processes of the same
@@ -46,8 +54,11 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use guest_agent::proto::{ContainerSpec, MountSpec, ProcessSpec, Rlimit, RootSpec};
-use oci_spec::runtime::{Hooks, LinuxNamespaceType, Process, Spec};
+use guest_agent::proto::{
+    Capabilities, ContainerSpec, DeviceSpec, IdMapping, LinuxSpec, MountSpec, ProcessSpec,
+    ResourcesSpec, Rlimit, RootSpec,
+};
+use oci_spec::runtime::{Hooks, Linux, LinuxNamespaceType, Process, Spec};
 use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
 use serde::{Deserialize, Serialize};
 
@@ -328,6 +339,12 @@ pub fn read_config(bundle: &Path) -> Result<(Spec, serde_json::Value), BundleErr
         source,
     };
     let raw: serde_json::Value = serde_json::from_slice(&text).map_err(malformed)?;
+    // Before the typed parse, whose error for these would list every
+    // variant instead of naming the field.
+    check_names(&raw).map_err(|what| BundleError::Invalid {
+        config: path.clone(),
+        what,
+    })?;
     let spec: Spec = serde_json::from_slice(&text).map_err(malformed)?;
     Ok((spec, raw))
 }
@@ -359,7 +376,15 @@ pub fn plan(
         .process()
         .as_ref()
         .ok_or_else(|| invalid("no process given"))?;
-    let process = process_spec(process).map_err(|what| invalid(&what))?;
+    let mut process = process_spec(process).map_err(|what| invalid(&what))?;
+    // runc: a process without capabilities has none.
+    process
+        .capabilities
+        .get_or_insert_with(Capabilities::default);
+    let linux = match spec.linux() {
+        Some(l) => linux_spec(l).map_err(|what| invalid(&what))?,
+        None => LinuxSpec::default(),
+    };
 
     let mut mounts = Vec::new();
     for m in spec.mounts().iter().flatten() {
@@ -456,6 +481,7 @@ pub fn plan(
             },
             mounts,
             process,
+            linux,
         },
         sizing,
         hypervisor,
@@ -496,6 +522,22 @@ pub fn process_spec(p: &Process) -> Result<ProcessSpec, String> {
             hard: r.hard(),
         });
     }
+    let capabilities = match p.capabilities() {
+        Some(c) => Some(Capabilities {
+            bounding: cap_mask(c.bounding().as_ref(), "bounding")?,
+            effective: cap_mask(c.effective().as_ref(), "effective")?,
+            inheritable: cap_mask(c.inheritable().as_ref(), "inheritable")?,
+            permitted: cap_mask(c.permitted().as_ref(), "permitted")?,
+            ambient: cap_mask(c.ambient().as_ref(), "ambient")?,
+        }),
+        None => None,
+    };
+    let oom_score_adj = p.oom_score_adj();
+    if let Some(adj) = oom_score_adj {
+        if !(-1000..=1000).contains(&adj) {
+            return Err(format!("process.oomScoreAdj {adj} is outside -1000..1000"));
+        }
+    }
     let user = p.user();
     Ok(ProcessSpec {
         args,
@@ -507,7 +549,275 @@ pub fn process_spec(p: &Process) -> Result<ProcessSpec, String> {
         terminal: p.terminal().unwrap_or(false),
         rlimits,
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
+        capabilities,
+        oom_score_adj,
     })
+}
+
+/// Capability names by number (linux/capability.h).
+pub const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The bit of a capability name (`CAP_` prefix optional, any case, as runc
+/// reads them).
+pub fn capability_bit(name: &str) -> Option<u64> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    CAPABILITIES
+        .iter()
+        .position(|c| *c == full)
+        .map(|n| 1u64 << n)
+}
+
+fn cap_mask(set: Option<&oci_spec::runtime::Capabilities>, which: &str) -> Result<u64, String> {
+    let mut mask = 0;
+    for cap in set.into_iter().flatten() {
+        let name = serde_json::to_value(cap)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        mask |= capability_bit(&name)
+            .ok_or_else(|| format!("process.capabilities.{which}: unknown capability {name:?}"))?;
+    }
+    Ok(mask)
+}
+
+/// Checks the names the typed parse would reject with a vague message:
+/// capability names and device types.
+fn check_names(raw: &serde_json::Value) -> Result<(), String> {
+    for which in [
+        "bounding",
+        "effective",
+        "inheritable",
+        "permitted",
+        "ambient",
+    ] {
+        let pointer = format!("/process/capabilities/{which}");
+        for cap in raw
+            .pointer(&pointer)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let name = cap.as_str().unwrap_or_default();
+            if capability_bit(name).is_none() {
+                return Err(format!(
+                    "process.capabilities.{which}: unknown capability {cap}"
+                ));
+            }
+        }
+    }
+    for (i, d) in raw
+        .pointer("/linux/devices")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let kind = d.get("type").and_then(|t| t.as_str());
+        if !matches!(kind, Some("c" | "b" | "u" | "p")) {
+            return Err(format!(
+                "linux.devices[{i}] ({}): type {} is not c, b, u or p",
+                d.get("path").and_then(|p| p.as_str()).unwrap_or("?"),
+                d.get("type")
+                    .map_or("(none)".to_string(), ToString::to_string)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Propagation values of `rootfsPropagation`.
+const PROPAGATIONS: &[&str] = &[
+    "shared",
+    "slave",
+    "private",
+    "unbindable",
+    "rshared",
+    "rslave",
+    "rprivate",
+    "runbindable",
+];
+
+fn id_mappings(m: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>) -> Vec<IdMapping> {
+    m.into_iter()
+        .flatten()
+        .map(|m| IdMapping {
+            container_id: m.container_id(),
+            host_id: m.host_id(),
+            size: m.size(),
+        })
+        .collect()
+}
+
+fn absolute_paths(list: Option<&Vec<String>>, field: &str) -> Result<Vec<String>, String> {
+    let list = list.cloned().unwrap_or_default();
+    for p in &list {
+        if !p.starts_with('/') || p.contains('\0') {
+            return Err(format!("linux.{field}: {p:?} is not an absolute path"));
+        }
+    }
+    Ok(list)
+}
+
+/// The `linux` object as the guest applies it. The error is for people.
+pub fn linux_spec(l: &Linux) -> Result<LinuxSpec, String> {
+    let has = |t: LinuxNamespaceType| {
+        l.namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == t && n.path().is_none())
+    };
+    let user_namespace = has(LinuxNamespaceType::User);
+    let uid_mappings = id_mappings(l.uid_mappings().as_ref());
+    let gid_mappings = id_mappings(l.gid_mappings().as_ref());
+    if user_namespace == uid_mappings.is_empty() || user_namespace == gid_mappings.is_empty() {
+        return Err(if user_namespace {
+            "a user namespace needs linux.uidMappings and linux.gidMappings".into()
+        } else {
+            "linux.uidMappings/gidMappings need a user namespace in linux.namespaces".into()
+        });
+    }
+    let mut devices = Vec::new();
+    for (i, d) in l.devices().iter().flatten().enumerate() {
+        let path = d.path().to_string_lossy().into_owned();
+        if !path.starts_with('/') {
+            return Err(format!("linux.devices[{i}]: path {path:?} is not absolute"));
+        }
+        let kind = d.typ().as_str().chars().next().unwrap_or('a');
+        if !matches!(kind, 'c' | 'b' | 'u' | 'p') {
+            return Err(format!(
+                "linux.devices[{i}] ({path}): type {kind:?} is not c, b, u or p"
+            ));
+        }
+        let number = |n: i64, what: &str| {
+            u32::try_from(n)
+                .map_err(|_| format!("linux.devices[{i}] ({path}): {what} {n} is out of range"))
+        };
+        devices.push(DeviceSpec {
+            path: path.clone(),
+            kind,
+            major: number(d.major(), "major")?,
+            minor: number(d.minor(), "minor")?,
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        });
+    }
+    let rootfs_propagation = l.rootfs_propagation().clone().filter(|p| !p.is_empty());
+    if let Some(p) = &rootfs_propagation {
+        if !PROPAGATIONS.contains(&p.as_str()) {
+            return Err(format!(
+                "linux.rootfsPropagation {p:?} is not one of {}",
+                PROPAGATIONS.join(", ")
+            ));
+        }
+    }
+    let mut sysctl: Vec<(String, String)> = l
+        .sysctl()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    sysctl.sort();
+    for (k, _) in &sysctl {
+        // runc writes /proc/sys/ + the key with dots as slashes.
+        if k.is_empty()
+            || k.replace('.', "/")
+                .split('/')
+                .any(|c| c.is_empty() || c == "..")
+            || k.contains('\0')
+        {
+            return Err(format!(
+                "linux.sysctl: {k:?} is not a kernel parameter name"
+            ));
+        }
+    }
+    let seccomp = l
+        .seccomp()
+        .as_ref()
+        .map(crate::seccomp::compile)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    Ok(LinuxSpec {
+        user_namespace,
+        cgroup_namespace: has(LinuxNamespaceType::Cgroup),
+        uid_mappings,
+        gid_mappings,
+        masked_paths: absolute_paths(l.masked_paths().as_ref(), "maskedPaths")?,
+        readonly_paths: absolute_paths(l.readonly_paths().as_ref(), "readonlyPaths")?,
+        devices,
+        rootfs_propagation,
+        sysctl,
+        resources: guest_resources(l.resources().as_ref()),
+        seccomp,
+    })
+}
+
+/// The cgroup v2 limits of the container inside the guest.
+fn guest_resources(r: Option<&oci_spec::runtime::LinuxResources>) -> ResourcesSpec {
+    let host = HostResources::of(r);
+    ResourcesSpec {
+        memory_max: host.memory_limit,
+        cpu_max: host
+            .cpu_quota
+            .and_then(|q| u64::try_from(q).ok())
+            .map(|q| (q, host.cpu_period.unwrap_or(100_000))),
+        // runc's conversion of cgroup v1 shares (2..262144) to v2 weight.
+        cpu_weight: host
+            .cpu_shares
+            .map(|s| 1 + (s.clamp(2, 262_144) - 2) * 9999 / 262_142),
+        pids_max: r
+            .and_then(|r| r.pids().as_ref())
+            .map(|p| p.limit())
+            .and_then(|l| u64::try_from(l).ok())
+            .filter(|l| *l > 0),
+    }
 }
 
 /// Kernel file systems the agent mounts inside the guest.
@@ -638,10 +948,8 @@ fn sizing(
 
 /// Configuration runm accepts but does not apply, by JSON pointer.
 const NOT_APPLIED: &[&str] = &[
-    "/process/capabilities",
     "/process/apparmorProfile",
     "/process/selinuxLabel",
-    "/process/oomScoreAdj",
     "/process/ioPriority",
     "/process/scheduler",
     "/process/execCPUAffinity",
@@ -651,13 +959,6 @@ const NOT_APPLIED: &[&str] = &[
     "/domainname",
     "/hooks/createContainer",
     "/hooks/startContainer",
-    "/linux/seccomp",
-    "/linux/maskedPaths",
-    "/linux/readonlyPaths",
-    "/linux/devices",
-    "/linux/uidMappings",
-    "/linux/gidMappings",
-    "/linux/sysctl",
     "/linux/mountLabel",
     "/linux/intelRdt",
     "/linux/personality",
@@ -665,7 +966,6 @@ const NOT_APPLIED: &[&str] = &[
     "/linux/memoryPolicy",
     "/linux/netDevices",
     "/linux/resources/devices",
-    "/linux/resources/pids",
     "/linux/resources/blockIO",
     "/linux/resources/hugepageLimits",
     "/linux/resources/network",
@@ -685,8 +985,7 @@ const NOT_APPLIED: &[&str] = &[
     "/linux/resources/cpu/burst",
 ];
 
-/// Dotted names of the [`NOT_APPLIED`] fields present (non-empty) in `raw`,
-/// plus a user namespace request.
+/// Dotted names of the [`NOT_APPLIED`] fields present (non-empty) in `raw`.
 pub fn ignored_fields(raw: &serde_json::Value) -> Vec<String> {
     let present = |v: &serde_json::Value| match v {
         serde_json::Value::Null => false,
@@ -695,19 +994,11 @@ pub fn ignored_fields(raw: &serde_json::Value) -> Vec<String> {
         serde_json::Value::String(s) => !s.is_empty(),
         _ => true,
     };
-    let mut out: Vec<String> = NOT_APPLIED
+    NOT_APPLIED
         .iter()
         .filter(|p| raw.pointer(p).is_some_and(present))
         .map(|p| p[1..].replace('/', "."))
-        .collect();
-    if raw
-        .pointer("/linux/namespaces")
-        .and_then(|n| n.as_array())
-        .is_some_and(|a| a.iter().any(|n| n["type"] == "user"))
-    {
-        out.push("linux.namespaces[user]".into());
-    }
-    out
+        .collect()
 }
 
 #[cfg(test)]
@@ -980,12 +1271,12 @@ mod tests {
     #[test]
     fn fields_not_applied_are_listed() {
         let mut v = minimal();
-        v["process"]["capabilities"] = serde_json::json!({"bounding": ["CAP_KILL"]});
+        v["process"]["apparmorProfile"] = "docker-default".into();
         v["linux"] = serde_json::json!({
             "seccomp": {"defaultAction": "SCMP_ACT_ERRNO"},
             "maskedPaths": ["/proc/kcore"],
             "readonlyPaths": [],
-            "namespaces": [{"type": "user"}, {"type": "pid"}],
+            "namespaces": [{"type": "pid"}],
             "resources": {"devices": [{"allow": false, "access": "rwm"}], "memory": {"limit": 1},
                           "cpu": {"shares": 1024}},
             "cgroupsPath": "/default/c1",
@@ -995,12 +1286,9 @@ mod tests {
         assert_eq!(
             p.ignored,
             vec![
-                "process.capabilities",
+                "process.apparmorProfile",
                 "hooks.createContainer",
-                "linux.seccomp",
-                "linux.maskedPaths",
-                "linux.resources.devices",
-                "linux.namespaces[user]",
+                "linux.resources.devices"
             ]
         );
         // Applied on the host where a cgroup can be made (create decides).
@@ -1013,6 +1301,154 @@ mod tests {
                 ..HostResources::default()
             }
         );
+        // ... and in the guest.
+        assert_eq!(p.container.linux.resources.memory_max, Some(1));
+        assert_eq!(p.container.linux.resources.cpu_weight, Some(39));
+    }
+
+    #[test]
+    fn linux_settings_map_to_the_agent_spec() {
+        let mut v = minimal();
+        v["process"]["capabilities"] = serde_json::json!({
+            "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_SYS_ADMIN"],
+            "effective": ["CAP_KILL"],
+            "inheritable": [],
+            "permitted": ["CAP_KILL", "CAP_CHOWN"],
+            "ambient": ["CAP_KILL"],
+        });
+        v["process"]["oomScoreAdj"] = 500.into();
+        v["linux"] = serde_json::json!({
+            "namespaces": [{"type": "pid"}, {"type": "user"}, {"type": "cgroup"}, {"type": "network"}],
+            "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+            "gidMappings": [{"containerID": 0, "hostID": 200000, "size": 10}],
+            "maskedPaths": ["/proc/kcore", "/proc/acpi"],
+            "readonlyPaths": ["/proc/sys"],
+            "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                         "fileMode": 0o640, "uid": 1, "gid": 2},
+                        {"path": "/dev/pipe", "type": "p"}],
+            "rootfsPropagation": "rslave",
+            "sysctl": {"net.ipv4.ip_forward": "1", "kernel.shmmax": "65536"},
+            "resources": {"pids": {"limit": 20}, "cpu": {"quota": 50000, "period": 100000}},
+        });
+        let p = plan_of(v.clone()).unwrap();
+        assert!(p.ignored.is_empty(), "{:?}", p.ignored);
+        let c = p.container.process.capabilities.unwrap();
+        assert_eq!(c.bounding, 1 | 1 << 5 | 1 << 21);
+        assert_eq!(
+            (c.effective, c.inheritable, c.permitted, c.ambient),
+            (1 << 5, 0, 1 << 5 | 1, 1 << 5)
+        );
+        assert_eq!(p.container.process.oom_score_adj, Some(500));
+        let l = &p.container.linux;
+        assert!(l.user_namespace && l.cgroup_namespace);
+        assert_eq!(
+            l.uid_mappings,
+            vec![IdMapping {
+                container_id: 0,
+                host_id: 100_000,
+                size: 65_536
+            }]
+        );
+        assert_eq!(l.gid_mappings[0].host_id, 200_000);
+        assert_eq!(l.masked_paths, vec!["/proc/kcore", "/proc/acpi"]);
+        assert_eq!(l.readonly_paths, vec!["/proc/sys"]);
+        assert_eq!(
+            l.devices[0],
+            DeviceSpec {
+                path: "/dev/fuse".into(),
+                kind: 'c',
+                major: 10,
+                minor: 229,
+                mode: 0o640,
+                uid: 1,
+                gid: 2
+            }
+        );
+        assert_eq!((l.devices[1].kind, l.devices[1].mode), ('p', 0o666));
+        assert_eq!(l.rootfs_propagation.as_deref(), Some("rslave"));
+        assert_eq!(
+            l.sysctl,
+            vec![
+                ("kernel.shmmax".to_string(), "65536".to_string()),
+                ("net.ipv4.ip_forward".into(), "1".into())
+            ]
+        );
+        assert_eq!(l.resources.pids_max, Some(20));
+        assert_eq!(l.resources.cpu_max, Some((50_000, 100_000)));
+
+        // No capabilities object: none at all, as runc.
+        let p = plan_of(minimal()).unwrap();
+        assert_eq!(
+            p.container.process.capabilities,
+            Some(Capabilities::default())
+        );
+    }
+
+    #[test]
+    fn bad_linux_settings_are_errors_naming_the_field() {
+        let bad = |edit: &dyn Fn(&mut serde_json::Value), needle: &str| {
+            let mut v = minimal();
+            v["linux"] = serde_json::json!({});
+            edit(&mut v);
+            let e = plan_of(v).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e} should mention {needle}");
+        };
+        bad(
+            &|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "user"}]),
+            "uidMappings",
+        );
+        bad(
+            &|v| v["linux"]["rootfsPropagation"] = "sideways".into(),
+            "rootfsPropagation",
+        );
+        bad(
+            &|v| v["linux"]["sysctl"] = serde_json::json!({"kernel..x": "1"}),
+            "linux.sysctl",
+        );
+        bad(
+            &|v| v["linux"]["sysctl"] = serde_json::json!({"../../etc/passwd": "1"}),
+            "linux.sysctl",
+        );
+        bad(
+            &|v| v["linux"]["maskedPaths"] = serde_json::json!(["proc/kcore"]),
+            "maskedPaths",
+        );
+        bad(
+            &|v| v["process"]["oomScoreAdj"] = 5000.into(),
+            "oomScoreAdj",
+        );
+        bad(
+            &|v| {
+                v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["getpid", "fly"], "action": "SCMP_ACT_ERRNO"}]})
+            },
+            "unknown system call \"fly\"",
+        );
+    }
+
+    #[test]
+    fn unknown_capabilities_and_device_types_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |v: serde_json::Value| {
+            fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+            read_config(dir.path()).map(drop).unwrap_err().to_string()
+        };
+        let mut v = minimal();
+        v["process"]["capabilities"] = serde_json::json!({"bounding": ["CAP_KILL", "CAP_FLY"]});
+        let e = write(v);
+        assert!(
+            e.ends_with("process.capabilities.bounding: unknown capability \"CAP_FLY\""),
+            "{e}"
+        );
+        let mut v = minimal();
+        v["linux"] = serde_json::json!({"devices": [{"path": "/dev/x", "type": "x", "major": 1, "minor": 1}]});
+        let e = write(v);
+        assert!(
+            e.contains("linux.devices[0] (/dev/x): type \"x\" is not c, b, u or p"),
+            "{e}"
+        );
+        assert_eq!(capability_bit("net_admin"), Some(1 << 12));
+        assert_eq!(capability_bit("CAP_CHECKPOINT_RESTORE"), Some(1 << 40));
     }
 
     #[test]

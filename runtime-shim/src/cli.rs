@@ -230,8 +230,8 @@ pub struct ExecArgs {
     /// Set no_new_privileges for the process.
     #[arg(long)]
     pub no_new_privs: bool,
-    /// Accepted for runc compatibility (capabilities are not applied in the VM).
-    #[arg(long, hide = true)]
+    /// Add a capability to the bounding, effective and permitted sets (as runc).
+    #[arg(long)]
     pub cap: Vec<String>,
     /// Extra file descriptors to pass (not supported: must be 0).
     #[arg(long, default_value_t = 0, hide = true)]

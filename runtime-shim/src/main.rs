@@ -28,6 +28,7 @@ mod logging;
 mod network;
 mod rootfs;
 mod sandbox;
+mod seccomp;
 mod signal;
 mod state;
 mod sys;

@@ -229,12 +229,12 @@ mod tests {
         // warning is not on stderr, which engines hand the workload, but in
         // --log, or on stderr with --debug.
         bundle(&b, &["true"], false, |c| {
-            c["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO"});
-            c["process"]["capabilities"] = serde_json::json!({"bounding": ["CAP_KILL"]});
+            c["process"]["apparmorProfile"] = "docker-default".into();
+            c["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]});
         });
         let warned = |text: &str| {
             text.contains("not applied inside the microVM")
-                && text.contains("process.capabilities, linux.seccomp")
+                && text.contains("process.apparmorProfile, hooks")
         };
         let out = r.run(&["--hypervisor", "qemu", "create", "c1", "--bundle", bs]);
         assert_ne!(out.code, 0);

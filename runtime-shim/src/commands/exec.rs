@@ -50,6 +50,41 @@ fn parse_user(s: &str) -> Result<(u32, Option<u32>), RunmError> {
 /// The process to run: from `--process`, or the container's own process
 /// with the command line, environment, directory and user replaced (as runc does).
 fn build_process(dir: &ContainerDir, a: &ExecArgs) -> Result<ProcessSpec, RunmError> {
+    let mut p = base_process(dir, a)?;
+    // runc: each --cap joins the bounding, effective and permitted sets of
+    // the process (a process file without capabilities gets the container's
+    // in the guest, so they are added to those).
+    if !a.cap.is_empty() {
+        let caps = match p.capabilities {
+            Some(c) => c,
+            None => read_plan(dir)?
+                .container
+                .process
+                .capabilities
+                .unwrap_or_default(),
+        };
+        let mut caps = caps;
+        for name in &a.cap {
+            let bit = crate::bundle::capability_bit(name)
+                .ok_or_else(|| RunmError::Usage(format!("--cap: unknown capability {name:?}")))?;
+            caps.bounding |= bit;
+            caps.effective |= bit;
+            caps.permitted |= bit;
+        }
+        p.capabilities = Some(caps);
+    }
+    Ok(p)
+}
+
+fn read_plan(dir: &ContainerDir) -> Result<SandboxPlan, RunmError> {
+    let plan_path = dir.plan_file();
+    let text = std::fs::read(&plan_path).map_err(RunmError::io("cannot read", &plan_path))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| RunmError::Usage(format!("corrupt {}: {e}", plan_path.display())))
+}
+
+/// The process from `--process`, or the container's with the command line's changes.
+fn base_process(dir: &ContainerDir, a: &ExecArgs) -> Result<ProcessSpec, RunmError> {
     if let Some(path) = &a.process {
         let text = std::fs::read(path).map_err(RunmError::io("cannot read process file", path))?;
         let p: oci_spec::runtime::Process = serde_json::from_slice(&text).map_err(|e| {
@@ -63,11 +98,7 @@ fn build_process(dir: &ContainerDir, a: &ExecArgs) -> Result<ProcessSpec, RunmEr
             "exec needs a command after the container id, or --process FILE".into(),
         ));
     }
-    let plan_path = dir.plan_file();
-    let text = std::fs::read(&plan_path).map_err(RunmError::io("cannot read", &plan_path))?;
-    let plan: SandboxPlan = serde_json::from_slice(&text)
-        .map_err(|e| RunmError::Usage(format!("corrupt {}: {e}", plan_path.display())))?;
-    let mut p = plan.container.process;
+    let mut p = read_plan(dir)?.container.process;
     p.args = a.command.clone();
     merge_env(&mut p.env, &a.env);
     if let Some(cwd) = &a.cwd {
@@ -97,9 +128,6 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<i32, RunmError> {
         return Err(RunmError::Usage(
             "--preserve-fds is not supported: descriptors cannot be passed into a VM".into(),
         ));
-    }
-    if !a.cap.is_empty() {
-        crate::logging::warn("--cap is not applied inside the microVM");
     }
     let sigset = if a.detach {
         None

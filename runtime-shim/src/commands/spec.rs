@@ -1,8 +1,8 @@
 //! `runm spec [--bundle DIR]`: write a default `config.json`, like `runc
 //! spec`: `sh` on a terminal, root file system `rootfs` (read-only), the
-//! usual kernel file system mounts. Unlike runc's, it leaves out what runm
-//! does not apply (capabilities, masked and read-only paths, device cgroup
-//! rules), so a fresh bundle gives no warnings.
+//! usual kernel file system mounts, runc's default capabilities and masked
+//! and read-only paths. Unlike runc's, it leaves out what runm does not
+//! apply (device cgroup rules), so a fresh bundle gives no warnings.
 
 use std::io::Write;
 use std::path::Path;
@@ -23,6 +23,11 @@ pub fn default_config() -> serde_json::Value {
                 "TERM=xterm"
             ],
             "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            },
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": true
         },
@@ -43,6 +48,14 @@ pub fn default_config() -> serde_json::Value {
                 {"type": "ipc"},
                 {"type": "uts"},
                 {"type": "mount"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ]
         }
     })
