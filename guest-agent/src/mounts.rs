@@ -452,7 +452,7 @@ fn mount_in_root(
         return Ok(None);
     }
     // The child resolves the target itself, inside its root (where no link
-    // can lead out); a mount point not below another deferred mount is
+    // can escape); a mount point not below another deferred mount is
     // made now, while the agent can still write there.
     let inside = if nested {
         m.destination.clone()
