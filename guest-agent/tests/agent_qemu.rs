@@ -488,7 +488,14 @@ mod tests {
             all: true,
         });
         assert_eq!(vm.wait_exited(5), 143);
-        assert_eq!(vm.wait_exited(0), 143);
+        // The container's process is PID 1 of its namespace: without a
+        // handler it ignores SIGTERM, as under runc; SIGKILL ends it.
+        vm.send(Message::Signal {
+            process_id: 0,
+            signal: libc::SIGKILL,
+            all: true,
+        });
+        assert_eq!(vm.wait_exited(0), 137);
         vm.send(Message::Shutdown);
         vm.wait_qemu_exit();
     }
