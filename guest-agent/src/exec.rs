@@ -814,9 +814,13 @@ fn readonly_path(path: &std::ffi::CStr) -> io::Result<()> {
 fn mask_path(path: &std::ffi::CStr) -> io::Result<()> {
     match rustix::mount::mount_bind(c"/dev/null", path) {
         Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(rustix::io::Errno::NOTDIR) => {
-            Ok(rustix::mount::mount(c"tmpfs", path, c"tmpfs", MountFlags::RDONLY, None)?)
-        }
+        Err(rustix::io::Errno::NOTDIR) => Ok(rustix::mount::mount(
+            c"tmpfs",
+            path,
+            c"tmpfs",
+            MountFlags::RDONLY,
+            None,
+        )?),
         other => Ok(other?),
     }
 }
@@ -1095,13 +1099,13 @@ fn read_record(fd: &OwnedFd, deadline: Instant) -> Result<Option<[u8; RECORD_LEN
     let mut got = 0;
     while got < RECORD_LEN {
         let left = deadline.saturating_duration_since(Instant::now());
-        let ready = fdio::poll_readable(fd, left)
-            .map_err(io_err("waiting for the process setup"))?;
+        let ready =
+            fdio::poll_readable(fd, left).map_err(io_err("waiting for the process setup"))?;
         if !ready {
             return Err(ExecError::SetupTimeout);
         }
-        let n = fdio::read(fd, &mut buf[got..])
-            .map_err(io_err("reading the process setup report"))?;
+        let n =
+            fdio::read(fd, &mut buf[got..]).map_err(io_err("reading the process setup report"))?;
         if n == 0 {
             return if got == 0 {
                 Ok(None)
@@ -1197,9 +1201,7 @@ pub fn spawn(
     drop(go_r);
     drop(stdio);
     let result = parent_setup(child, p, root, cgroup_procs)
-        .and_then(|()| {
-            fdio::write_all(&go_w, &[1]).map_err(io_err("starting the process setup"))
-        })
+        .and_then(|()| fdio::write_all(&go_w, &[1]).map_err(io_err("starting the process setup")))
         .and_then(|()| {
             drop(go_w);
             read_reports(&sync_r, p, root, child)
@@ -1422,7 +1424,10 @@ mod tests {
             propagation_flags("rslave"),
             Some(MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC)
         );
-        assert_eq!(propagation_flags("private"), Some(MountPropagationFlags::PRIVATE));
+        assert_eq!(
+            propagation_flags("private"),
+            Some(MountPropagationFlags::PRIVATE)
+        );
         assert_eq!(propagation_flags("r"), None);
         let bad = |linux: LinuxSpec| {
             RootSetup::fresh(Path::new("/r"), &linux, None, Vec::new())

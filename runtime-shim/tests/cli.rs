@@ -230,11 +230,11 @@ mod tests {
         // --log, or on stderr with --debug.
         bundle(&b, &["true"], false, |c| {
             c["process"]["apparmorProfile"] = "docker-default".into();
-            c["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]});
+            c["hooks"] = serde_json::json!({"createContainer": [{"path": "/bin/true"}]});
         });
         let warned = |text: &str| {
             text.contains("not applied inside the microVM")
-                && text.contains("process.apparmorProfile, hooks")
+                && text.contains("process.apparmorProfile, hooks.createContainer")
         };
         let out = r.run(&["--hypervisor", "qemu", "create", "c1", "--bundle", bs]);
         assert_ne!(out.code, 0);

@@ -142,6 +142,12 @@ mod tests {
                 Some(p) => serde_json::json!({"type": "network", "path": p}),
                 None => serde_json::json!({"type": "network"}),
             });
+            // ping needs CAP_NET_RAW, which runc's default spec gives and
+            // the agent now applies (no capabilities listed means none).
+            let raw = serde_json::json!(["CAP_NET_RAW"]);
+            c["process"]["capabilities"] = serde_json::json!({
+                "bounding": raw, "effective": raw, "permitted": raw,
+            });
         });
     }
 
