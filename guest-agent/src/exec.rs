@@ -1227,7 +1227,11 @@ fn read_reports(
     child: i32,
 ) -> Result<i32, ExecError> {
     let deadline = Instant::now() + SETUP_TIMEOUT;
+    let joining = matches!(root, RootSetup::Join { .. });
     let mut pid = child;
+    // Both the joining process and its clone write here: the clone's
+    // ready record can come before its parent's pid record.
+    let mut ready = false;
     loop {
         let Some(rec) = read_record(sync_r, deadline).inspect_err(|e| {
             if matches!(e, ExecError::SetupTimeout) && pid != child {
@@ -1239,9 +1243,13 @@ fn read_reports(
         };
         let value = i32::from_le_bytes([rec[3], rec[4], rec[5], rec[6]]);
         match rec[0] {
-            READY => return Ok(pid),
-            PID if matches!(root, RootSetup::Join { .. }) && pid == child && value > 0 => {
+            READY if !joining || pid != child => return Ok(pid),
+            READY => ready = true,
+            PID if joining && pid == child && value > 0 => {
                 pid = value;
+                if ready {
+                    return Ok(pid);
+                }
             }
             FAILED => {
                 let what = Stage::from_u8(rec[1]).map_or_else(
