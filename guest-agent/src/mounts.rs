@@ -1,8 +1,10 @@
 //! The container's file system tree inside the guest.
 //!
-//! Owns `Create`'s mount work: the root device mounted at [`ROOTFS`], the
-//! container's mounts inside it (mount(8)-style options parsed into flags and
-//! data), the default device nodes and `linux.devices`. The mounts are made
+//! Owns `Create`'s mount work: the root (a block device, or the host's
+//! directory through the virtio-fs share mounted at [`SHARE`]) at [`ROOTFS`],
+//! the container's mounts inside it (mount(8)-style options parsed into flags
+//! and data; bind mounts of the share's entries, which the host made of its
+//! own files and directories), the default device nodes and `linux.devices`. The mounts are made
 //! in the agent's own mount namespace; the container's init process then
 //! takes a copy of it in its new namespaces, moves the root onto `/` (see
 //! [`crate::exec`]) and makes there the mounts that belong to those
@@ -19,11 +21,16 @@ use rustix::fs::{FileType, Mode, CWD};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
 use crate::console::log;
-use crate::proto::{ContainerSpec, DeviceSpec, IdMapping, MountSpec, RootSpec};
+use crate::proto::{
+    ContainerSpec, DeviceSpec, IdMapping, MountSpec, RootSpec, SHARE_ROOTFS, SHARE_TAG,
+};
 use crate::sys;
 
 /// Where the container's root file system is mounted in the agent's view.
 pub const ROOTFS: &str = "/run/rootfs";
+
+/// Where the host's virtio-fs share is mounted in the agent's view.
+pub const SHARE: &str = "/run/share";
 
 /// How long `Create` waits for a block device to show up in /dev.
 const DEVICE_WAIT: Duration = Duration::from_secs(5);
@@ -183,6 +190,11 @@ pub enum FsKind {
     Pseudo(&'static str),
     /// A file system on a block device of the guest; the kernel's type name.
     Block(&'static str),
+    /// A bind mount of an entry of the host's share (`rbind`: recursive).
+    Bind {
+        /// Submounts included.
+        recursive: bool,
+    },
 }
 
 /// Maps an OCI mount type to what the guest kernel mounts.
@@ -215,9 +227,11 @@ pub fn fs_kind(mount: &MountSpec) -> Result<FsKind, MountError> {
         "cgroup" | "cgroup2" => FsKind::Pseudo("cgroup2"),
         "ext4" | "ext3" | "ext2" => FsKind::Block("ext4"),
         "erofs" => FsKind::Block("erofs"),
-        "bind" | "rbind" | "none" | "" => {
+        "bind" => FsKind::Bind { recursive: false },
+        "rbind" => FsKind::Bind { recursive: true },
+        "none" | "" => {
             return Err(unsupported(
-                " (host paths are not visible in the guest; the runtime must pass them as block devices)",
+                " (host paths reach the guest as bind mounts of the runtime's share)",
             ))
         }
         _ => return Err(unsupported("")),
@@ -352,8 +366,88 @@ fn do_mount(
     Ok(())
 }
 
-/// Mounts the root device at `rootfs`.
+/// Mounts the host's share (tag `tag`) at [`SHARE`], once per guest.
+fn mount_share(tag: &str) -> Result<(), MountError> {
+    let share = Path::new(SHARE);
+    let dev = |p: &Path| fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(share)
+        .map_err(io_err(format!("creating {SHARE}")))?;
+    // Already mounted by an earlier `Create` in this guest.
+    if dev(share).ok() != dev(Path::new("/run")).ok() {
+        return Ok(());
+    }
+    do_mount(
+        "virtiofs",
+        tag,
+        share,
+        &MountOptions {
+            flags: MountFlags::NOSUID | MountFlags::NODEV,
+            ..MountOptions::default()
+        },
+    )
+}
+
+/// The share's entry `rel` (relative, no `..`), or the error naming `what`.
+fn share_entry(rel: &str, what: &str) -> Result<PathBuf, MountError> {
+    let p = Path::new(rel);
+    if rel.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(MountError::BadDestination {
+            destination: what.to_owned(),
+            reason: format!("source {rel:?} is not an entry of the host's share"),
+        });
+    }
+    Ok(Path::new(SHARE).join(p))
+}
+
+/// Bind-mounts `source` at `target`, then applies `opts`' flags (a bind
+/// mount takes `ro`, `nosuid`, ... only on a remount) and propagation.
+fn bind(
+    source: &Path,
+    target: &Path,
+    recursive: bool,
+    opts: &MountOptions,
+) -> Result<(), MountError> {
+    let err =
+        |e: rustix::io::Errno| mount_err("bind", &source.display().to_string(), target, e.into());
+    if recursive {
+        rustix::mount::mount_bind_recursive(source, target).map_err(err)?;
+    } else {
+        rustix::mount::mount_bind(source, target).map_err(err)?;
+    }
+    let flags = opts.flags & !(MountFlags::BIND | MountFlags::REC);
+    if !flags.is_empty() {
+        rustix::mount::mount_remount(target, MountFlags::BIND | flags, "").map_err(err)?;
+    }
+    if !opts.propagation.is_empty() {
+        rustix::mount::mount_change(target, opts.propagation).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Mounts the root at `rootfs`: the block device, or the share's root
+/// file system directory.
 fn mount_root(root: &RootSpec, rootfs: &Path) -> Result<(), MountError> {
+    if root.fstype == "virtiofs" {
+        mount_share(&root.device)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(rootfs)
+            .map_err(io_err(format!("creating {}", rootfs.display())))?;
+        let opts = MountOptions {
+            flags: if root.readonly {
+                MountFlags::RDONLY
+            } else {
+                MountFlags::empty()
+            },
+            ..MountOptions::default()
+        };
+        // Recursive: the host's root directory may hold mounts of its own.
+        return bind(&share_entry(SHARE_ROOTFS, "/")?, rootfs, true, &opts);
+    }
     let kind = fs_kind(&MountSpec {
         destination: "/".into(),
         fstype: root.fstype.clone(),
@@ -429,23 +523,41 @@ fn mount_in_root(
 ) -> Result<Option<DeferredMount>, MountError> {
     let kind = fs_kind(m)?;
     let opts = parse_options(&m.options);
-    if opts.flags.contains(MountFlags::BIND) {
-        return Err(MountError::UnsupportedType {
-            destination: m.destination.clone(),
-            fstype: m.fstype.clone(),
-            hint: " with the bind option (host paths are not visible in the guest)",
-        });
-    }
+    let nested = deferred
+        .iter()
+        .any(|d| is_below(&m.destination, &d.destination));
     let (fstype, source) = match kind {
+        FsKind::Pseudo(_) | FsKind::Block(_) if opts.flags.contains(MountFlags::BIND) => {
+            return Err(MountError::UnsupportedType {
+                destination: m.destination.clone(),
+                fstype: m.fstype.clone(),
+                hint: " with the bind option (the runtime passes host paths as type bind)",
+            })
+        }
         FsKind::Pseudo(t) => (t, if m.source.is_empty() { t } else { &m.source }),
         FsKind::Block(t) => {
             wait_for_device(&m.source)?;
             (t, m.source.as_str())
         }
+        FsKind::Bind { recursive } => {
+            if nested {
+                return Err(MountError::BadDestination {
+                    destination: m.destination.clone(),
+                    reason: "a bind mount below proc, mqueue or cgroup is not supported".into(),
+                });
+            }
+            // Also where the root is a block device: binds still come
+            // from the host.
+            mount_share(SHARE_TAG)?;
+            let source = share_entry(&m.source, &m.destination)?;
+            let is_dir = fs::metadata(&source)
+                .map_err(io_err(format!("bind source {}", source.display())))?
+                .is_dir();
+            let target = bind_target(rootfs, &m.destination, is_dir)?;
+            bind(&source, &target, recursive, &opts)?;
+            return Ok(None);
+        }
     };
-    let nested = deferred
-        .iter()
-        .any(|d| is_below(&m.destination, &d.destination));
     if !namespaced(fstype) && !nested {
         let target = resolve_in_root(rootfs, &m.destination, true)?;
         do_mount(fstype, source, &target, &opts)?;
@@ -475,6 +587,43 @@ fn mount_in_root(
         propagation: opts.propagation,
         data,
     }))
+}
+
+/// The mount point for a bind mount at `dest` inside `rootfs`: a directory,
+/// or for a file source a file, made where missing (as runc does).
+fn bind_target(rootfs: &Path, dest: &str, is_dir: bool) -> Result<PathBuf, MountError> {
+    if is_dir {
+        return resolve_in_root(rootfs, dest, true);
+    }
+    let bad = |reason: String| MountError::BadDestination {
+        destination: dest.to_owned(),
+        reason,
+    };
+    let path = Path::new(dest);
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(bad("a file cannot be bound over the root".into()));
+    };
+    let parent = resolve_in_root(rootfs, &parent.to_string_lossy(), true)?;
+    let target = parent.join(name);
+    match fs::symlink_metadata(&target) {
+        // A link is followed inside the root, as any mount point.
+        Ok(m) if m.file_type().is_symlink() => resolve_in_root(rootfs, dest, false),
+        Ok(_) => Ok(target),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            rustix::fs::open(
+                &target,
+                rustix::fs::OFlags::CREATE
+                    | rustix::fs::OFlags::EXCL
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::WRONLY
+                    | rustix::fs::OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map_err(|e| bad(format!("creating {}: {e}", target.display())))?;
+            Ok(target)
+        }
+        Err(e) => Err(bad(format!("{}: {e}", target.display()))),
+    }
 }
 
 /// Device nodes every container gets, as runc gives them: (name, major, minor).
@@ -730,8 +879,44 @@ mod tests {
         assert_eq!(fs_kind(&mount("ext4")).unwrap(), FsKind::Block("ext4"));
         let e = fs_kind(&mount("nfs")).unwrap_err().to_string();
         assert!(e.contains("/x") && e.contains("nfs"), "{e}");
-        let e = fs_kind(&mount("bind")).unwrap_err().to_string();
-        assert!(e.contains("block devices"), "{e}");
+        assert_eq!(
+            fs_kind(&mount("rbind")).unwrap(),
+            FsKind::Bind { recursive: true }
+        );
+        let e = fs_kind(&mount("none")).unwrap_err().to_string();
+        assert!(e.contains("share"), "{e}");
+    }
+
+    #[test]
+    fn share_entries_stay_in_the_share() {
+        assert_eq!(
+            share_entry("mounts/3", "/x").unwrap(),
+            Path::new(SHARE).join("mounts/3")
+        );
+        for bad in ["", "/etc", "mounts/../..", "../x", "./x"] {
+            let e = share_entry(bad, "/x").unwrap_err().to_string();
+            assert!(e.contains("not an entry of the host's share"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bind_targets_are_made_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/real", root.join("etc/hosts")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("up")).unwrap();
+        // A file source: the file is made, its directories too.
+        let t = bind_target(root, "/run/secrets/token", false).unwrap();
+        assert_eq!(t, root.join("run/secrets/token"));
+        assert!(t.is_file());
+        // A link is followed inside the root, never out of it.
+        let t = bind_target(root, "/etc/hosts", false);
+        assert!(t.is_err() || t.unwrap().starts_with(root));
+        let t = bind_target(root, "/up/data", true).unwrap();
+        assert_eq!(t, root.join("data"));
+        assert!(t.is_dir());
+        assert!(bind_target(root, "/", false).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// 2: `ConfigureNetwork` / `NetworkConfigured`.
 /// 3: the container's namespaces, capabilities, seccomp, paths, devices,
 /// sysctls and resources, which an older agent would silently not apply.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// Name of the virtio-serial port the agent uses where there is no vsock.
@@ -29,6 +29,14 @@ pub const AGENT_SERIAL_PORT_NAME: &str = "runm.agent";
 pub const MAX_FRAME: usize = 1 << 20;
 /// Process id of the container's own process; `exec` processes get 1, 2, ...
 pub const INIT_PROCESS: u32 = 0;
+/// The virtio-fs tag of the directory the host shares with the guest: the
+/// container's root file system at [`SHARE_ROOTFS`] and its bind mounts'
+/// sources below [`SHARE_MOUNTS`].
+pub const SHARE_TAG: &str = "runm";
+/// The root file system's directory in the share.
+pub const SHARE_ROOTFS: &str = "rootfs";
+/// The directory in the share holding one entry per bind mount (`0`, `1`, ...).
+pub const SHARE_MOUNTS: &str = "mounts";
 
 const KIND_CONTROL: u8 = 0;
 const KIND_DATA: u8 = 1;
@@ -153,9 +161,10 @@ fn root_dir() -> String {
 /// The container's root file system inside the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootSpec {
-    /// Block device, e.g. `/dev/vda`.
+    /// Block device, e.g. `/dev/vda`; for `virtiofs`, the share's tag.
     pub device: String,
-    /// File system type, e.g. `ext4`.
+    /// File system type: `ext4` (a block device) or `virtiofs` (the host's
+    /// directory, [`SHARE_ROOTFS`] in the share).
     pub fstype: String,
     /// Mount it read-only.
     #[serde(default)]
@@ -170,7 +179,9 @@ pub struct MountSpec {
     /// File system type (`proc`, `sysfs`, `tmpfs`, `devpts`, `mqueue`, `ext4`, ...).
     #[serde(rename = "type")]
     pub fstype: String,
-    /// Source (a device for block mounts, else informational).
+    /// Source: a device for block mounts; for `bind`, the entry of the
+    /// share it binds (a path relative to the share, [`SHARE_MOUNTS`]`/N`);
+    /// else informational.
     #[serde(default)]
     pub source: String,
     /// mount(8)-style options (`nosuid`, `ro`, `mode=755`, ...).

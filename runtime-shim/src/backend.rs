@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use vm_spec::{
-    AgentPort, AgentTransport, ConfigError, Console, CpuTemplateName, DiskConfig, GuestArgs,
-    GuestVmm, HostKvm, NetConfig, QemuAccel, QemuMicrovm, VmConfig, VsockConfig,
+    AgentPort, AgentTransport, ConfigError, Console, CpuTemplateName, DiskConfig, FsConfig,
+    GuestArgs, GuestVmm, HostKvm, NetConfig, QemuAccel, QemuMicrovm, VmConfig, VsockConfig,
 };
 
 use crate::bundle::VmSizing;
@@ -344,8 +344,12 @@ pub struct VmSpec<'a> {
     pub sizing: VmSizing,
     /// The container's directory (image, sockets, console log).
     pub dir: &'a ContainerDir,
-    /// Attach the root image read-only.
-    pub readonly: bool,
+    /// The root image (`<dir>/rootfs.img`) as the first disk, read-only
+    /// if `Some(true)`; `None` when the root is shared.
+    pub root_image: Option<bool>,
+    /// virtiofsd's socket, when the guest has the share
+    /// ([`guest_agent::proto::SHARE_TAG`]).
+    pub share: Option<PathBuf>,
     /// The guest's NICs: taps the VM process inherits as descriptors.
     pub nets: &'a [NetConfig],
 }
@@ -375,10 +379,6 @@ const LIBEXEC_VIRTIOFSD: &str = "/usr/libexec/virtiofsd";
 
 /// The virtio-fs daemon (the Rust virtiofsd): `$RUNM_VIRTIOFSD`, `virtiofsd`
 /// beside runm, on `PATH`, or in `/usr/libexec`.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "until the sandbox starts virtiofsd")
-)]
 pub fn find_virtiofsd() -> Result<PathBuf, BackendError> {
     let found = find_program(
         "virtiofsd",
@@ -439,12 +439,26 @@ fn runm_guest() -> GuestArgs {
     }
 }
 
-/// The container's root image, the guest's first disk.
-fn root_disk(vm: &VmSpec<'_>) -> DiskConfig {
-    DiskConfig {
-        path: vm.dir.rootfs_image(),
-        read_only: vm.readonly,
-    }
+/// The container's root image, the guest's first disk, if it has one.
+fn root_disk(vm: &VmSpec<'_>) -> Vec<DiskConfig> {
+    vm.root_image
+        .map(|read_only| DiskConfig {
+            path: vm.dir.rootfs_image(),
+            read_only,
+        })
+        .into_iter()
+        .collect()
+}
+
+/// The guest's share, if it has one.
+fn share(vm: &VmSpec<'_>) -> Vec<FsConfig> {
+    vm.share
+        .iter()
+        .map(|socket| FsConfig {
+            tag: guest_agent::proto::SHARE_TAG.into(),
+            socket: socket.clone(),
+        })
+        .collect()
 }
 
 /// QEMU's arguments: a microvm with the root image on virtio-blk, the NICs
@@ -462,7 +476,8 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
         initrd: Some(vm.images.initrd.clone()),
         guest: runm_guest(),
         console: Console::File(vm.dir.console_log()),
-        disks: vec![root_disk(vm)],
+        disks: root_disk(vm),
+        fs: share(vm),
         nets: vm.nets.to_vec(),
         agent: Some(AgentPort {
             socket: vm.dir.agent_socket(),
@@ -487,14 +502,14 @@ pub fn runm_vmm_config(vm: &VmSpec<'_>) -> VmConfig {
         vcpus: vm.sizing.vcpus,
         console: Console::File(vm.dir.console_log()),
         cpu_template: CpuTemplateName::Auto,
-        disks: vec![root_disk(vm)],
+        disks: root_disk(vm),
         vsock: Some(VsockConfig {
             cid: GUEST_CID,
             uds: vm.dir.vsock_socket(),
         }),
         nets: vm.nets.to_vec(),
         rng: false,
-        fs: Vec::new(),
+        fs: share(vm),
         console_max_bytes: vm_spec::config::DEFAULT_CONSOLE_MAX_BYTES,
         jail: None,
     }
@@ -661,7 +676,8 @@ mod tests {
                 vcpus: 2,
             },
             dir: &dir,
-            readonly: true,
+            root_image: Some(true),
+            share: None,
             nets: &[],
         };
         let args: Vec<String> = qemu_args(Accel::Tcg, &vm)
@@ -698,7 +714,8 @@ mod tests {
                 vcpus: 1,
             },
             dir: &dir,
-            readonly: false,
+            root_image: Some(false),
+            share: None,
             nets: &[],
         };
         let c = runm_vmm_config(&vm);
@@ -735,7 +752,8 @@ mod tests {
                 vcpus: 2,
             },
             dir: &dir,
-            readonly: true,
+            root_image: Some(true),
+            share: None,
             nets: &nets,
         };
         let choice = Choice {

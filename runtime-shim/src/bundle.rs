@@ -5,9 +5,12 @@
 //! for what runm does not honour:
 //! - honoured: `process` (args, env, cwd, user uid/gid/additionalGids,
 //!   terminal, rlimits, noNewPrivileges, capabilities, oomScoreAdj), `root`
-//!   (path, readonly), `hostname`, `mounts` of kernel file systems (proc,
-//!   sysfs, tmpfs, devpts, mqueue, cgroup as cgroup2, ...) done inside the
-//!   guest, `linux.resources.memory.limit` (guest RAM) and
+//!   (path, readonly: the directory itself reaches the guest through
+//!   virtio-fs, or a copy in an ext4 image with `io.runm.rootfs=image`),
+//!   `hostname`, `mounts` of kernel file systems (proc, sysfs, tmpfs, devpts,
+//!   mqueue, cgroup as cgroup2, ...) done inside the guest, bind mounts of
+//!   host files and directories (through the same virtio-fs share, see
+//!   [`crate::share`]; their propagation to or from the host is not), `linux.resources.memory.limit` (guest RAM) and
 //!   `linux.resources.cpu` quota/period (vCPUs), `annotations` (and runm's
 //!   own `io.runm.*`); inside the guest, as runc does on a host: new PID,
 //!   mount, IPC and UTS namespaces (user and cgroup ones when listed, with
@@ -32,7 +35,8 @@
 //!   network, which a VM cannot share) leaves the guest loopback only;
 //! - hooks: `prestart`, `createRuntime`, `poststart` and `poststop` run on
 //!   the host ([`crate::hooks`]);
-//! - refused with an error: bind mounts and other mounts of host paths, and
+//! - refused with an error: bind mounts of what is not a file or a
+//!   directory (device nodes, sockets), other mounts of host paths, and
 //!   joining other existing namespaces (`linux.namespaces[].path`): a VM
 //!   cannot share them with the host, and pretending would give the workload
 //!   something other than what it asked for;
@@ -56,13 +60,14 @@ use std::path::{Path, PathBuf};
 
 use guest_agent::proto::{
     Capabilities, ContainerSpec, DeviceSpec, IdMapping, LinuxSpec, MountSpec, ProcessSpec,
-    ResourcesSpec, Rlimit, RootSpec,
+    ResourcesSpec, Rlimit, RootSpec, SHARE_MOUNTS, SHARE_TAG,
 };
 use oci_spec::runtime::{Hooks, Linux, LinuxNamespaceType, Process, Spec};
 use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Limits};
+use crate::share::HostBind;
 
 /// Guest RAM when the bundle sets no memory limit.
 pub const DEFAULT_MEM_MIB: u64 = 256;
@@ -81,7 +86,12 @@ pub const ANNOTATION_VCPUS: &str = "io.runm.vm.vcpus";
 pub const ANNOTATION_HOST_OVERHEAD: &str = "io.runm.vm.host_overhead_mib";
 /// Annotation choosing the hypervisor (`runm-vmm`, `qemu`, `auto`).
 pub const ANNOTATION_HYPERVISOR: &str = "io.runm.hypervisor";
-/// The root file system's device inside the guest (the first virtio-blk disk).
+/// Annotation choosing how the root file system reaches the guest:
+/// `virtiofs` (the default: the directory itself, shared) or `image` (a
+/// copy in an ext4 image on a virtio-blk disk, built at `create`).
+pub const ANNOTATION_ROOTFS: &str = "io.runm.rootfs";
+/// The root file system's device inside the guest (the first virtio-blk
+/// disk), with `io.runm.rootfs=image`.
 pub const GUEST_ROOT_DEVICE: &str = "/dev/vda";
 
 /// Errors in a bundle.
@@ -127,6 +137,9 @@ pub enum BundleError {
     /// Something runm cannot do in a microVM.
     #[error("{0}: not supported in a microVM")]
     Unsupported(String),
+    /// A bind mount's source cannot be shared with the guest.
+    #[error(transparent)]
+    Share(#[from] crate::share::ShareError),
     /// A value is missing or wrong.
     #[error("{config}: {what}")]
     Invalid {
@@ -166,6 +179,8 @@ pub struct ContainerPlan {
     pub bundle: PathBuf,
     /// The root file system directory (absolute).
     pub rootfs: PathBuf,
+    /// `root.path` as given (relative to the bundle, or absolute).
+    pub root_path: PathBuf,
     /// What the agent builds.
     pub container: ContainerSpec,
     /// VM size.
@@ -186,6 +201,11 @@ pub struct ContainerPlan {
     pub network: NetworkNamespace,
     /// The hooks (runm runs those of the host, see [`crate::hooks`]).
     pub hooks: Option<Hooks>,
+    /// The root file system is copied into an ext4 image
+    /// ([`ANNOTATION_ROOTFS`] `image`) instead of shared.
+    pub root_image: bool,
+    /// The bind mounts, numbered as the guest's mounts name them.
+    pub binds: Vec<HostBind>,
 }
 
 /// The part of `linux.resources` runm applies to the host cgroup of the
@@ -228,6 +248,11 @@ pub struct RootDir {
 }
 
 impl RootDir {
+    /// The open directory.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     /// A path to the open directory that this process and its children
     /// (same user) can use while this process runs.
     pub fn path(&self) -> PathBuf {
@@ -258,6 +283,9 @@ pub fn load(
         .map(|r| r.path().clone())
         .unwrap_or_default();
     let dir = open_root(&bundle, &root)?;
+    for b in &plan.binds {
+        crate::share::open_source(b)?;
+    }
     Ok((plan, dir))
 }
 
@@ -387,8 +415,10 @@ pub fn plan(
     };
 
     let mut mounts = Vec::new();
+    let mut binds = Vec::new();
+    let mut unhonoured = Vec::new();
     for m in spec.mounts().iter().flatten() {
-        if let Some(mount) = mount_spec(m)? {
+        if let Some(mount) = mount_spec(m, bundle, &mut binds, &mut unhonoured)? {
             mounts.push(mount);
         }
     }
@@ -467,16 +497,33 @@ pub fn plan(
         ),
     };
     let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
+    let root_image = match annotations.get(ANNOTATION_ROOTFS).map(String::as_str) {
+        None | Some("virtiofs") => false,
+        Some("image") => true,
+        Some(other) => {
+            return Err(invalid(&format!(
+                "annotation {ANNOTATION_ROOTFS}='{other}': give virtiofs or image"
+            )))
+        }
+    };
+    let mut ignored = ignored_fields(raw);
+    ignored.extend(unhonoured);
 
     Ok(ContainerPlan {
         bundle: bundle.to_path_buf(),
         rootfs,
+        root_path: root.path().clone(),
         container: ContainerSpec {
             id: id.to_string(),
             hostname,
             root: RootSpec {
-                device: GUEST_ROOT_DEVICE.to_string(),
-                fstype: "ext4".to_string(),
+                device: if root_image {
+                    GUEST_ROOT_DEVICE
+                } else {
+                    SHARE_TAG
+                }
+                .to_string(),
+                fstype: if root_image { "ext4" } else { "virtiofs" }.to_string(),
                 readonly: root.readonly().unwrap_or(false),
             },
             mounts,
@@ -487,7 +534,7 @@ pub fn plan(
         hypervisor,
         host_overhead_mib,
         annotations,
-        ignored: ignored_fields(raw),
+        ignored,
         cgroups_path: spec
             .linux()
             .as_ref()
@@ -497,6 +544,8 @@ pub fn plan(
         host: HostResources::of(spec.linux().as_ref().and_then(|l| l.resources().as_ref())),
         network,
         hooks,
+        root_image,
+        binds,
     })
 }
 
@@ -840,9 +889,20 @@ const GUEST_FILESYSTEMS: &[&str] = &[
     "fusectl",
 ];
 
+/// Propagation options a bind mount of a VM cannot honour: nothing the
+/// guest mounts reaches the host, nor the other way.
+const HOST_PROPAGATION: &[&str] = &["shared", "rshared", "slave", "rslave"];
+
 /// A mount the guest performs, `None` for one it skips, or the error for one
-/// that needs the host's files.
-fn mount_spec(m: &oci_spec::runtime::Mount) -> Result<Option<MountSpec>, BundleError> {
+/// it cannot do. A bind mount of a host path (type `bind`, or the `bind` or
+/// `rbind` option) becomes entry `N` of the share (`binds[N]`), which the
+/// guest binds into place; what it cannot honour goes to `unhonoured`.
+fn mount_spec(
+    m: &oci_spec::runtime::Mount,
+    bundle: &Path,
+    binds: &mut Vec<HostBind>,
+    unhonoured: &mut Vec<String>,
+) -> Result<Option<MountSpec>, BundleError> {
     let options = m.options().clone().unwrap_or_default();
     let destination = m.destination().to_string_lossy().into_owned();
     let source = m
@@ -853,9 +913,50 @@ fn mount_spec(m: &oci_spec::runtime::Mount) -> Result<Option<MountSpec>, BundleE
     let is_bind = options.iter().any(|o| o == "bind" || o == "rbind");
     let fstype = m.typ().clone().unwrap_or_default();
     if is_bind || fstype == "bind" || fstype == "rbind" {
-        return Err(BundleError::Unsupported(format!(
-            "bind mount of host path {source} at {destination}"
-        )));
+        if source.is_empty() {
+            return Err(BundleError::Unsupported(format!(
+                "bind mount at {destination} without a source"
+            )));
+        }
+        if !destination.starts_with('/') || destination == "/" {
+            return Err(BundleError::Unsupported(format!(
+                "bind mount of {source} at '{destination}' (not an absolute path below /)"
+            )));
+        }
+        let recursive = fstype == "rbind" || options.iter().any(|o| o == "rbind");
+        let mut kept = Vec::new();
+        let mut readonly = false;
+        for o in options.iter().flat_map(|o| o.split(',')) {
+            match o {
+                "bind" | "rbind" | "" => {}
+                "ro" => {
+                    readonly = true;
+                    kept.push(o.to_string());
+                }
+                "rw" => {
+                    readonly = false;
+                    kept.push(o.to_string());
+                }
+                o if HOST_PROPAGATION.contains(&o) => {
+                    unhonoured.push(format!("mounts {destination}: propagation {o}"))
+                }
+                o => kept.push(o.to_string()),
+            }
+        }
+        let n = binds.len();
+        binds.push(HostBind {
+            // Relative to the bundle, as runc resolves it from there.
+            source: bundle.join(&source),
+            destination: destination.clone(),
+            recursive,
+            readonly,
+        });
+        return Ok(Some(MountSpec {
+            destination,
+            fstype: if recursive { "rbind" } else { "bind" }.to_string(),
+            source: format!("{SHARE_MOUNTS}/{n}"),
+            options: kept,
+        }));
     }
     // cgroup v1 hierarchies need named controllers; the guest kernel's
     // unified hierarchy gives the workload the same view of its own limits.
@@ -1052,9 +1153,25 @@ mod tests {
             }
         );
         assert_eq!(p.container.id, "c1");
-        assert_eq!(p.container.root.device, "/dev/vda");
-        assert_eq!(p.container.root.fstype, "ext4");
+        // The root directory itself, shared: no copy.
+        assert_eq!(p.container.root.device, "runm");
+        assert_eq!(p.container.root.fstype, "virtiofs");
+        assert!(!p.root_image);
         assert!(!p.container.root.readonly);
+        let mut v = minimal();
+        v["annotations"] = serde_json::json!({"io.runm.rootfs": "image"});
+        let p2 = plan_of(v.clone()).unwrap();
+        assert_eq!(
+            (
+                p2.container.root.device.as_str(),
+                p2.container.root.fstype.as_str()
+            ),
+            ("/dev/vda", "ext4")
+        );
+        assert!(p2.root_image);
+        v["annotations"] = serde_json::json!({"io.runm.rootfs": "nfs"});
+        let e = plan_of(v).unwrap_err().to_string();
+        assert!(e.contains("io.runm.rootfs='nfs'"), "{e}");
         assert_eq!(p.container.process.args, vec!["sh"]);
         assert_eq!(p.container.hostname, None);
         assert!(p.ignored.is_empty(), "{:?}", p.ignored);
@@ -1200,21 +1317,48 @@ mod tests {
             .collect();
         assert_eq!(types, vec!["proc", "tmpfs", "cgroup2"]);
         assert_eq!(p.container.mounts[1].options, vec!["nosuid", "size=65536k"]);
+        // Bind mounts become entries of the share, numbered in order; the
+        // guest gets their options but not what a VM cannot honour.
         v["mounts"] = serde_json::json!([
-            {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]}
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "rshared", "ro"]},
+            {"destination": "/etc/hosts", "source": "/etc/hosts", "options": ["bind", "nosuid"]},
+            {"destination": "/cfg", "type": "none", "source": "cfg", "options": ["bind"]}
         ]);
-        let e = plan_of(v.clone()).unwrap_err().to_string();
+        let p = plan_of(v.clone()).unwrap();
+        let m = &p.container.mounts;
         assert_eq!(
-            e,
-            "bind mount of host path /srv/data at /data: not supported in a microVM"
+            (m[1].fstype.as_str(), m[1].source.as_str()),
+            ("rbind", "mounts/0")
         );
+        assert_eq!(m[1].options, vec!["ro"]);
+        assert_eq!(
+            (m[2].fstype.as_str(), m[2].source.as_str()),
+            ("bind", "mounts/1")
+        );
+        assert_eq!(m[2].options, vec!["nosuid"]);
+        assert_eq!(m[3].source, "mounts/2");
+        assert_eq!(p.binds.len(), 3);
+        assert!(p.binds[0].recursive && p.binds[0].readonly);
+        assert!(!p.binds[1].recursive && !p.binds[1].readonly);
+        assert_eq!(p.binds[1].source, Path::new("/etc/hosts"));
+        assert!(p.binds[2].source.is_absolute(), "relative to the bundle");
+        assert!(
+            p.ignored
+                .iter()
+                .any(|i| i.contains("/data") && i.contains("rshared")),
+            "{:?}",
+            p.ignored
+        );
+        assert_eq!(p.container.root.fstype, "virtiofs");
+        assert!(!p.root_image);
         v["mounts"] = serde_json::json!([
-            {"destination": "/etc/hosts", "source": "/etc/hosts", "options": ["bind", "ro"]}
+            {"destination": "relative", "type": "bind", "source": "/srv"}
         ]);
         assert!(plan_of(v.clone())
             .unwrap_err()
             .to_string()
-            .contains("bind mount"));
+            .contains("not an absolute path"));
         v["mounts"] = serde_json::json!([
             {"destination": "/d", "type": "ext4", "source": "/dev/sdb"}
         ]);

@@ -24,7 +24,8 @@
 //! - `enable_annotations`: the `io.runm.*` annotations a bundle may set (an
 //!   exact name, or a prefix ending in `*`), like Kata's
 //!   `enable_annotations`. Default: the VM size ones, within the limits
-//!   below; not `io.runm.hypervisor` (the backend) nor
+//!   below, and `io.runm.rootfs` (the root as an ext4 image, whose copy
+//!   the bundle's own size bounds); not `io.runm.hypervisor` (the backend) nor
 //!   `io.runm.vm.host_overhead_mib` (how much host memory beyond guest RAM
 //!   the VM's cgroup may use), which only the host should choose. A bundle
 //!   that sets one not enabled is refused.
@@ -112,6 +113,7 @@ impl Default for Config {
             enable_annotations: vec![
                 crate::bundle::ANNOTATION_MEMORY.into(),
                 crate::bundle::ANNOTATION_VCPUS.into(),
+                crate::bundle::ANNOTATION_ROOTFS.into(),
             ],
             max_memory_mib: None,
             max_vcpus: None,

@@ -29,6 +29,7 @@ mod network;
 mod rootfs;
 mod sandbox;
 mod seccomp;
+mod share;
 mod signal;
 mod state;
 mod sys;

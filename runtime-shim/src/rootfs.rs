@@ -1,12 +1,12 @@
-//! The bundle's root file system as a block device for the guest.
+//! The bundle's root file system as a block device for the guest, when the
+//! bundle asks for one (`io.runm.rootfs=image`; by default the directory is
+//! shared, see [`crate::share`]).
 //!
 //! Owns turning `root.path` into an ext4 image (`mkfs.ext4 -d`), one per
 //! container at `<root>/<id>/rootfs.img`. The guest mounts that image, so
 //! writes inside the container stay in the image and never reach the bundle
-//! directory; the image goes away with `runm delete`. The image is built
-//! afresh for every container: a cache keyed by the content of the root
-//! file system (shared read-only lower image plus a writable layer) is the
-//! obvious next step where start-up time matters.
+//! directory; the image goes away with `runm delete`. The copy costs time
+//! and disk at every `create`, which is why it is not the default.
 
 use std::fs;
 use std::io;

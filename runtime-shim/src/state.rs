@@ -331,6 +331,18 @@ impl ContainerDir {
     pub fn rootfs_image(&self) -> PathBuf {
         self.path.join("rootfs.img")
     }
+    /// The directory virtiofsd serves to the guest (see [`crate::share`]).
+    pub fn share_dir(&self) -> PathBuf {
+        self.path.join("share")
+    }
+    /// virtiofsd's vhost-user socket.
+    pub fn virtiofs_socket(&self) -> PathBuf {
+        self.path.join("virtiofs.sock")
+    }
+    /// virtiofsd's output.
+    pub fn virtiofsd_log(&self) -> PathBuf {
+        self.path.join("virtiofsd.log")
+    }
     /// The guest's serial console.
     pub fn console_log(&self) -> PathBuf {
         self.path.join("console.log")
@@ -417,6 +429,12 @@ impl ContainerDir {
         if let Err(e) = crate::network::NetNs::unbind(&self.netns_file()) {
             log::warn!("container {}: {e}", self.id);
         }
+        // Never recursively: what the sandbox bound there is the host's.
+        crate::share::remove_layout(&self.share_dir()).map_err(|e| StateError::Io {
+            what: "cannot remove the share",
+            path: self.share_dir(),
+            source: io::Error::other(e.to_string()),
+        })?;
         match fs::remove_dir_all(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

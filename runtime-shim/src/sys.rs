@@ -67,6 +67,18 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     Ok(rustix::process::kill_process(one_pid(pid)?, signal)?)
 }
 
+/// Sends `sig` to every process of the process group `pgid` (a child
+/// started with `setsid`: its pid).
+pub fn kill_group(pgid: i32, sig: i32) -> io::Result<()> {
+    let signal = Signal::from_named_raw(sig).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{sig} is not a signal runm sends"),
+        )
+    })?;
+    Ok(rustix::process::kill_process_group(one_pid(pgid)?, signal)?)
+}
+
 /// Blocks `signals` in the calling thread (and threads it spawns later);
 /// returns the set to [`SigSet::wait`] on. std's `Command` clears the mask
 /// in children.

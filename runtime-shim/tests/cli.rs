@@ -191,14 +191,22 @@ mod tests {
     fn unsupported_configuration_is_refused_or_warned_about() {
         let r = runm_with_images();
         let b = r.tmp.path().join("b");
-        bundle(&b, &["true"], false, |c| {
-            c["mounts"].as_array_mut().unwrap().push(serde_json::json!(
-                {"destination": "/data", "type": "bind", "source": "/srv", "options": ["rbind"]}
-            ));
-        });
+        // Bind mounts whose source cannot reach a VM: refused before
+        // anything is made.
         let bs = b.to_str().unwrap();
-        r.run(&["create", "c1", "--bundle", bs])
-            .fails_with("bind mount of host path /srv at /data: not supported in a microVM");
+        for (source, why) in [
+            ("/nonexistent-src", "the source does not exist"),
+            ("/dev/null", "the source is a device node"),
+        ] {
+            bundle(&b, &["true"], false, |c| {
+                c["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+                    {"destination": "/data", "type": "bind", "source": source, "options": ["rbind"]}
+                ));
+            });
+            r.run(&["create", "c1", "--bundle", bs])
+                .fails_with(&format!("bind mount of {source} at /data: {why}"));
+            r.assert_clean();
+        }
         bundle(&b, &["sh"], false, |c| {
             c["process"]["terminal"] = true.into()
         });

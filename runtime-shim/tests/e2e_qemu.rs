@@ -320,6 +320,14 @@ mod tests {
         r.assert_clean();
     }
 
+    /// The command name of process `pid`.
+    fn read_comm(pid: &str) -> String {
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
     /// The host cgroup file `v1`/`v2` of process `pid`'s cgroup for
     /// `controller` (v1 hierarchies, else the unified one).
     fn cgroup_file(pid: i64, controller: &str, v1: &str, v2: &str) -> PathBuf {
@@ -370,10 +378,15 @@ mod tests {
         assert!(name.starts_with("bounded-"), "{}", dir.display());
         assert_eq!(dir.parent().unwrap().file_name().unwrap(), "runm");
         let members = fs::read_to_string(&procs).unwrap();
+        // The sandbox, its VM and virtiofsd (which forks into its own
+        // sandbox): none of them outside the bounded cgroup.
+        let comm = |pid: &str| read_comm(pid);
+        let mut names: Vec<String> = members.lines().map(comm).collect();
+        names.sort();
         assert_eq!(
-            members.lines().count(),
-            2,
-            "the sandbox and its VM: {members:?}"
+            names,
+            ["qemu-system-x86", "runm", "virtiofsd", "virtiofsd"],
+            "the sandbox, its VM and its virtio-fs daemon: {members:?}"
         );
         let read = |p: PathBuf| fs::read_to_string(&p).unwrap().trim().to_string();
         // Guest RAM (256 MiB) plus QEMU TCG's overhead (256 MiB).

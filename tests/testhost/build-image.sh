@@ -199,7 +199,9 @@ fi
 add_with_libs "$(command -v debugfs)" usr/sbin/debugfs
 if [ "$runm" != none ]; then
     add_with_libs "$runm" usr/bin/runm
-    # runm turns the bundle's rootfs into an ext4 image.
+    # runm shares the bundle's rootfs and bind mounts through virtiofsd, and
+    # turns the rootfs into an ext4 image when asked.
+    add_with_libs "${RUNM_VIRTIOFSD:-$("$repo/scripts/virtiofsd.sh" | tail -n 1)}" usr/libexec/virtiofsd
     add_with_libs "$(command -v mkfs.ext4)" usr/sbin/mkfs.ext4
     # The OCI tests edit bundle configs and read runm's state JSON with jq.
     add_with_libs "$(command -v jq)" usr/bin/jq

@@ -605,6 +605,41 @@ test_runm_oci_two_containers() {
     pass_detail "${secs} s"
 }
 
+# The root directory and bind mounts through virtio-fs under runm-vmm (one
+# virtiofsd per VM, vhost-user-fs in runm-vmm): a write in / lands in the
+# bundle's rootfs, a read-only host file and directory are readable and refuse
+# writes, a read-write volume carries a file out, and after the run nothing
+# names the test in the host's mount table.
+test_runm_oci_host_dirs() {
+    mkdir -p "$T/host/ro" "$T/host/vol"
+    echo "10.1.2.3 from-the-host" > "$T/host/hosts"
+    echo "read me" > "$T/host/ro/file"
+    oci_bundle ".process.args = [\"sh\", \"-c\", \"echo written > /new-file; cat /etc/hosts /ro/file; (echo x > /ro/file) 2>/dev/null && echo ro-broken || echo ro-holds; echo from-the-guest > /vol/out\"]
+        | .mounts += [{\"destination\": \"/etc/hosts\", \"type\": \"bind\", \"source\": \"$T/host/hosts\", \"options\": [\"rbind\", \"ro\"]},
+            {\"destination\": \"/ro\", \"type\": \"bind\", \"source\": \"$T/host/ro\", \"options\": [\"bind\", \"ro\"]},
+            {\"destination\": \"/vol\", \"type\": \"bind\", \"source\": \"$T/host/vol\", \"options\": [\"rbind\"]}]"
+    trap 'oci_cleanup c1' EXIT
+    t0=$(date +%s)
+    oci "$guest_timeout" run c1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
+    status=$?
+    secs=$(( $(date +%s) - t0 ))
+    expected=$(printf '10.1.2.3 from-the-host\nread me\nro-holds')
+    out=$(cat "$T/out")
+    if [ "$status" != 0 ] || [ "$out" != "$expected" ]; then
+        show_tail "$T/err"
+        fail "runm run: exit status $status (expected 0), stdout '$(echo $out)' (expected '$(echo $expected)'), ${secs} s"
+    fi
+    [ "$(cat "$T/bundle/rootfs/new-file" 2>/dev/null)" = written ] ||
+        fail "the container's write in / did not reach the bundle's rootfs"
+    [ "$(cat "$T/host/vol/out" 2>/dev/null)" = from-the-guest ] ||
+        fail "the container's write in the volume did not reach the host directory"
+    [ "$(cat "$T/host/ro/file")" = "read me" ] || fail "the read-only directory's file changed"
+    ! grep -q "$T" /proc/self/mountinfo ||
+        fail "the host's mount table names the test: $(grep "$T" /proc/self/mountinfo | tr '\n' ';')"
+    oci_nothing_left
+    pass_detail "${secs} s"
+}
+
 # runm's network under runm-vmm: a namespace prepared the CNI way (a veth with
 # its MAC, MTU 1400, an address and a default route to a peer namespace) is
 # the guest's: eth0 has the veth's MAC, address and MTU, and pings the peer;

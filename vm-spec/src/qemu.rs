@@ -14,7 +14,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::cmdline::{kernel_cmdline, AgentTransport, GuestArgs, GuestVmm};
-use crate::config::{parse_mac, Console, DiskConfig, NetConfig, DEFAULT_MEM_MIB};
+use crate::config::{parse_mac, Console, DiskConfig, FsConfig, NetConfig, DEFAULT_MEM_MIB};
 use crate::host::HostKvm;
 
 /// How QEMU runs guest code.
@@ -67,6 +67,9 @@ pub struct QemuMicrovm {
     pub console: Console,
     /// virtio-blk disks, in the order the guest sees them (vda, vdb, ...).
     pub disks: Vec<DiskConfig>,
+    /// vhost-user-fs devices (virtio-fs served by a daemon such as
+    /// virtiofsd). With any, guest RAM is a shared memfd the daemon maps.
+    pub fs: Vec<FsConfig>,
     /// virtio-net NICs, in the order the guest sees them. A tap given by
     /// descriptor must be inherited by QEMU (close-on-exec cleared on that
     /// descriptor alone); one by name is attached in QEMU's namespace.
@@ -90,6 +93,7 @@ impl QemuMicrovm {
             guest: GuestArgs::default(),
             console: Console::Stdout,
             disks: Vec::new(),
+            fs: Vec::new(),
             nets: Vec::new(),
             agent: None,
             qmp: None,
@@ -110,8 +114,21 @@ impl QemuMicrovm {
         };
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-        push(&["-M", "microvm,acpi=off", "-accel", accel, "-cpu", cpu]);
+        // A vhost-user daemon maps guest RAM: it must be a shared memfd.
+        let machine = if self.fs.is_empty() {
+            "microvm,acpi=off"
+        } else {
+            "microvm,acpi=off,memory-backend=mem"
+        };
+        push(&["-M", machine, "-accel", accel, "-cpu", cpu]);
         push(&["-m", &self.mem_mib.to_string()]);
+        if !self.fs.is_empty() {
+            let mem = format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                self.mem_mib
+            );
+            push(&["-object", &mem]);
+        }
         push(&["-smp", &self.vcpus.to_string()]);
         push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
         a.push("-kernel".into());
@@ -137,6 +154,22 @@ impl QemuMicrovm {
             let opts = format!("id=disk{i},format=raw,if=none,file=");
             let ro = if d.read_only { ",readonly=on" } else { "" };
             a.push(concat(&opts, &escape(&d.path), ro));
+        }
+        for (i, f) in self.fs.iter().enumerate() {
+            a.push("-chardev".into());
+            a.push(concat(
+                &format!("socket,id=fs{i},path="),
+                &escape(&f.socket),
+                "",
+            ));
+            a.push("-device".into());
+            // The tag is the device's configuration; QEMU takes it as an
+            // option value, so a comma in it is escaped like a path's.
+            a.push(concat(
+                &format!("vhost-user-fs-device,chardev=fs{i},tag="),
+                &escape(Path::new(&f.tag)),
+                "",
+            ));
         }
         for (i, n) in self.nets.iter().enumerate() {
             // runm's taps carry a virtio-net header on every frame
@@ -241,6 +274,30 @@ mod tests {
         assert_eq!(after(&a, "-kernel"), "/k/vmlinux");
         assert_eq!(after(&a, "-serial"), "stdio");
         assert!(!a.contains(&"-initrd".to_string()));
+    }
+
+    #[test]
+    fn virtio_fs_shares_guest_memory_with_its_daemon() {
+        let mut m = QemuMicrovm::new(QemuAccel::Tcg, "/k");
+        m.mem_mib = 300;
+        m.fs = vec![FsConfig {
+            tag: "runm".into(),
+            socket: "/c/v,fs.sock".into(),
+        }];
+        let a = line(&m);
+        assert_eq!(after(&a, "-M"), "microvm,acpi=off,memory-backend=mem");
+        assert_eq!(
+            after(&a, "-object"),
+            "memory-backend-memfd,id=mem,size=300M,share=on"
+        );
+        assert_eq!(after(&a, "-chardev"), "socket,id=fs0,path=/c/v,,fs.sock");
+        assert_eq!(
+            after(&a, "-device"),
+            "vhost-user-fs-device,chardev=fs0,tag=runm"
+        );
+        // Without a share, private anonymous memory as before.
+        let a = line(&QemuMicrovm::new(QemuAccel::Tcg, "/k"));
+        assert!(!a.contains(&"-object".to_string()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `runm create ID --bundle DIR [--pid-file F] [--console-socket S]`: build
-//! the container's disk image, make its host cgroups (`linux.cgroupsPath`),
+//! `runm create ID --bundle DIR [--pid-file F] [--console-socket S]`: check
+//! the bundle and its bind mounts' sources, build the container's disk image
+//! if it asks for one (`io.runm.rootfs=image`), make its host cgroups (`linux.cgroupsPath`),
 //! open or make its network namespace, start its sandbox inside that
 //! namespace (the sandbox joins the cgroups, boots the VM and has the agent
 //! prepare the container), run the `prestart` and `createRuntime` hooks
@@ -23,6 +24,7 @@ use crate::logging;
 use crate::network::NetNs;
 use crate::rootfs;
 use crate::sandbox::{self, SandboxPlan};
+use crate::share::SharePlan;
 use crate::state::{ContainerDir, ContainerLock, State};
 use crate::sys;
 
@@ -197,6 +199,17 @@ fn network_namespace(plan: &ContainerPlan, dir: &ContainerDir) -> Result<Option<
     })
 }
 
+/// What the sandbox shares with the guest through virtio-fs: the root
+/// directory (unless it is copied into an image) and the bind mounts.
+fn share_plan(plan: &ContainerPlan, virtiofsd: Option<PathBuf>) -> Option<SharePlan> {
+    Some(SharePlan {
+        root: (!plan.root_image).then(|| (plan.bundle.clone(), plan.root_path.clone())),
+        root_readonly: plan.container.root.readonly,
+        binds: plan.binds.clone(),
+        virtiofsd: virtiofsd?,
+    })
+}
+
 /// A copy of `fd` numbered 10 or more, so that placing descriptors at 3
 /// and 4 in the sandbox never overwrites one still to be placed.
 fn above_placed(fd: &OwnedFd) -> Result<OwnedFd, RunmError> {
@@ -261,6 +274,11 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
     let choice = backend::choose(request, &KvmAccess::probe())?;
     let program = backend::find_vm_program(choice.hypervisor)?;
     let images = backend::find_guest_images()?;
+    let virtiofsd = if plan.root_image && plan.binds.is_empty() {
+        None
+    } else {
+        Some(backend::find_virtiofsd()?)
+    };
     logging::notice(&format!(
         "container {}: backend {} ({}), accelerator {}: {}",
         req.id,
@@ -304,11 +322,14 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
     let netns = network_namespace(&plan, &dir)?;
     state.runm.netns = netns.as_ref().map(|n| n.path().to_path_buf());
     dir.save(&state)?;
-    // Through the directory opened when the bundle was checked, not
-    // root.path again: a symlink swapped in since changes nothing.
-    let size = rootfs::build_image(&root_dir.path(), &dir.rootfs_image())?;
+    if plan.root_image {
+        // Through the directory opened when the bundle was checked, not
+        // root.path again: a symlink swapped in since changes nothing.
+        let size = rootfs::build_image(&root_dir.path(), &dir.rootfs_image())?;
+        log::debug!("container {}: root image {} MiB", req.id, size >> 20);
+    }
     drop(root_dir);
-    log::debug!("container {}: root image {} MiB", req.id, size >> 20);
+    let share = share_plan(&plan, virtiofsd);
     let boot_timeout_secs = boot_timeout();
     let sb_plan = SandboxPlan {
         container: plan.container.clone(),
@@ -321,6 +342,7 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         cgroups: Some(cgroups),
         host_overhead_mib,
         netns: state.runm.netns.clone(),
+        share,
     };
     let text = serde_json::to_vec_pretty(&sb_plan).unwrap_or_default();
     crate::state::write_atomic(&dir.plan_file(), &text)?;

@@ -6,7 +6,8 @@
 //! 1. joins the container's host cgroups (`linux.cgroupsPath`, see
 //!    [`crate::cgroup`]), waits for `create`'s hooks if it has any, plumbs
 //!    the interfaces of the network namespace it was started in
-//!    ([`network`]) and starts the VM process (runm-vmm or QEMU) as its
+//!    ([`network`]), shares the root file system and bind mounts with
+//!    the guest ([`crate::share`]) and starts the VM process (runm-vmm or QEMU) as its
 //!    child, which inherits the taps, is placed with it and dies with it;
 //! 2. connects to the agent, checks the protocol version, sends
 //!    `ConfigureNetwork` (loopback only when there is no interface), then
@@ -60,6 +61,7 @@ use crate::agent_client::AgentWriter;
 use crate::backend::{BackendError, Choice, GuestImages};
 use crate::bundle::VmSizing;
 use crate::lifecycle::{self, Action, Event, Refusal};
+use crate::share::{Share, ShareError, SharePlan};
 use crate::state::{ContainerDir, ProcessRef, State, StateError};
 use crate::sys;
 use crate::vmctl::VmControl;
@@ -98,6 +100,9 @@ pub enum SandboxError {
         /// The end of the VM's own output and of the guest console.
         context: String,
     },
+    /// The host directories could not be shared with the guest.
+    #[error("cannot share host directories with the guest: {0}")]
+    Share(#[from] ShareError),
     /// The network namespace could not be plumbed.
     #[error("cannot give the container its network: {0}")]
     Network(#[from] crate::network::NetworkError),
@@ -150,6 +155,9 @@ pub struct SandboxPlan {
     /// become the guest's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<PathBuf>,
+    /// The host directories the guest sees through virtio-fs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<SharePlan>,
 }
 
 /// What the sandbox tells `create` on the ready pipe (one JSON line).
@@ -391,6 +399,8 @@ struct Sandbox {
     vm: Child,
     /// Torn down when the sandbox ends, after the VM.
     network: Option<network::SandboxNetwork>,
+    /// Its daemon stopped when the sandbox ends, after the VM.
+    share: Option<Share>,
     agent_reader: UnixStream,
     listener: UnixListener,
     own: ProcessRef,
@@ -449,7 +459,15 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
         dir.save(&state)?;
     }
 
-    let booted = vm::boot(dir, &plan, network.as_mut())?;
+    // Before any thread exists: the share's mounts live in a mount
+    // namespace of the sandbox's own.
+    let share = plan
+        .share
+        .as_ref()
+        .map(|p| Share::start(dir, p))
+        .transpose()?;
+
+    let booted = vm::boot(dir, &plan, network.as_mut(), share.is_some())?;
 
     let sock = dir.control_socket();
     let _ = fs::remove_file(&sock);
@@ -494,6 +512,7 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
         shared,
         vm,
         network,
+        share,
         agent_reader: booted.stream,
         listener,
         own,
@@ -506,6 +525,7 @@ impl Sandbox {
             shared,
             mut vm,
             network,
+            share,
             mut agent_reader,
             listener,
             own: _,
@@ -542,8 +562,10 @@ impl Sandbox {
         shared.feed(&mut lock(&shared.inner), Event::VmExited);
         let vm_status = vm.wait().ok();
         log::debug!("container {}: VM exited: {vm_status:?}", shared.dir.id);
-        // The taps and filters go with the VM; the namespace stays.
+        // The taps and filters go with the VM; the namespace stays. So does
+        // the share's daemon (it would exit by itself once the VM hung up).
         drop(network);
+        drop(share);
         // The channel ends with the VM; give the reader a moment to write the
         // last output (and take the last report) before we finish.
         let until = Instant::now() + Duration::from_secs(3);

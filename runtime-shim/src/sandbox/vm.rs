@@ -138,6 +138,7 @@ pub(super) fn boot(
     dir: &ContainerDir,
     plan: &SandboxPlan,
     mut network: Option<&mut SandboxNetwork>,
+    shared: bool,
 ) -> Result<Booted, SandboxError> {
     let nets = network
         .as_deref()
@@ -147,7 +148,9 @@ pub(super) fn boot(
         images: &plan.images,
         sizing: plan.sizing,
         dir,
-        readonly: plan.container.root.readonly,
+        root_image: (plan.container.root.fstype != "virtiofs")
+            .then_some(plan.container.root.readonly),
+        share: shared.then(|| dir.virtiofs_socket()),
         nets: &nets,
     };
     let launch = backend::prepare(&plan.choice, &plan.program, &vm_spec)?;
@@ -275,6 +278,7 @@ pub(super) fn remove_sockets(dir: &ContainerDir) {
         dir.agent_socket(),
         dir.vsock_socket(),
         dir.qmp_socket(),
+        dir.virtiofs_socket(),
     ] {
         if fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket()) {
             let _ = fs::remove_file(&sock);
