@@ -203,6 +203,31 @@ pub fn ext4_image(tree: &Path, img: &Path, size: &str, label: &str) -> Result<()
     Ok(())
 }
 
+/// A tar archive `out` of a busybox tree (all applets): what `podman
+/// import` and `docker import` take to make a local image without a
+/// registry. The tree is built in `scratch` (which must not exist yet).
+pub fn busybox_tar(scratch: &Path, out: &Path) -> Result<()> {
+    busybox_tree(scratch, Applets::All)?;
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(scratch)
+        .arg("-cf")
+        .arg(out)
+        .arg(".")
+        .output()
+        .map_err(|e| ImageError::Tool {
+            tool: "tar",
+            detail: e.to_string(),
+        })?;
+    if !tar.status.success() {
+        return Err(ImageError::Tool {
+            tool: "tar",
+            detail: String::from_utf8_lossy(&tar.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
