@@ -27,6 +27,18 @@
 # /bundles/busybox (runm's OCI test), and for the reference check
 # /usr/bin/qemu-system-x86_64.
 
+# A real host does not run from its initramfs, whose root (rootfs) no
+# process can pivot_root away from, as virtiofsd's sandbox does: move into a
+# tmpfs first, as an initramfs hands over to the real root.
+if [ "$$" = 1 ] && [ ! -e /.runm-testhost-root ]; then
+    /bin/busybox mkdir -p /newroot
+    /bin/busybox mount -t tmpfs -o mode=0755 root /newroot
+    for f in /*; do
+        [ "$f" = /newroot ] || /bin/busybox cp -a "$f" /newroot/
+    done
+    /bin/busybox touch /newroot/.runm-testhost-root
+    exec /bin/busybox switch_root /newroot /init
+fi
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec </dev/console >/dev/console 2>&1
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
