@@ -20,6 +20,8 @@ packages=(
     containerd
     # virtiofsd (built from crates.io by scripts/virtiofsd.sh) links these
     libseccomp-dev libcap-ng-dev pkg-config
+    # a realistic Debian root file system for the benchmarks (scripts/debian-rootfs.sh)
+    debootstrap
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -10,7 +10,12 @@
 //!
 //! `runm-bench report [--runs N] [--out DIR]` writes the container-versus-VM
 //! report (see the `report` module).
+//!
+//! `runm-bench create-cost [--runs N]` prints what `runm create` costs the
+//! host before the guest boots, for a busybox and a Debian root file system,
+//! shared over virtio-fs and copied into an image (see `create_cost`).
 
+mod create_cost;
 mod procfs;
 mod report;
 mod stats;
@@ -116,7 +121,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
 }
 
 /// What kind of KVM this host has.
-fn host_kind() -> &'static str {
+pub(crate) fn host_kind() -> &'static str {
     if is_pvm() {
         "PVM KVM (kvm_pvm: no hardware nesting; guests run in ring 3 with shadow \
          paging and a stock kernel's privileged code through KVM's emulator)"
@@ -210,8 +215,10 @@ fn row(label: &str, values: &[f64], unit: &str, published: &str, peer: &str) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("report") {
-        return report::main(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("report") => return report::main(&args[1..]),
+        Some("create-cost") => return create_cost::main(&args[1..]),
+        _ => {}
     }
     let o = match parse_args(&args) {
         Ok(o) => o,

@@ -19,9 +19,9 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use guest_agent::proto::{SHARE_MOUNTS, SHARE_ROOTFS};
 use rustix::fs::{FileType, Mode, OFlags};
@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use crate::state::ContainerDir;
 use crate::sys;
 
-/// How long virtiofsd gets to listen on its socket.
-const DAEMON_START: Duration = Duration::from_secs(10);
+/// Where virtiofsd finds its listening socket.
+const DAEMON_SOCKET_FD: i32 = 3;
 
 /// Errors sharing host directories with the guest.
 #[derive(Debug, thiserror::Error)]
@@ -267,21 +267,18 @@ impl Drop for Share {
 }
 
 /// Starts virtiofsd on `dir`'s share with its own sandboxing (a mount, PID
-/// and network namespace of its own, rooted in the share; seccomp) and
-/// waits until it listens.
+/// and network namespace of its own, rooted in the share; seccomp). Its
+/// socket is made and listening before it starts (`--fd`): the VM can
+/// connect at once, nobody waits for the daemon to get there, and if it
+/// dies the VM's connection fails instead of hanging.
 fn spawn_daemon(dir: &ContainerDir, program: &Path) -> Result<Child, ShareError> {
     let share = dir.share_dir();
     let socket = dir.virtiofs_socket();
     let log_path = dir.virtiofsd_log();
     let log = fs::File::create(&log_path).map_err(io_err("cannot create", &log_path))?;
-    let fail = |why: String| ShareError::Daemon {
-        program: program.to_path_buf(),
-        share: share.clone(),
-        why,
-    };
+    let listener = UnixListener::bind(&socket).map_err(io_err("cannot listen on", &socket))?;
     let mut cmd = Command::new(program);
-    cmd.arg("--socket-path")
-        .arg(&socket)
+    cmd.args(["--fd", &DAEMON_SOCKET_FD.to_string()])
         .arg("--shared-dir")
         .arg(&share)
         .args(["--sandbox", "namespace", "--seccomp", "kill"])
@@ -298,38 +295,21 @@ fn spawn_daemon(dir: &ContainerDir, program: &Path) -> Result<Child, ShareError>
             setsid: true,
             parent_death_signal: Some(libc::SIGKILL),
             chdir_root: true,
+            dup2: vec![(listener.as_raw_fd(), DAEMON_SOCKET_FD)],
             ..sys::ChildSetup::default()
         },
     );
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| fail(format!("cannot start it: {e}")))?;
-    let deadline = Instant::now() + DAEMON_START;
-    loop {
-        if fs::symlink_metadata(&socket).is_ok() {
-            return Ok(child);
-        }
-        let tail = || {
-            let text = fs::read_to_string(&log_path).unwrap_or_default();
-            let last: Vec<&str> = text.lines().rev().take(3).collect();
-            last.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        };
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(fail(format!("it exited ({status}): {}", tail())));
-        }
-        if Instant::now() >= deadline {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = sys::kill_group(pid, libc::SIGKILL);
-            }
-            let _ = child.wait();
-            return Err(fail(format!(
-                "no socket after {} s: {}",
-                DAEMON_START.as_secs(),
-                tail()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let child = cmd.spawn().map_err(|e| ShareError::Daemon {
+        program: program.to_path_buf(),
+        share: share.clone(),
+        why: format!("cannot start it: {e}"),
+    });
+    // Ours closed: the daemon holds the only listening end.
+    drop(listener);
+    if child.is_err() {
+        let _ = fs::remove_file(&socket);
     }
+    child
 }
 
 /// Removes the share's layout from `share` without descending into

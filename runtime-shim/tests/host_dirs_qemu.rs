@@ -124,6 +124,35 @@ mod tests {
     }
 
     #[test]
+    fn a_daemon_that_fails_or_is_missing_is_an_error_with_nothing_left() {
+        let (_g, r) = vm_runm();
+        let b = r.tmp.path().join("b");
+        bundle(&b, &["true"], true, |_| {});
+        let create_with = |id: &str, virtiofsd: &str| {
+            let mut cmd = r.command(&["--hypervisor", "qemu", "create", id, "--bundle", s(&b)]);
+            cmd.env("RUNM_VIRTIOFSD", virtiofsd);
+            r.run_cmd(cmd)
+        };
+        // A daemon that exits at once: the VM cannot connect, create fails.
+        create_with("f1", "/bin/false").fails_with("virtiofs.sock");
+        r.assert_clean();
+        create_with("f2", "/nonexistent/virtiofsd").fails_with("RUNM_VIRTIOFSD");
+        r.assert_clean();
+        // A bind source that is a symlink to a device node is the node.
+        let link = r.tmp.path().join("null-link");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        bundle(&b, &["true"], true, |c| {
+            c["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+                {"destination": "/x", "type": "bind", "source": link, "options": ["bind"]}
+            ));
+        });
+        r.run(&["--hypervisor", "qemu", "create", "f3", "--bundle", s(&b)])
+            .fails_with("device node");
+        r.assert_clean();
+        assert_eq!(host_mounts_naming(r.tmp.path()), Vec::<String>::new());
+    }
+
+    #[test]
     fn a_read_only_root_refuses_writes_and_the_image_option_copies() {
         let (_g, r) = vm_runm();
         let b = r.tmp.path().join("b");

@@ -71,6 +71,8 @@ pub struct RunSpec {
     /// The network namespace the workload works in (bare: entered; runc
     /// and runm: named in the bundle).
     pub netns: Option<PathBuf>,
+    /// runm: the root on virtio-blk (an ext4 image) instead of virtio-fs.
+    pub root_image: bool,
 }
 
 impl RunSpec {
@@ -81,6 +83,7 @@ impl RunSpec {
             memory_limit: None,
             reboot_k: false,
             netns: None,
+            root_image: false,
         }
     }
 }
@@ -191,6 +194,7 @@ impl Env {
                 args: spec.args.clone(),
                 memory_limit: spec.memory_limit,
                 netns: spec.netns.clone(),
+                root_image: spec.root_image,
             },
             "runm-bench",
         );

@@ -117,6 +117,9 @@ pub struct BundleSpec {
     /// A network namespace to join (a path, as CNI prepares one); a new,
     /// empty one otherwise.
     pub netns: Option<PathBuf>,
+    /// runm: the root copied into an ext4 image on virtio-blk
+    /// (`io.runm.rootfs=image`) instead of shared over virtio-fs.
+    pub root_image: bool,
 }
 
 /// A config.json like `runc spec`'s default (namespaces, mounts, masked and
@@ -135,7 +138,7 @@ pub fn config_json(rootfs: &Path, spec: &BundleSpec, hostname: &str) -> Value {
         Some(path) => json!({"type": "network", "path": path}),
         None => json!({"type": "network"}),
     };
-    json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -181,7 +184,11 @@ pub fn config_json(rootfs: &Path, spec: &BundleSpec, hostname: &str) -> Value {
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ]
         }
-    })
+    });
+    if spec.root_image {
+        config["annotations"] = json!({"io.runm.rootfs": "image"});
+    }
+    config
 }
 
 /// Writes a bundle directory holding only config.json.
@@ -228,6 +235,7 @@ mod tests {
             args: vec!["bench".into(), "10".into()],
             memory_limit: Some(32 << 20),
             netns: None,
+            root_image: false,
         };
         let c = config_json(Path::new("/b/rootfs"), &spec, "rb");
         assert_eq!(
@@ -243,6 +251,16 @@ mod tests {
             .contains(&json!("/proc/sysrq-trigger")));
         let c = config_json(Path::new("/r"), &BundleSpec::default(), "h");
         assert!(c["linux"]["resources"].get("memory").is_none());
+        assert!(
+            c.get("annotations").is_none(),
+            "the root is shared by default"
+        );
+        let image = BundleSpec {
+            root_image: true,
+            ..BundleSpec::default()
+        };
+        let c = config_json(Path::new("/r"), &image, "h");
+        assert_eq!(c["annotations"]["io.runm.rootfs"], json!("image"));
     }
 
     #[test]

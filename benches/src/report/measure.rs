@@ -247,8 +247,9 @@ pub fn execution(backend: Backend, kind: HostKind) -> String {
 
 /// The bench arguments for `backend`: the file I/O goes to /tmp of the
 /// root file system (the bundle directory on the host's disk for the bare
-/// process and runc, the VM's ext4 image on virtio-blk for runm); QEMU's
-/// direct boot has no disk, so it skips the file I/O.
+/// process and runc; for runm the same directory over virtio-fs, or with
+/// `root_image` an ext4 image copy of it on virtio-blk); QEMU's direct boot
+/// has no disk, so it skips the file I/O.
 fn bench_args(env: &Env, plan: &Plan, backend: Backend) -> Vec<String> {
     let io_dir = match backend {
         Backend::Bare => env.rootfs.join("tmp").display().to_string(),
@@ -301,7 +302,8 @@ fn hello_run(
     }
 }
 
-/// One run of the CPU, system-call and file-I/O workloads.
+/// One run of the CPU, system-call and file-I/O workloads; for runm also
+/// the file I/O with the root on virtio-blk.
 fn bench_run(env: &Env, plan: &Plan, i: usize, r: &mut BackendResult) {
     let b = r.backend;
     let spec = RunSpec {
@@ -309,7 +311,36 @@ fn bench_run(env: &Env, plan: &Plan, i: usize, r: &mut BackendResult) {
         memory_limit: None,
         reboot_k: false,
         netns: None,
+        root_image: false,
     };
+    if matches!(b, Backend::RunmQemu | Backend::RunmOwnVmm) {
+        let blk = RunSpec {
+            root_image: true,
+            ..spec.clone()
+        };
+        match env
+            .run(b, &blk, timeout(b, true))
+            .and_then(|o| check(&format!("{} bench (virtio-blk root)", b.label()), &o).map(|()| o))
+        {
+            Ok(o) => {
+                let res = marks::bench_results(&o.stdout);
+                if let Some((_, v)) = res.iter().find(|(k, _)| k == "fileio") {
+                    say(&format!(
+                        "{} file I/O on virtio-blk {}/{}: {} ms",
+                        b.short(),
+                        i + 1,
+                        plan.runs,
+                        fmt_num(*v)
+                    ));
+                    r.fileio_blk_ms.push(*v);
+                }
+            }
+            Err(e) => note(
+                r,
+                &format!("bench run {} with the root on virtio-blk: {e}", i + 1),
+            ),
+        }
+    }
     match env
         .run(b, &spec, timeout(b, true))
         .and_then(|o| check(&format!("{} bench", b.label()), &o).map(|()| o))

@@ -201,8 +201,12 @@ pub struct BackendResult {
     pub cpu_ms: Vec<f64>,
     /// The system-call loop, ms per run.
     pub syscall_ms: Vec<f64>,
-    /// The file write+fsync+read, ms per run.
+    /// The file write+fsync+read, ms per run (runm: in its root directory
+    /// over virtio-fs).
     pub fileio_ms: Vec<f64>,
+    /// runm only: the same with the root on virtio-blk (an ext4 image).
+    #[serde(default)]
+    pub fileio_blk_ms: Vec<f64>,
     /// Memory of N idle instances at once.
     pub density: Vec<DensityPoint>,
     /// TCP round trip to the peer namespace, µs per run (the mean of the
@@ -230,6 +234,7 @@ impl BackendResult {
             cpu_ms: Vec::new(),
             syscall_ms: Vec::new(),
             fileio_ms: Vec::new(),
+            fileio_blk_ms: Vec::new(),
             density: Vec::new(),
             tcp_rtt_us: Vec::new(),
             tcp_stream_mib_s: Vec::new(),

@@ -48,12 +48,16 @@ fn tail(path: &Path, lines: usize) -> Option<String> {
     Some(all[all.len().saturating_sub(lines)..].join(" | "))
 }
 
-/// The end of the VM process's output and of the guest console, as context
+/// The end of the VM process's output, virtiofsd's errors and the guest console, as context
 /// for a boot failure or a VM that ended without an exit status.
 pub(super) fn console_tail(dir: &ContainerDir) -> String {
     let mut out = String::new();
     if let Some(t) = tail(&dir.vmm_log(), 3) {
         out.push_str(&format!("; the VM process said: {t}"));
+    }
+    // The share's daemon, when it failed (it also logs harmless warnings).
+    if let Some(t) = tail(&dir.virtiofsd_log(), 2).filter(|t| t.contains("ERROR")) {
+        out.push_str(&format!("; virtiofsd said: {t}"));
     }
     if let Some(t) = tail(&dir.console_log(), 5) {
         out.push_str(&format!(
