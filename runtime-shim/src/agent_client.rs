@@ -128,18 +128,25 @@ pub fn create(
     }
 }
 
+/// How long one frame may take to reach a guest that does not read: then
+/// the channel is given up (a frame may be half written), not waited on.
+pub const AGENT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The write half of the channel, shared by the sandbox's threads. Each frame
-/// is one `write_all` under the lock, so frames never interleave.
+/// is one `write_all` under the lock, so frames never interleave. A write
+/// that fails or times out breaks the channel for good: every later send
+/// fails at once.
 #[derive(Debug)]
 pub struct AgentWriter {
-    stream: Mutex<UnixStream>,
+    stream: Mutex<Option<UnixStream>>,
 }
 
 impl AgentWriter {
-    /// Wraps a clone of the channel.
+    /// Wraps a clone of the channel, with [`AGENT_WRITE_TIMEOUT`].
     pub fn new(stream: UnixStream) -> Self {
+        let _ = stream.set_write_timeout(Some(AGENT_WRITE_TIMEOUT));
         AgentWriter {
-            stream: Mutex::new(stream),
+            stream: Mutex::new(Some(stream)),
         }
     }
 
@@ -149,7 +156,15 @@ impl AgentWriter {
             .stream
             .lock()
             .map_err(|_| AgentError::Unexpected("writer lock poisoned".into()))?;
-        proto::write_frame(&mut *s, frame)?;
+        let Some(stream) = s.as_mut() else {
+            return Err(AgentError::Unexpected(
+                "the agent channel is broken (an earlier write failed)".into(),
+            ));
+        };
+        if let Err(e) = proto::write_frame(stream, frame) {
+            *s = None;
+            return Err(e.into());
+        }
         Ok(())
     }
 

@@ -352,6 +352,8 @@ pub struct VmSpec<'a> {
     pub share: Option<PathBuf>,
     /// The guest's NICs: taps the VM process inherits as descriptors.
     pub nets: &'a [NetConfig],
+    /// The user QEMU drops to.
+    pub qemu_user: Option<&'a str>,
 }
 
 /// The VM program for `hypervisor`: `$RUNM_QEMU` or `qemu-system-x86_64` on
@@ -484,6 +486,8 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
             name: guest_agent::proto::AGENT_SERIAL_PORT_NAME.into(),
         }),
         qmp: Some(vm.dir.qmp_socket()),
+        seccomp: true,
+        run_as: vm.qemu_user.map(str::to_owned),
     }
     .args()
 }
@@ -678,6 +682,7 @@ mod tests {
             dir: &dir,
             root_image: Some(true),
             share: None,
+            qemu_user: None,
             nets: &[],
         };
         let args: Vec<String> = qemu_args(Accel::Tcg, &vm)
@@ -716,6 +721,7 @@ mod tests {
             dir: &dir,
             root_image: Some(false),
             share: None,
+            qemu_user: None,
             nets: &[],
         };
         let c = runm_vmm_config(&vm);
@@ -754,6 +760,7 @@ mod tests {
             dir: &dir,
             root_image: Some(true),
             share: None,
+            qemu_user: None,
             nets: &nets,
         };
         let choice = Choice {

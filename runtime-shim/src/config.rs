@@ -43,6 +43,9 @@
 //!   gets its cgroup (`<default_parent>/<id>-<hash of the runtime root>`;
 //!   relative: below runm's own cgroup, on cgroup v2 below its parent).
 //! - `cgroup.pids_max`: the host `pids.max` of a container's cgroup.
+//! - `qemu_user`: the user QEMU drops to once it has opened its files and
+//!   sockets (`-runas`; default `nobody`; `""` keeps root). QEMU also runs
+//!   with its seccomp filter (`-sandbox on`) always.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -90,6 +93,8 @@ pub struct Config {
     pub max_host_overhead_mib: u64,
     /// Host cgroups.
     pub cgroup: CgroupConfig,
+    /// The user QEMU drops to (empty: none).
+    pub qemu_user: String,
     /// Where it was read from (for error messages).
     #[serde(skip)]
     pub source: PathBuf,
@@ -118,6 +123,7 @@ impl Default for Config {
             max_memory_mib: None,
             max_vcpus: None,
             max_host_overhead_mib: 4096,
+            qemu_user: "nobody".into(),
             cgroup: CgroupConfig::default(),
             source: PathBuf::from(DEFAULT_PATH),
         }

@@ -16,7 +16,7 @@
 //!                                  (after Start)       ▲  (after Pause)      │
 //!                                                      └─────VmResumed───────┘
 //! Created, Running, Paused, Killing ──ProcessExited──▶ Exited    (guest told to power off)
-//! Created (any signal), Paused (SIGKILL), Terminate, delete ──▶ Killing (VM killed)
+//! Created (any signal), Running/Paused (SIGKILL), Terminate, delete ──▶ Killing (VM killed)
 //! any state whose VM runs ──VmExited──▶ VmGone ──Finished──▶ Stopped
 //! ```
 //!
@@ -76,7 +76,7 @@ impl Status {
         self.accepts(Event::Start)
     }
     /// Signals go to created, running or paused containers (to a paused
-    /// one they are delivered on resume, except SIGKILL, which ends its VM).
+    /// one they are delivered on resume; SIGKILL ends the VM in both).
     pub fn can_kill(self) -> bool {
         self.accepts(Event::Signal {
             signal: libc::SIGTERM,
@@ -354,10 +354,11 @@ pub fn transition(state: State, event: Event) -> Result<Transition, Refusal> {
             },
             &[A::KillVm],
         ),
-        // A stopped guest cannot act on SIGKILL, which cannot be ignored: its
-        // outcome is known, so the VM goes (as a frozen cgroup's processes
-        // would be killed). Other signals wait in the guest for the resume.
-        (S::Paused, E::Signal { signal, .. }) if signal == libc::SIGKILL => go(
+        // SIGKILL cannot be ignored: its outcome is known, so the VM goes
+        // at once, without asking a guest that may not answer (a stopped
+        // one cannot; a hostile one need not). Other signals go to the
+        // guest (a paused one gets them on resume).
+        (S::Running | S::Paused, E::Signal { signal, .. }) if signal == libc::SIGKILL => go(
             S::Killing {
                 status: 128 + libc::SIGKILL,
             },
@@ -642,7 +643,7 @@ mod tests {
             (s, E::Prepared, odd(s, E::Prepared)),
             (s, E::Start, no(R::AlreadyStarted)),
             (s, sig_term, to(s, &[A::SendSignal { signal: TERM, all: false }])),
-            (s, sig_kill, to(s, &[A::SendSignal { signal: KILL, all: true }])),
+            (s, sig_kill, to(killing(128 + KILL), KILL_VM)),
             (s, E::Exec, to(s, NONE)),
             (s, E::Ps, to(s, NONE)),
             (s, E::Pause, to(s, &[A::PauseVm])),

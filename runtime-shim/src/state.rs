@@ -506,6 +506,15 @@ impl ContainerLock {
     /// Waits for the container's lock. Fails with [`StateError::NotFound`]
     /// if the container does not exist (or was deleted while we waited).
     pub fn acquire(dir: &ContainerDir) -> Result<Self, StateError> {
+        Self::acquire_within(dir, None)?.ok_or_else(|| StateError::NotFound(dir.id.clone()))
+    }
+
+    /// [`ContainerLock::acquire`], waiting at most `timeout` (`None`: as
+    /// long as it takes); `Ok(None)` if another command kept it that long.
+    pub fn acquire_within(
+        dir: &ContainerDir,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Option<Self>, StateError> {
         let path = dir.lock_file();
         loop {
             let file = match OpenOptions::new()
@@ -522,14 +531,23 @@ impl ContainerLock {
                 }
                 Err(e) => return Err(io_err("cannot open lock", &path)(e)),
             };
-            crate::sys::flock_exclusive(&file).map_err(io_err("cannot lock", &path))?;
+            match timeout {
+                None => crate::sys::flock_exclusive(&file).map_err(io_err("cannot lock", &path))?,
+                Some(t) => {
+                    if !crate::sys::flock_exclusive_within(&file, t)
+                        .map_err(io_err("cannot lock", &path))?
+                    {
+                        return Ok(None);
+                    }
+                }
+            }
             // `delete` removes the directory while holding the lock: if that
             // happened while we waited, our file is unlinked (or replaced by a
             // new container's), and the lock means nothing.
             let held = file.metadata().map_err(io_err("cannot stat", &path))?;
             match fs::metadata(&path) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                    return Ok(ContainerLock { _file: file })
+                    return Ok(Some(ContainerLock { _file: file }))
                 }
                 Ok(_) => continue,
                 Err(_) => return Err(StateError::NotFound(dir.id.clone())),
@@ -697,6 +715,13 @@ mod tests {
         ));
         dir.create().unwrap();
         let held = ContainerLock::acquire(&dir).unwrap();
+        // A bounded wait gives up on a lock that stays held.
+        let t0 = std::time::Instant::now();
+        let short = std::time::Duration::from_millis(100);
+        assert!(ContainerLock::acquire_within(&dir, Some(short))
+            .unwrap()
+            .is_none());
+        assert!(t0.elapsed() >= short);
         let d2 = dir.clone();
         let waiter = std::thread::spawn(move || ContainerLock::acquire(&d2).map(|_| ()));
         std::thread::sleep(std::time::Duration::from_millis(100));

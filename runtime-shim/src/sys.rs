@@ -96,6 +96,24 @@ pub fn flock_exclusive(fd: impl AsFd) -> io::Result<()> {
     })?)
 }
 
+/// Takes an exclusive `flock` on `fd` if it comes within `timeout`;
+/// `Ok(false)` if someone else held it all that time.
+pub fn flock_exclusive_within(fd: impl AsFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let fd = fd.as_fd();
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        match rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(true),
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Marks `fd` close-on-exec.
 pub fn set_cloexec(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::io::fcntl_setfd(fd, FdFlags::CLOEXEC)?)

@@ -388,6 +388,30 @@ mod tests {
             ["qemu-system-x86", "runm", "virtiofsd", "virtiofsd"],
             "the sandbox, its VM and its virtio-fs daemon: {members:?}"
         );
+        // QEMU and virtiofsd run under seccomp filters (virtiofsd's serving
+        // process: the one it forks into its namespaces); QEMU as nobody,
+        // without capabilities.
+        let mut filtered_virtiofsd = 0;
+        for pid in members.lines() {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+                    .unwrap_or_default()
+            };
+            match read_comm(pid).as_str() {
+                "qemu-system-x86" => {
+                    assert_eq!(field("Seccomp:"), "2", "{status}");
+                    assert_eq!(field("Uid:"), "65534", "{status}");
+                    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+                }
+                "virtiofsd" if field("Seccomp:") == "2" => filtered_virtiofsd += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(filtered_virtiofsd, 1, "{members:?}");
         let read = |p: PathBuf| fs::read_to_string(&p).unwrap().trim().to_string();
         // Guest RAM (256 MiB) plus QEMU TCG's overhead (256 MiB).
         assert_eq!(

@@ -12,6 +12,10 @@ use crate::error::RunmError;
 use crate::hooks::{self, HookKind};
 use crate::state::{ContainerDir, ContainerLock, ProcessRef, State, StateError, Status};
 
+/// How long `delete --force` waits for another command's hold on the
+/// container before going ahead.
+const FORCE_LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// Waits until `p` is gone; false on timeout.
 fn wait_gone(p: &ProcessRef, timeout: Duration) -> bool {
     let until = Instant::now() + timeout;
@@ -69,8 +73,17 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<(), RunmError> {
     let dir = ctx.dir(id)?;
     // As runc: `delete --force` of a container that is not there succeeds
     // (containerd cleans up with it after failures).
-    let _lock = match ContainerLock::acquire(&dir) {
+    // --force does not wait long for a command that holds the container
+    // (a start or exec waiting on its guest): it ends that command's VM.
+    let wait = force.then_some(FORCE_LOCK_WAIT);
+    let _lock = match ContainerLock::acquire_within(&dir, wait) {
         Err(StateError::NotFound(_)) if force => return Ok(()),
+        Ok(None) => {
+            log::warn!(
+                "container {id}: another runm command holds it; deleting it anyway (--force)"
+            );
+            None
+        }
         other => other?,
     };
     let st = match ctx.load(&dir) {

@@ -158,6 +158,9 @@ pub struct SandboxPlan {
     /// The host directories the guest sees through virtio-fs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<SharePlan>,
+    /// The user QEMU drops to (runm's configuration, `qemu_user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu_user: Option<String>,
 }
 
 /// What the sandbox tells `create` on the ready pipe (one JSON line).
@@ -337,12 +340,31 @@ impl Shared {
         }
     }
 
-    /// Handles one frame from the agent (the reader thread).
-    fn on_frame(self: &Arc<Self>, frame: Frame) {
+    /// Handles one frame from the agent (the reader thread); errs on
+    /// protocol abuse.
+    fn on_frame(self: &Arc<Self>, frame: Frame) -> Result<(), String> {
         match frame {
-            Frame::Control(m) => self.on_message(*m),
+            Frame::Control(m) => {
+                self.on_message(*m);
+                Ok(())
+            }
             data => stdio::on_data(self, data),
         }
+    }
+
+    /// The guest broke the protocol: its VM ends (a reader that stopped
+    /// would leave a VM nobody listens to).
+    fn abused(self: &Arc<Self>, why: &str) {
+        log::warn!(
+            "container {}: the guest broke the agent protocol ({why}): killing its VM",
+            self.dir.id
+        );
+        self.feed(
+            &mut lock(&self.inner),
+            Event::Terminate {
+                status: lifecycle::STATUS_UNKNOWN,
+            },
+        );
     }
 
     fn on_message(self: &Arc<Self>, m: Message) {
@@ -536,10 +558,16 @@ impl Sandbox {
             std::thread::spawn(move || {
                 loop {
                     match proto::read_frame(&mut agent_reader) {
-                        Ok(Some(frame)) => shared.on_frame(frame),
-                        Ok(None) => break,
+                        Ok(Some(frame)) => {
+                            if let Err(why) = shared.on_frame(frame) {
+                                shared.abused(&why);
+                                break;
+                            }
+                        }
+                        // The channel ends with the VM (a reset too).
+                        Ok(None) | Err(proto::ProtoError::Io(_)) => break,
                         Err(e) => {
-                            log::debug!("container {}: agent channel: {e}", shared.dir.id);
+                            shared.abused(&e.to_string());
                             break;
                         }
                     }

@@ -21,12 +21,19 @@ use super::{lock, Shared};
 use crate::control::{self, Response};
 use crate::sys;
 
+/// Output of an exec'd process held until its client has the answer: the
+/// agent sends `Started` before any output, so only what races the answer
+/// waits here; a guest that streams more is abusing the protocol.
+pub(super) const MAX_PENDING_BYTES: usize = 1 << 20;
+
 /// Where an exec'd process's output goes: its client's connection, once
-/// that client has its answer; frames arriving earlier wait in `pending`.
+/// that client has its answer; frames arriving earlier wait in `pending`
+/// (at most [`MAX_PENDING_BYTES`]).
 pub(super) struct ExecSink {
     stream: UnixStream,
     active: bool,
     pending: Vec<Frame>,
+    pending_bytes: usize,
     done: bool,
 }
 
@@ -37,19 +44,31 @@ impl ExecSink {
             stream,
             active: false,
             pending: Vec::new(),
+            pending_bytes: 0,
             done: false,
         }
     }
 
-    fn forward(&mut self, frame: Frame) {
+    /// Passes `frame` on, or holds it; errs when the held output would
+    /// exceed [`MAX_PENDING_BYTES`].
+    fn forward(&mut self, frame: Frame) -> Result<(), String> {
         if self.active {
             if proto::write_frame(&mut self.stream, &frame).is_err() {
                 // The client went away; the process runs on, its output is dropped.
                 self.done = true;
             }
-        } else {
-            self.pending.push(frame);
+            return Ok(());
         }
+        if let Frame::Data { data, .. } = &frame {
+            self.pending_bytes = self.pending_bytes.saturating_add(data.len());
+            if self.pending_bytes > MAX_PENDING_BYTES {
+                return Err(format!(
+                    "more than {MAX_PENDING_BYTES} bytes of output for a process before it was started"
+                ));
+            }
+        }
+        self.pending.push(frame);
+        Ok(())
     }
 
     fn finish(&mut self) {
@@ -95,6 +114,12 @@ impl Execs {
         self.sinks.contains_key(&process_id)
     }
 
+    /// Whether the sandbox ever gave out `process_id` (or it is the
+    /// container's own).
+    fn issued(&self, process_id: u32) -> bool {
+        process_id < self.next
+    }
+
     /// Records the host pid of the process's relay (unless it has already
     /// exited: its `Exited` came first).
     pub(super) fn set_host(&mut self, process_id: u32, host_pid: i32, guest_pid: u32) {
@@ -121,7 +146,8 @@ impl Execs {
         self.hosts.remove(&process_id);
         if let Some(sink) = self.sinks.remove(&process_id) {
             let mut sink = lock(&sink);
-            sink.forward(Frame::Control(Box::new(Message::Exited {
+            // A control frame is never refused.
+            let _ = sink.forward(Frame::Control(Box::new(Message::Exited {
                 process_id,
                 status,
             })));
@@ -140,7 +166,9 @@ impl Execs {
 
 /// Routes a data frame from the agent: the container's process's output to
 /// the sandbox's own stdout/stderr, an exec'd process's to its client.
-pub(super) fn on_data(shared: &Shared, frame: Frame) {
+/// Errs on protocol abuse: output for a process id never given out, or too
+/// much output held for a process not yet started.
+pub(super) fn on_data(shared: &Shared, frame: Frame) -> Result<(), String> {
     match frame {
         Frame::Data {
             process_id: INIT_PROCESS,
@@ -159,13 +187,24 @@ pub(super) fn on_data(shared: &Shared, frame: Frame) {
         Frame::Data { process_id, .. } => {
             // The sink is locked outside the sandbox's lock: a slow client
             // must not hold up the lifecycle.
-            let sink = lock(&shared.inner).execs.sink(process_id);
-            if let Some(sink) = sink {
-                lock(&sink).forward(frame);
+            let (sink, issued) = {
+                let inner = lock(&shared.inner);
+                (inner.execs.sink(process_id), inner.execs.issued(process_id))
+            };
+            match sink {
+                Some(sink) => lock(&sink).forward(frame)?,
+                // Output of a process that has exited: late, dropped.
+                None if issued => {}
+                None => {
+                    return Err(format!(
+                        "output for process {process_id}, which the host never started"
+                    ))
+                }
             }
         }
         Frame::Control(_) => {}
     }
+    Ok(())
 }
 
 /// The container's stdin (the sandbox's fd 0) to the agent, once its
@@ -207,8 +246,10 @@ pub(super) fn exec_session(
             s.done = true;
         }
         s.active = true;
+        s.pending_bytes = 0;
         for f in std::mem::take(&mut s.pending) {
-            s.forward(f);
+            // Active now: nothing is held, nothing refused.
+            let _ = s.forward(f);
         }
         if s.done {
             let _ = s.stream.shutdown(Shutdown::Both);
@@ -270,26 +311,43 @@ mod tests {
     #[test]
     fn exec_sink_holds_frames_until_active() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let mut sink = ExecSink {
-            stream: a,
-            active: false,
-            pending: Vec::new(),
-            done: false,
-        };
+        let mut sink = ExecSink::new(a);
         let f = Frame::Data {
             process_id: 1,
             stream: Stream::Stdout,
             data: b"x".to_vec(),
         };
-        sink.forward(f.clone());
+        sink.forward(f.clone()).unwrap();
         assert_eq!(sink.pending.len(), 1);
         sink.active = true;
         for p in std::mem::take(&mut sink.pending) {
-            sink.forward(p);
+            sink.forward(p).unwrap();
         }
         sink.finish();
         assert_eq!(proto::read_frame(&mut b).unwrap(), Some(f));
         assert_eq!(proto::read_frame(&mut b).unwrap(), None);
+    }
+
+    #[test]
+    fn output_held_before_the_start_is_bounded() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut sink = ExecSink::new(a);
+        let chunk = Frame::Data {
+            process_id: 1,
+            stream: Stream::Stdout,
+            data: vec![0u8; 64 * 1024],
+        };
+        for _ in 0..MAX_PENDING_BYTES / (64 * 1024) {
+            sink.forward(chunk.clone()).unwrap();
+        }
+        let e = sink.forward(chunk).unwrap_err();
+        assert!(e.contains("before it was started"), "{e}");
+        // Only ids the sandbox gave out are its processes'.
+        let mut execs = Execs::new();
+        assert!(execs.issued(INIT_PROCESS) && !execs.issued(INIT_PROCESS + 1));
+        let (c, _d) = UnixStream::pair().unwrap();
+        let id = execs.add(Arc::new(Mutex::new(ExecSink::new(c))));
+        assert!(execs.issued(id) && !execs.issued(id + 1));
     }
 
     #[test]
@@ -307,7 +365,7 @@ mod tests {
             stream: Stream::Stdout,
             data: b"hi".to_vec(),
         };
-        lock(&execs.sink(id).unwrap()).forward(out.clone());
+        lock(&execs.sink(id).unwrap()).forward(out.clone()).unwrap();
         execs.exited(id, 3);
         assert!(!execs.running(id) && execs.hosts().is_empty());
         // A late relay pid for a process that has exited is not listed.

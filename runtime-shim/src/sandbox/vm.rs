@@ -156,6 +156,7 @@ pub(super) fn boot(
             .then_some(plan.container.root.readonly),
         share: shared.then(|| dir.virtiofs_socket()),
         nets: &nets,
+        qemu_user: plan.qemu_user.as_deref(),
     };
     let launch = backend::prepare(&plan.choice, &plan.program, &vm_spec)?;
     let vmm_log = fs::File::create(dir.vmm_log()).map_err(io_err("cannot create the VM log"))?;
@@ -249,8 +250,10 @@ pub(super) fn kill(pid: i32) {
 /// to reset the guest (it gives up waiting after a second by itself).
 /// If the VM is still there after a grace period, it is killed.
 pub(super) fn poweroff_watchdog(shared: &Arc<Shared>) {
-    let _ = shared.agent.send(Message::Shutdown);
+    // Armed first: a guest that does not read cannot hold the send (it
+    // times out) beyond the grace.
     let deadline = Instant::now() + POWEROFF_GRACE;
+    let _ = shared.agent.send(Message::Shutdown);
     let mut inner = lock(&shared.inner);
     while inner.life.vm_running() {
         let left = deadline.saturating_duration_since(Instant::now());
