@@ -55,6 +55,23 @@ struct Logger {
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
+/// Most bytes a `--log` file grows to: some records are the guest's doing
+/// (its agent's errors), and the file is often on a tmpfs.
+pub const LOG_MAX_BYTES: u64 = 8 << 20;
+
+/// Appends `line` to `f` unless that would take it beyond `max` bytes; then
+/// the file starts over (with a record saying so): the newest records are
+/// the ones engines read.
+fn write_capped(f: &mut File, line: &str, max: u64) {
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len.saturating_add(line.len() as u64) > max {
+        let _ = f.set_len(0);
+        let note = format!("runm: log reached {max} bytes and was truncated\n");
+        let _ = f.write_all(note.as_bytes());
+    }
+    let _ = f.write_all(line.as_bytes());
+}
+
 /// Sets up logging once per process. `stderr_notices` is false in the
 /// sandbox, whose stderr is the container's.
 pub fn init(
@@ -140,7 +157,7 @@ impl Logger {
         match &self.file {
             Some(f) => {
                 if let Ok(mut f) = f.lock() {
-                    let _ = f.write_all(line.as_bytes());
+                    write_capped(&mut f, line, LOG_MAX_BYTES);
                 }
             }
             None => {
@@ -244,6 +261,24 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_file_is_capped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .unwrap();
+        for i in 0..1000 {
+            write_capped(&mut f, &format!("record {i:04} {}\n", "x".repeat(80)), 4096);
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.len() <= 4096, "{}", text.len());
+        assert!(text.starts_with("runm: log reached 4096 bytes"), "{text}");
+        assert!(text.contains("record 0999"), "the newest record is kept");
+    }
 
     #[test]
     fn dates() {
