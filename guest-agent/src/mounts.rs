@@ -430,21 +430,24 @@ fn bind(
 /// Mounts the root at `rootfs`: the block device, or the share's root
 /// file system directory.
 fn mount_root(root: &RootSpec, rootfs: &Path) -> Result<(), MountError> {
-    if root.fstype == "virtiofs" {
-        mount_share(&root.device)?;
+    let opts = MountOptions {
+        flags: if root.readonly {
+            MountFlags::RDONLY
+        } else {
+            MountFlags::empty()
+        },
+        ..MountOptions::default()
+    };
+    let mount_point = || {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(rootfs)
-            .map_err(io_err(format!("creating {}", rootfs.display())))?;
-        let opts = MountOptions {
-            flags: if root.readonly {
-                MountFlags::RDONLY
-            } else {
-                MountFlags::empty()
-            },
-            ..MountOptions::default()
-        };
+            .map_err(io_err(format!("creating {}", rootfs.display())))
+    };
+    if root.fstype == "virtiofs" {
+        mount_share(&root.device)?;
+        mount_point()?;
         // Recursive: the host's root directory may hold mounts of its own.
         return bind(&share_entry(SHARE_ROOTFS, "/")?, rootfs, true, &opts);
     }
@@ -462,19 +465,7 @@ fn mount_root(root: &RootSpec, rootfs: &Path) -> Result<(), MountError> {
         });
     };
     wait_for_device(&root.device)?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(rootfs)
-        .map_err(io_err(format!("creating {}", rootfs.display())))?;
-    let opts = MountOptions {
-        flags: if root.readonly {
-            MountFlags::RDONLY
-        } else {
-            MountFlags::empty()
-        },
-        ..MountOptions::default()
-    };
+    mount_point()?;
     do_mount(fstype, &root.device, rootfs, &opts)
 }
 

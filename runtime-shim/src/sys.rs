@@ -56,27 +56,31 @@ fn one_pid(pid: i32) -> io::Result<Pid> {
     Pid::from_raw(pid).ok_or_else(bad)
 }
 
-/// Sends `sig` (a named signal: runm sends no real-time ones) to process `pid`.
-pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
-    let signal = Signal::from_named_raw(sig).ok_or_else(|| {
+/// `sig` as a named signal: runm sends no real-time ones.
+fn named_signal(sig: i32) -> io::Result<Signal> {
+    Signal::from_named_raw(sig).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{sig} is not a signal runm sends"),
         )
-    })?;
-    Ok(rustix::process::kill_process(one_pid(pid)?, signal)?)
+    })
+}
+
+/// Sends `sig` (a named signal) to process `pid`.
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    Ok(rustix::process::kill_process(
+        one_pid(pid)?,
+        named_signal(sig)?,
+    )?)
 }
 
 /// Sends `sig` to every process of the process group `pgid` (a child
 /// started with `setsid`: its pid).
 pub fn kill_group(pgid: i32, sig: i32) -> io::Result<()> {
-    let signal = Signal::from_named_raw(sig).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{sig} is not a signal runm sends"),
-        )
-    })?;
-    Ok(rustix::process::kill_process_group(one_pid(pgid)?, signal)?)
+    Ok(rustix::process::kill_process_group(
+        one_pid(pgid)?,
+        named_signal(sig)?,
+    )?)
 }
 
 /// Blocks `signals` in the calling thread (and threads it spawns later);

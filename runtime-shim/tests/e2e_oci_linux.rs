@@ -11,25 +11,8 @@ mod tests {
     use std::collections::BTreeMap;
     use std::fs;
     use std::path::Path;
-    use std::sync::{Mutex, MutexGuard};
 
-    use crate::common::{bundle, guest_images, Runm};
-
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-    fn vm_runm() -> (MutexGuard<'static, ()>, Runm) {
-        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let (k, i) = guest_images();
-        let r = Runm::new()
-            .with_env("RUNM_KERNEL", k)
-            .with_env("RUNM_INITRD", i)
-            .with_env("RUNM_BOOT_TIMEOUT", "180");
-        (guard, r)
-    }
-
-    fn s(p: &Path) -> &str {
-        p.to_str().unwrap()
-    }
+    use crate::common::{bundle, s, vm_runm, Runm};
 
     /// Capability names as a `/proc/<pid>/status` mask.
     fn mask(names: &[&str]) -> String {

@@ -19,25 +19,10 @@ mod tests {
     use std::os::fd::{FromRawFd, OwnedFd, RawFd};
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::path::{Path, PathBuf};
-    use std::sync::{Mutex, MutexGuard};
+    use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
-    use crate::common::{bundle, guest_images, Runm};
-
-    /// A runm for VM tests, holding the one-guest-at-a-time lock.
-    fn vm_runm() -> (MutexGuard<'static, ()>, Runm) {
-        let guard = test_support::one_guest_at_a_time();
-        let (k, i) = guest_images();
-        let r = Runm::new()
-            .with_env("RUNM_KERNEL", k)
-            .with_env("RUNM_INITRD", i)
-            .with_env("RUNM_BOOT_TIMEOUT", "180");
-        (guard, r)
-    }
-
-    fn s(p: &Path) -> &str {
-        p.to_str().unwrap()
-    }
+    use crate::common::{bundle, guest_images, s, vm_runm, Runm};
 
     #[test]
     fn run_prints_what_the_workload_prints_and_exits_with_its_status() {

@@ -10,24 +10,10 @@ mod common;
 mod tests {
     use std::fs;
     use std::path::Path;
-    use std::sync::MutexGuard;
+
     use std::time::{Duration, Instant};
 
-    use crate::common::{bundle, guest_images, Runm};
-
-    fn vm_runm() -> (MutexGuard<'static, ()>, Runm) {
-        let guard = test_support::one_guest_at_a_time();
-        let (k, i) = guest_images();
-        let r = Runm::new()
-            .with_env("RUNM_KERNEL", k)
-            .with_env("RUNM_INITRD", i)
-            .with_env("RUNM_BOOT_TIMEOUT", "180");
-        (guard, r)
-    }
-
-    fn s(p: &Path) -> &str {
-        p.to_str().unwrap()
-    }
+    use crate::common::{bundle, s, vm_runm};
 
     /// Lines of the host's mount table that name `needle`.
     fn host_mounts_naming(needle: &Path) -> Vec<String> {

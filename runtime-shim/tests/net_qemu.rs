@@ -20,26 +20,10 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::{Mutex, MutexGuard};
+
     use std::time::{Duration, Instant};
 
-    use crate::common::{bundle, guest_images, wait_bounded, Runm};
-
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-    fn vm_runm() -> (MutexGuard<'static, ()>, Runm) {
-        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let (k, i) = guest_images();
-        let r = Runm::new()
-            .with_env("RUNM_KERNEL", k)
-            .with_env("RUNM_INITRD", i)
-            .with_env("RUNM_BOOT_TIMEOUT", "180");
-        (guard, r)
-    }
-
-    fn s(p: &Path) -> &str {
-        p.to_str().unwrap()
-    }
+    use crate::common::{bundle, s, vm_runm, wait_bounded, Runm};
 
     fn run(tool: &str, args: &[&str]) -> String {
         let out = Command::new(tool).args(args).output().unwrap();

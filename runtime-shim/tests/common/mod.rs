@@ -289,6 +289,24 @@ pub fn rootfs(dir: &Path, busybox: bool) {
     }
 }
 
+/// A runm for tests that boot VMs: the guest images in its environment, a
+/// boot timeout for software emulation on a busy host, and the
+/// one-guest-at-a-time lock held (each guest takes a core).
+pub fn vm_runm() -> (std::sync::MutexGuard<'static, ()>, Runm) {
+    let guard = test_support::one_guest_at_a_time();
+    let (k, i) = guest_images();
+    let r = Runm::new()
+        .with_env("RUNM_KERNEL", k)
+        .with_env("RUNM_INITRD", i)
+        .with_env("RUNM_BOOT_TIMEOUT", "180");
+    (guard, r)
+}
+
+/// A path as runm's arguments take it.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
 /// (kernel, initramfs) for runm's VMs: `$RUNM_KERNEL`/`$RUNM_INITRD`, else
 /// what the project's build scripts make (cached by them).
 pub fn guest_images() -> (PathBuf, PathBuf) {
