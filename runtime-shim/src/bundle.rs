@@ -422,6 +422,14 @@ pub fn plan(
             mounts.push(mount);
         }
     }
+    let annotations_of = spec.annotations().as_ref();
+    if let Some((key, sandbox)) = pod_member(annotations_of) {
+        return Err(BundleError::Unsupported(format!(
+            "a container of the pod whose sandbox is {sandbox} (annotation {key}): runm \
+             runs each container in a VM of its own and cannot yet put a pod's containers \
+             in their sandbox's VM"
+        )));
+    }
     let mut network = NetworkNamespace::Host;
     for ns in spec
         .linux()
@@ -889,6 +897,32 @@ const GUEST_FILESYSTEMS: &[&str] = &[
     "fusectl",
 ];
 
+/// Annotations that make a container a member of a pod (containerd's CRI
+/// plugin; CRI-O and Podman): (container type key, sandbox id key).
+const POD_ANNOTATIONS: &[(&str, &str)] = &[
+    (
+        "io.kubernetes.cri.container-type",
+        "io.kubernetes.cri.sandbox-id",
+    ),
+    (
+        "io.kubernetes.cri-o.ContainerType",
+        "io.kubernetes.cri-o.SandboxID",
+    ),
+];
+
+/// The sandbox id of a pod member (a container that is not its pod's
+/// sandbox), with the annotation that names it.
+fn pod_member(
+    annotations: Option<&std::collections::HashMap<String, String>>,
+) -> Option<(&'static str, String)> {
+    let a = annotations?;
+    POD_ANNOTATIONS.iter().find_map(|(kind, sandbox)| {
+        let member = a.get(*kind).is_some_and(|k| k == "container");
+        let id = a.get(*sandbox).filter(|id| !id.is_empty())?;
+        member.then(|| (*sandbox, id.clone()))
+    })
+}
+
 /// Propagation options a bind mount of a VM cannot honour: nothing the
 /// guest mounts reaches the host, nor the other way.
 const HOST_PROPAGATION: &[&str] = &["shared", "rshared", "slave", "rslave"];
@@ -1298,6 +1332,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("io.runm.vm.vcpus"));
+    }
+
+    #[test]
+    fn pod_members_are_refused_by_name() {
+        for (kind, sandbox) in POD_ANNOTATIONS {
+            let mut v = minimal();
+            v["annotations"] = serde_json::json!({*kind: "container", *sandbox: "pod-1"});
+            let e = plan_of(v.clone()).unwrap_err().to_string();
+            assert!(e.contains("sandbox is pod-1") && e.contains(sandbox), "{e}");
+            // The sandbox container itself is an ordinary one.
+            v["annotations"] = serde_json::json!({*kind: "sandbox", *sandbox: "pod-1"});
+            assert!(plan_of(v).is_ok());
+        }
     }
 
     #[test]
