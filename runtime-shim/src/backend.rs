@@ -682,7 +682,7 @@ mod tests {
             dir: &dir,
             root_image: Some(true),
             share: None,
-            qemu_user: None,
+            qemu_user: Some("nobody"),
             nets: &[],
         };
         let args: Vec<String> = qemu_args(Accel::Tcg, &vm)
@@ -700,7 +700,8 @@ mod tests {
              -device virtio-serial-device \
              -chardev socket,id=agent,server=on,wait=off,path=/run/runm/c1/agent.sock \
              -device virtserialport,chardev=agent,name=runm.agent \
-             -qmp unix:/run/runm/c1/qmp.sock,server=on,wait=off"
+             -qmp unix:/run/runm/c1/qmp.sock,server=on,wait=off \
+             -sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny -runas nobody"
         );
         let kvm: Vec<String> = qemu_args(Accel::Kvm, &vm)
             .into_iter()

@@ -658,9 +658,12 @@ test_runm_oci_host_dirs() {
 # runm-vmm serves it on the tap runm hands down as a descriptor. Afterwards no
 # tap or ingress qdisc is left in the namespace.
 test_runm_oci_network() {
-    oci_bundle '.process.args = ["sh", "-c", "echo $(cat /sys/class/net/eth0/address) $(cat /sys/class/net/eth0/mtu) $(ip -o -4 addr show dev eth0 | sed \"s/.* inet \\([^ ]*\\).*/\\1/\"); ping -c 2 -W 5 10.213.9.1 >/dev/null && echo PING-OK"]
+    # Two interfaces, ping on both, a TCP connection out, and a createRuntime
+    # hook on the host that is handed the container's state.
+    oci_bundle '.process.args = ["sh", "-c", "echo $(cat /sys/class/net/eth0/address) $(cat /sys/class/net/eth0/mtu) $(ip -o -4 addr show dev eth0 | sed \"s/.* inet \\([^ ]*\\).*/\\1/\"); ping -c 2 -W 5 10.213.9.1 >/dev/null && echo PING-OK; ping -c 2 -W 5 10.213.10.1 >/dev/null && echo PING2-OK; echo tcp-from-guest | nc -w 5 10.213.9.1 7000 && echo TCP-OK"]
         | .linux.namespaces = ([.linux.namespaces[] | select(.type != "network")] + [{"type": "network", "path": "/run/netns/runm-c"}])
-        | .process.capabilities = {"bounding": ["CAP_NET_RAW"], "effective": ["CAP_NET_RAW"], "permitted": ["CAP_NET_RAW"]}'
+        | .process.capabilities = {"bounding": ["CAP_NET_RAW"], "effective": ["CAP_NET_RAW"], "permitted": ["CAP_NET_RAW"]}
+        | .hooks.createRuntime = [{"path": "/bin/sh", "args": ["sh", "-c", "cat > '"$T"'/hook.state"]}]'
     trap 'oci_cleanup n1; /usr/sbin/ip netns del runm-c 2>/dev/null; /usr/sbin/ip netns del runm-p 2>/dev/null' EXIT
     # iproute2's (busybox's sh prefers its own applets to PATH).
     ip=/usr/sbin/ip tc=/usr/sbin/tc
@@ -669,25 +672,36 @@ test_runm_oci_network() {
     $ip netns add runm-p || fail "ip netns add runm-p"
     $ip -n runm-c link add eth0 address 02:42:0a:d5:09:02 mtu 1400 type veth peer name vp0 netns runm-p ||
         fail "no veth pair (CONFIG_VETH in the test host kernel?)"
+    $ip -n runm-c link add eth1 type veth peer name vp1 netns runm-p || fail "no second veth pair"
     $ip -n runm-p link set vp0 mtu 1400 up
+    $ip -n runm-p link set vp1 up
     $ip -n runm-p addr add 10.213.9.1/24 dev vp0
+    $ip -n runm-p addr add 10.213.10.1/24 dev vp1
     $ip -n runm-c link set eth0 up
+    $ip -n runm-c link set eth1 up
     $ip -n runm-c addr add 10.213.9.2/24 dev eth0
+    $ip -n runm-c addr add 10.213.10.2/24 dev eth1
     $ip -n runm-c route add default via 10.213.9.1
+    $ip netns exec runm-p nc -l -p 7000 > "$T/tcp.out" 2>/dev/null &
     t0=$(date +%s)
     oci "$guest_timeout" run n1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
     status=$?
     secs=$(( $(date +%s) - t0 ))
-    expected=$(printf '02:42:0a:d5:09:02 1400 10.213.9.2/24\nPING-OK')
+    expected=$(printf '02:42:0a:d5:09:02 1400 10.213.9.2/24\nPING-OK\nPING2-OK\nTCP-OK')
     out=$(cat "$T/out")
     if [ "$status" != 0 ] || [ "$out" != "$expected" ]; then
         show_tail "$T/err"
         fail "runm run: exit status $status (expected 0), stdout '$(echo $out)' (expected '$(echo $expected)'), ${secs} s"
     fi
+    [ "$(cat "$T/tcp.out")" = tcp-from-guest ] || fail "the peer's TCP listener got '$(cat "$T/tcp.out")' (expected tcp-from-guest)"
+    hook_pid=$(jq -r .pid "$T/hook.state" 2>/dev/null)
+    hook_status=$(jq -r .status "$T/hook.state" 2>/dev/null)
+    [ "$hook_status" = creating ] && [ "${hook_pid:-0}" -gt 0 ] 2>/dev/null ||
+        fail "the createRuntime hook got state '$(cat "$T/hook.state" 2>/dev/null)' (expected status creating and a pid)"
     left=$( { $ip -n runm-c -o link show | grep runmtap; $tc -n runm-c qdisc show | grep ingress; } )
     [ -z "$left" ] || fail "left in the namespace: $(echo $left)"
     oci_nothing_left
-    pass_detail "${secs} s"
+    pass_detail "${secs} s, 2 NICs, TCP out, createRuntime hook"
 }
 
 # --- runner --------------------------------------------------------------------
