@@ -14,12 +14,13 @@
 //! of different actions overlap), any other call the default action.
 //!
 //! Names are checked as runc's libseccomp would see them on this guest: a
-//! name of the x86_64 table is used; a name only the 32-bit x86 ABI has
-//! (`chown32`, `_llseek`, ... which Docker's and Podman's default profiles
-//! list) or a multiplexed socket call name (`send`, `recv`) cannot be made
-//! by this guest's processes and is skipped, as runc skips names its
-//! architecture lacks; any other name is an error, so that a typo does not
-//! silently leave a call open.
+//! name of the x86_64 table is used; a name only the 32-bit x86 ABI or
+//! another architecture has (`chown32`, `_llseek`, and `pciconfig_iobase`,
+//! `swapcontext`, `timerfd`, ... which Podman's default profile lists even
+//! for x86_64) or a multiplexed socket call name (`send`, `recv`) cannot be
+//! made by this guest's processes and is skipped, as runc skips names its
+//! architecture lacks; a name no Linux architecture has is an error, so that
+//! a typo does not silently leave a call open.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -74,15 +75,33 @@ pub enum SeccompError {
 }
 
 /// The x86_64 number of a system call name; `Ok(None)` for a name that
-/// exists only for the other x86 ABIs (see the module docs).
+/// exists only for other ABIs or architectures (see the module docs).
 pub fn syscall_number(name: &str) -> Result<Option<i64>, ()> {
     if let Ok(n) = syscalls::x86_64::Sysno::from_str(name) {
         return Ok(Some(i64::from(n.id())));
     }
-    if syscalls::x86::Sysno::from_str(name).is_ok() || PSEUDO_CALLS.contains(&name) {
+    if PSEUDO_CALLS.contains(&name) || elsewhere(name) {
         return Ok(None);
     }
     Err(())
+}
+
+/// Whether a Linux architecture other than x86_64 has a call of this name.
+fn elsewhere(name: &str) -> bool {
+    use syscalls::*;
+    x86::Sysno::from_str(name).is_ok()
+        || aarch64::Sysno::from_str(name).is_ok()
+        || arm::Sysno::from_str(name).is_ok()
+        || loongarch64::Sysno::from_str(name).is_ok()
+        || mips::Sysno::from_str(name).is_ok()
+        || mips64::Sysno::from_str(name).is_ok()
+        || powerpc::Sysno::from_str(name).is_ok()
+        || powerpc64::Sysno::from_str(name).is_ok()
+        || riscv32::Sysno::from_str(name).is_ok()
+        || riscv64::Sysno::from_str(name).is_ok()
+        || s390x::Sysno::from_str(name).is_ok()
+        || sparc::Sysno::from_str(name).is_ok()
+        || sparc64::Sysno::from_str(name).is_ok()
 }
 
 fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<SeccompAction, SeccompError> {
@@ -337,6 +356,17 @@ mod tests {
         assert_eq!(syscall_number("chown32"), Ok(None));
         assert_eq!(syscall_number("_llseek"), Ok(None));
         assert_eq!(syscall_number("recv"), Ok(None));
+        // Other architectures' calls, which Podman's default profile lists
+        // for x86_64 too.
+        for other in [
+            "pciconfig_iobase",
+            "pciconfig_read",
+            "swapcontext",
+            "syscall",
+            "timerfd",
+        ] {
+            assert_eq!(syscall_number(other), Ok(None), "{other}");
+        }
         assert_eq!(syscall_number("no_such_call"), Err(()));
         let e = compile(&profile(serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
@@ -429,5 +459,25 @@ mod tests {
         assert_eq!(verdict(&spec, 272, [0; 6]), EPERM, "unshare");
         assert_eq!(verdict(&spec, 165, [0; 6]), EPERM, "mount");
         assert_eq!(verdict(&spec, 435, [0; 6]), 0x0005_0026, "clone3");
+    }
+
+    /// The profile Podman 4.3 writes into every container's config.json
+    /// (`linux.seccomp`, from containers-common 0.50): it names calls of
+    /// other architectures (`pciconfig_iobase`, `swapcontext`, `timerfd`)
+    /// and must compile as it does under runc.
+    #[test]
+    fn podmans_default_profile_compiles() {
+        let text = include_str!("../tests/fixtures/podman-default-seccomp.json");
+        let spec = compile(&serde_json::from_str(text).unwrap()).unwrap();
+        let enosys = 0x0005_0026;
+        assert_eq!(verdict(&spec, 0, [0; 6]), ALLOW, "read");
+        assert_eq!(verdict(&spec, 59, [0; 6]), ALLOW, "execve");
+        assert_eq!(verdict(&spec, 167, [0; 6]), EPERM, "swapon");
+        assert_eq!(verdict(&spec, 246, [0; 6]), EPERM, "kexec_load");
+        assert_eq!(
+            verdict(&spec, 425, [0; 6]),
+            enosys,
+            "io_uring_setup: default"
+        );
     }
 }
