@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::ffi::{CString, OsStr};
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -105,6 +106,10 @@ pub struct MountOptions {
     pub propagation: MountPropagationFlags,
     /// File-system-specific options, comma-separated (`mode=755,size=64k`).
     pub data: String,
+    /// `tmpcopyup` (runc's extension, which Podman sets on the tmpfs mounts
+    /// of `--read-only`): the new tmpfs starts with a copy of what the
+    /// directory under it held.
+    pub copy_up: bool,
 }
 
 impl Default for MountOptions {
@@ -113,6 +118,7 @@ impl Default for MountOptions {
             flags: MountFlags::empty(),
             propagation: MountPropagationFlags::empty(),
             data: String::new(),
+            copy_up: false,
         }
     }
 }
@@ -160,6 +166,10 @@ pub fn parse_options<S: AsRef<str>>(options: &[S]) -> MountOptions {
         };
         if let Some((set, clear)) = flag {
             out.flags = (out.flags | set) & !clear;
+            continue;
+        }
+        if opt == "tmpcopyup" {
+            out.copy_up = true;
             continue;
         }
         let propagation = match opt {
@@ -551,6 +561,16 @@ fn mount_in_root(
     };
     if !namespaced(fstype) && !nested {
         let target = resolve_in_root(rootfs, &m.destination, true)?;
+        if opts.copy_up && fstype == "tmpfs" {
+            // Opened before the mount hides it: the descriptor keeps
+            // reaching the directory underneath.
+            let under = fs::File::open(&target)
+                .map_err(io_err(format!("opening {} for tmpcopyup", m.destination)))?;
+            do_mount(fstype, source, &target, &opts)?;
+            let from = PathBuf::from(format!("/proc/self/fd/{}", under.as_raw_fd()));
+            copy_tree(&from, &target).map_err(io_err(format!("tmpcopyup of {}", m.destination)))?;
+            return Ok(None);
+        }
         do_mount(fstype, source, &target, &opts)?;
         return Ok(None);
     }
@@ -578,6 +598,41 @@ fn mount_in_root(
         propagation: opts.propagation,
         data,
     }))
+}
+
+/// Copies the contents of directory `from` into the existing directory
+/// `to`: directories, files, symbolic links and special files, with their
+/// modes and owners, as runc's `tmpcopyup` does (`to` itself keeps its own:
+/// a new tmpfs is world-writable and sticky, as under runc).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let meta = fs::symlink_metadata(&src)?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            fs::DirBuilder::new().mode(0o700).create(&dst)?;
+            copy_tree(&src, &dst)?;
+            std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            continue;
+        }
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst)?;
+        } else {
+            let t = FileType::from_raw_mode(meta.mode());
+            rustix::fs::mknodat(CWD, &dst, t, Mode::from_raw_mode(meta.mode()), meta.rdev())?;
+        }
+        std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+        if !kind.is_symlink() {
+            // After the owner: chown clears set-id bits.
+            fs::set_permissions(&dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        }
+    }
+    Ok(())
 }
 
 /// The mount point for a bind mount at `dest` inside `rootfs`: a directory,
@@ -823,6 +878,53 @@ mod tests {
         ]);
         assert_eq!(o.flags, MountFlags::NOSUID | MountFlags::NOEXEC);
         assert_eq!(o.data, "newinstance,ptmxmode=0666,mode=0620,gid=5");
+    }
+
+    #[test]
+    fn tmpcopyup_is_ours_not_the_kernels() {
+        let o = parse_options(&["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]);
+        assert!(o.copy_up);
+        assert_eq!(o.data, "", "tmpfs refuses an unknown option");
+        assert_eq!(o.flags, MountFlags::NOSUID | MountFlags::NODEV);
+        assert!(!parse_options(&["mode=755"]).copy_up);
+    }
+
+    #[test]
+    fn copy_up_copies_the_tree_with_modes_and_links() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let (from, to) = (t.path().join("from"), t.path().join("to"));
+        fs::create_dir_all(from.join("sub/deeper")).unwrap();
+        fs::write(from.join("sub/deeper/file"), "content").unwrap();
+        fs::set_permissions(from.join("sub"), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::set_permissions(
+            from.join("sub/deeper/file"),
+            fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("sub/deeper/file", from.join("link")).unwrap();
+        fs::set_permissions(&from, fs::Permissions::from_mode(0o751)).unwrap();
+        fs::create_dir(&to).unwrap();
+        copy_tree(&from, &to).unwrap();
+        assert_eq!(
+            fs::read_to_string(to.join("sub/deeper/file")).unwrap(),
+            "content"
+        );
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        assert_ne!(mode(&to), 0o751, "the top keeps its own mode");
+        assert_eq!(mode(&to.join("sub")), 0o1777);
+        assert_eq!(mode(&to.join("sub/deeper/file")), 0o640);
+        assert_eq!(
+            fs::read_link(to.join("link")).unwrap(),
+            Path::new("sub/deeper/file")
+        );
+        // An empty directory copies to nothing.
+        let empty = t.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        let to2 = t.path().join("to2");
+        fs::create_dir(&to2).unwrap();
+        copy_tree(&empty, &to2).unwrap();
+        assert_eq!(fs::read_dir(&to2).unwrap().count(), 0);
     }
 
     #[test]
