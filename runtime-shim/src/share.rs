@@ -23,7 +23,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use guest_agent::proto::{SHARE_MOUNTS, SHARE_ROOTFS};
+use guest_agent::proto::{MountSpec, SHARE_MOUNTS, SHARE_ROOTFS};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::mount::{MountFlags, MountPropagationFlags};
 use serde::{Deserialize, Serialize};
@@ -91,6 +91,104 @@ pub struct HostBind {
     pub readonly: bool,
 }
 
+/// A mount point the guest cannot make in a read-only root: made in
+/// `root.path` on the host before it is shared read-only, as runc makes
+/// its mount points before it remounts the root read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPoint {
+    /// The mount's destination (absolute, in the container).
+    pub destination: String,
+    /// For a bind mount, its number: a file source needs a file.
+    pub bind: Option<usize>,
+}
+
+/// The mount points of `mounts` (the guest's list, in order) that lie in
+/// the root itself: a destination below an earlier mount's is made inside
+/// that mount by the guest.
+pub fn root_mount_points(mounts: &[MountSpec]) -> Vec<MountPoint> {
+    let below = |dest: &str, parent: &str| {
+        let parent = parent.trim_end_matches('/');
+        dest == parent
+            || dest
+                .strip_prefix(parent)
+                .is_some_and(|r| r.starts_with('/'))
+    };
+    mounts
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| {
+            m.destination != "/"
+                && !mounts[..*i]
+                    .iter()
+                    .any(|e| below(&m.destination, &e.destination))
+        })
+        .map(|(_, m)| MountPoint {
+            destination: m.destination.clone(),
+            bind: matches!(m.fstype.as_str(), "bind" | "rbind")
+                .then(|| {
+                    m.source
+                        .strip_prefix(SHARE_MOUNTS)
+                        .and_then(|n| n.strip_prefix('/'))
+                        .and_then(|n| n.parse().ok())
+                })
+                .flatten(),
+        })
+        .collect()
+}
+
+/// Makes `dest` inside the open root directory `root` where it is missing
+/// (a directory, or an empty file when `file`), with its missing parents;
+/// every lookup stays inside the root (`RESOLVE_IN_ROOT`), whatever
+/// symbolic links the root holds.
+fn make_mount_point(root: &OwnedFd, dest: &str, file: bool) -> Result<(), ShareError> {
+    use rustix::fs::ResolveFlags;
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let open = |p: &Path| {
+        rustix::fs::openat2(
+            root,
+            p,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        )
+    };
+    let parts: Vec<&str> = dest.split('/').filter(|c| !c.is_empty()).collect();
+    let mut at = PathBuf::new();
+    for (i, part) in parts.iter().enumerate() {
+        let here = at.join(part);
+        let err = |e: rustix::io::Errno| {
+            io_err("cannot make the mount point", &Path::new("/").join(&here))(e.into())
+        };
+        match open(&here) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::NOENT) => {
+                let parent = open(if i == 0 { Path::new(".") } else { &at }).map_err(err)?;
+                let made = if i + 1 == parts.len() && file {
+                    rustix::fs::openat(
+                        &parent,
+                        *part,
+                        OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o644),
+                    )
+                    .map(drop)
+                } else {
+                    rustix::fs::mkdirat(&parent, *part, Mode::from_raw_mode(0o755))
+                };
+                match made {
+                    Ok(()) => {}
+                    // A dangling symbolic link: left as it is; the guest
+                    // says what it finds there.
+                    Err(rustix::io::Errno::EXIST) => return Ok(()),
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            Err(e) => return Err(err(e)),
+        }
+        at = here;
+    }
+    Ok(())
+}
+
 /// What the sandbox shares: the root file system (unless it is a block
 /// device image) and the bind mounts, in the order of their numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +197,8 @@ pub struct SharePlan {
     pub root: Option<(PathBuf, PathBuf)>,
     /// `root.readonly`.
     pub root_readonly: bool,
+    /// With a read-only root: the mount points made in it first.
+    pub mount_points: Vec<MountPoint>,
     /// Bind mount `N` is `binds[N]`.
     pub binds: Vec<HostBind>,
     /// The virtiofsd binary.
@@ -223,6 +323,15 @@ impl Share {
         mkdir(&share, 0o700)?;
         let mounts = share.join(SHARE_MOUNTS);
         mkdir(&mounts, 0o700)?;
+        if let (Some(root), true) = (&root, plan.root_readonly) {
+            for m in &plan.mount_points {
+                let file = m.bind.and_then(|n| sources.get(n)).is_some_and(|fd| {
+                    rustix::fs::fstat(fd)
+                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::Directory)
+                });
+                make_mount_point(root.fd(), &m.destination, file)?;
+            }
+        }
         if let Some(root) = &root {
             let target = share.join(SHARE_ROOTFS);
             mkdir(&target, 0o755)?;
@@ -370,6 +479,75 @@ mod tests {
         let sock = d.path().join("s.sock");
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         assert!(why(&sock).contains("Unix socket"));
+    }
+
+    fn spec(destination: &str, fstype: &str, source: &str) -> MountSpec {
+        MountSpec {
+            destination: destination.into(),
+            fstype: fstype.into(),
+            source: source.into(),
+            options: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn mount_points_in_the_root_are_those_below_no_earlier_mount() {
+        let mounts = [
+            spec("/dev", "tmpfs", "tmpfs"),
+            spec("/run", "tmpfs", "tmpfs"),
+            spec("/data", "rbind", "mounts/0"),
+            spec("/dev/pts", "devpts", "devpts"),
+            spec("/etc/hosts", "bind", "mounts/1"),
+            spec("/run/.containerenv", "bind", "mounts/2"),
+            spec("/devices", "tmpfs", "tmpfs"),
+        ];
+        let got: Vec<(String, Option<usize>)> = root_mount_points(&mounts)
+            .into_iter()
+            .map(|m| (m.destination, m.bind))
+            .collect();
+        let want = [
+            ("/dev", None),
+            ("/run", None),
+            ("/data", Some(0)),
+            ("/etc/hosts", Some(1)),
+            ("/devices", None),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(d, b)| (d.to_string(), b)).to_vec(),
+            "/dev/pts and /run/.containerenv are made in their tmpfs by the guest"
+        );
+    }
+
+    #[test]
+    fn mount_points_are_made_inside_the_root_only() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, outside) = (d.path().join("root"), d.path().join("outside"));
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        // A link pointing out of the root resolves inside it instead.
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        fs::write(root.join("etc/hostname"), "kept\n").unwrap();
+        let fd = rustix::fs::open(&root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        make_mount_point(&fd, "/var/tmp", false).unwrap();
+        make_mount_point(&fd, "/etc/hosts", true).unwrap();
+        make_mount_point(&fd, "/etc/hostname", true).unwrap();
+        make_mount_point(&fd, "/escape/x", false).unwrap();
+        fs::create_dir_all(root.join(outside.strip_prefix("/").unwrap())).unwrap();
+        make_mount_point(&fd, "/escape/x", false).unwrap();
+        assert!(root.join("var/tmp").is_dir());
+        assert!(root.join("etc/hosts").is_file());
+        assert_eq!(
+            fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "kept\n"
+        );
+        assert!(!outside.join("x").exists(), "nothing made outside the root");
+        assert!(root
+            .join(outside.strip_prefix("/").unwrap())
+            .join("x")
+            .is_dir());
+        let e = make_mount_point(&fd, "/etc/hosts/x", false).unwrap_err();
+        assert!(e.to_string().contains("/etc/hosts"), "{e}");
     }
 
     #[test]

@@ -205,6 +205,7 @@ fn share_plan(plan: &ContainerPlan, virtiofsd: Option<PathBuf>) -> Option<ShareP
     Some(SharePlan {
         root: (!plan.root_image).then(|| (plan.bundle.clone(), plan.root_path.clone())),
         root_readonly: plan.container.root.readonly,
+        mount_points: crate::share::root_mount_points(&plan.container.mounts),
         binds: plan.binds.clone(),
         virtiofsd: virtiofsd?,
     })
