@@ -16,8 +16,11 @@ packages=(
     busybox-static cpio file e2fsprogs erofs-utils qemu-system-x86
     # the container column of the comparisons, and tap/netns tests
     runc iproute2
-    # containerd drives runm through its runc shim (tests/tests/containerd.rs)
+    # containerd drives runm through its runc shim (runtime-shim/tests/containerd.rs)
     containerd
+    # Podman with runm as its runtime (runtime-shim/tests/podman.rs); netavark
+    # for its default network, which needs iptables
+    podman conmon netavark iptables
     # virtiofsd (built from crates.io by scripts/virtiofsd.sh) links these
     libseccomp-dev libcap-ng-dev pkg-config
     # a realistic Debian root file system for the benchmarks (scripts/debian-rootfs.sh)
