@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use guest_agent::fdio;
 use guest_agent::sigset::SigSet;
 use libc::c_char;
+use rustix::fs::Mode;
 use rustix::mount::{MountFlags, MountPropagationFlags};
 use rustix::process::{Resource, Rlimit};
 use rustix::thread::{CapabilitySet, CapabilitySets, Gid, LinkNameSpaceType, Uid, UnshareFlags};
@@ -256,6 +257,7 @@ pub struct Prepared {
     caps: Capabilities,
     seccomp: Option<Arc<SeccompProgram>>,
     oom_score_adj: Option<i32>,
+    umask: Option<Mode>,
     /// Whether the process runs on a terminal.
     pub terminal: bool,
     exec_prefix: Vec<u8>,
@@ -354,6 +356,7 @@ impl Prepared {
             caps: spec.capabilities.unwrap_or(inherited),
             seccomp,
             oom_score_adj: spec.oom_score_adj,
+            umask: spec.umask.map(|m| Mode::from_raw_mode(m & 0o777)),
             terminal: spec.terminal,
         })
     }
@@ -942,6 +945,9 @@ fn child_setup(p: &Prepared, root: &RootSetup, stdio: &ChildStdio) -> Result<(),
         fresh_root(f)?;
     }
     rustix::process::chdir(p.cwd.as_c_str()).map_err(at(Stage::Cwd))?;
+    if let Some(mask) = p.umask {
+        rustix::process::umask(mask);
+    }
     // Before the uid change: raising a hard limit needs the privilege the
     // container's user may not have (runc orders it the same way).
     for (n, &(res, limit)) in p.rlimits.iter().enumerate() {

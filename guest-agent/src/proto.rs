@@ -136,6 +136,9 @@ pub struct ProcessSpec {
     /// `/proc/<pid>/oom_score_adj`, if given (-1000..=1000).
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// The file mode creation mask, if given (else the agent's, 0022).
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
 
 /// The five capability sets, one bit per capability number (`CAP_CHOWN` is
@@ -651,6 +654,7 @@ mod tests {
                 ambient: 0x20,
             }),
             oom_score_adj: Some(-500),
+            umask: Some(0o027),
         };
         let container = ContainerSpec {
             id: "c1".into(),

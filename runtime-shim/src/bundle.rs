@@ -608,6 +608,7 @@ pub fn process_spec(p: &Process) -> Result<ProcessSpec, String> {
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         capabilities,
         oom_score_adj,
+        umask: user.umask(),
     })
 }
 
@@ -1089,7 +1090,6 @@ const NOT_APPLIED: &[&str] = &[
     "/process/scheduler",
     "/process/execCPUAffinity",
     "/process/consoleSize",
-    "/process/user/umask",
     "/process/user/username",
     "/domainname",
     "/hooks/createContainer",
@@ -1508,6 +1508,7 @@ mod tests {
             "ambient": ["CAP_KILL"],
         });
         v["process"]["oomScoreAdj"] = 500.into();
+        v["process"]["user"]["umask"] = 0o077.into();
         v["linux"] = serde_json::json!({
             "namespaces": [{"type": "pid"}, {"type": "user"}, {"type": "cgroup"}, {"type": "network"}],
             "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
@@ -1530,6 +1531,7 @@ mod tests {
             (1 << 5, 0, 1 << 5 | 1, 1 << 5)
         );
         assert_eq!(p.container.process.oom_score_adj, Some(500));
+        assert_eq!(p.container.process.umask, Some(0o077));
         let l = &p.container.linux;
         assert!(l.user_namespace && l.cgroup_namespace);
         assert_eq!(
