@@ -17,9 +17,9 @@
 //! import`: no registry.
 //!
 //! Shown, each scenario with its real output and exit status: `run --rm`
-//! output and `exit 3`; `-e`, `-w`, `-u`; a read-write volume (the guest's
+//! output and `exit 3`; `-e`, `-w`, `-u`, `--umask`; a read-write volume (the guest's
 //! file appears on the host) and a read-only one (writes refused);
-//! `--read-only`; `/etc/hosts` and `/etc/hostname` as podman wrote them;
+//! `--read-only` (with tmpcopyup); `/etc/hosts` and `/etc/hostname` as podman wrote them;
 //! `run -d` then `ps`, `inspect` (running, `State.Pid` is runm's pid),
 //! `exec`, `logs`, `pause`/`unpause`, `stop -t 2` of a workload that ignores
 //! SIGTERM (SIGKILL after 2 s: 137), `kill`, `rm -f` of a running container;
@@ -336,6 +336,19 @@ mod tests {
 
         let tar = p.path("busybox.tar");
         test_support::images::busybox_tar(&p.path("image-tree"), &tar).unwrap();
+        // A file in the image's /tmp, for --read-only's tmpcopyup.
+        let extra = p.path("image-extra");
+        fs::create_dir_all(extra.join("tmp")).unwrap();
+        fs::write(extra.join("tmp/seed"), "seeded in the image\n").unwrap();
+        let ok = Command::new("tar")
+            .arg("-C")
+            .arg(&extra)
+            .arg("-rf")
+            .arg(&tar)
+            .arg("./tmp/seed")
+            .status()
+            .unwrap();
+        assert!(ok.success(), "tar -r");
         let out = p.podman(&["import", tar.to_str().unwrap(), IMAGE]);
         assert_eq!(out.code, 0, "podman import: {out:?}");
 
@@ -374,15 +387,17 @@ mod tests {
             "/tmp",
             "-u",
             "1000",
+            "--umask",
+            "0077",
             IMAGE,
             "sh",
             "-c",
-            "echo $GREETING; pwd; id -u",
+            "echo $GREETING; pwd; id -u; umask",
         ]);
-        report("run -e -w -u 1000", &out, t.elapsed());
+        report("run -e -w -u 1000 --umask 0077", &out, t.elapsed());
         assert_eq!(
             (out.code, out.stdout.as_str()),
-            (0, "from-podman\n/tmp\n1000\n"),
+            (0, "from-podman\n/tmp\n1000\n0077\n"),
             "{out:?}"
         );
         p.assert_clean(&id);
@@ -426,7 +441,8 @@ mod tests {
         p.assert_clean(&id);
 
         // 4. --read-only: the root refuses writes; /tmp, /var/tmp and /run
-        // are tmpfs (which the image lacks: made as runc makes them).
+        // are tmpfs (the last two missing in the image: made as runc makes
+        // them), /tmp starting with a copy of the image's (tmpcopyup).
         let t = Instant::now();
         let (out, id) = p.run_runm(&[
             "--rm",
@@ -437,13 +453,13 @@ mod tests {
             "sh",
             "-c",
             "(echo x > /x) 2>/dev/null && echo root-writable || echo root-ro; \
-             echo y > /tmp/y && echo tmp-writable; \
+             echo y > /tmp/y && echo tmp-writable; cat /tmp/seed; \
              for d in /tmp /var/tmp /run; do grep -c \" $d tmpfs \" /proc/mounts; done",
         ]);
         report("run --read-only", &out, t.elapsed());
         assert_eq!(
             (out.code, out.stdout.as_str()),
-            (0, "root-ro\ntmp-writable\n1\n1\n1\n"),
+            (0, "root-ro\ntmp-writable\nseeded in the image\n1\n1\n1\n"),
             "{out:?}"
         );
         p.assert_clean(&id);
