@@ -14,7 +14,10 @@
 //! `share/runm/agent.cpio`), because conmon hands the runtime an
 //! environment of its own: runm must find its guest images the way an
 //! installed runm does. The image is a busybox tree imported with `podman
-//! import`: no registry.
+//! import`: no registry. Podman 4.3 still keeps two files of its own outside
+//! those directories, whatever its flags say: netavark's address allocations
+//! (`/run/containers/networks/ipam.db`, released when a container goes) and
+//! the image blob cache (`/var/lib/containers/cache`).
 //!
 //! Shown, each scenario with its real output and exit status: `run --rm`
 //! output and `exit 3`; `-e`, `-w`, `-u`, `--umask`; a read-write volume (the guest's
@@ -372,6 +375,28 @@ mod tests {
             lines.get(1).copied(),
             Some(host_kernel.trim()),
             "the container runs on its own kernel: {out:?}"
+        );
+        p.assert_clean(&id);
+
+        // 1b. What a VM cannot do is refused with runm's own error, through
+        // the JSON log conmon gives runm, and leaves nothing behind.
+        let t = Instant::now();
+        let (out, id) = p.run_runm(&[
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "/dev/null:/x",
+            IMAGE,
+            "true",
+        ]);
+        report("run -v /dev/null:/x (refused)", &out, t.elapsed());
+        assert_eq!(out.code, 126, "{out:?}");
+        assert!(
+            out.stderr.contains(
+                "OCI runtime error: runm: bind mount of /dev/null at /x: the source is a device node"
+            ),
+            "{out:?}"
         );
         p.assert_clean(&id);
 
