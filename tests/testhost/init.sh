@@ -617,6 +617,36 @@ test_runm_oci_two_containers() {
     pass_detail "${secs} s"
 }
 
+# The OCI process and Linux configuration applied in the guest under runm-vmm,
+# read from inside the container: PID 1 is the workload, the capability
+# bounding set is the configured one (CAP_SYS_ADMIN included), a seccomp
+# rule refuses unshare while ls runs, a masked file reads empty, a read-only
+# path refuses a write, a configured device node has its numbers, a sysctl
+# holds its value.
+test_runm_oci_linux() {
+    oci_bundle '.process.args = ["sh", "-c", "echo pid=$$; echo bnd=$(grep ^CapBnd: /proc/self/status | cut -f2); unshare -m true 2>/dev/null; echo unshare=$?; ls /bin >/dev/null && echo ls=ok; echo secret=[$(cat /etc/secret 2>&1)]; touch /data/x 2>/dev/null; echo ro=$?; echo dev=$(stat -c %t:%T /dev/mydev); echo shmmax=$(cat /proc/sys/kernel/shmmax)"]
+        | .process.capabilities = {"bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_SYS_ADMIN"], "effective": ["CAP_CHOWN", "CAP_KILL", "CAP_SYS_ADMIN"], "permitted": ["CAP_CHOWN", "CAP_KILL", "CAP_SYS_ADMIN"]}
+        | .linux.seccomp = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"], "syscalls": [{"names": ["unshare"], "action": "SCMP_ACT_ERRNO"}]}
+        | .linux.maskedPaths = ["/etc/secret"] | .linux.readonlyPaths = ["/data"]
+        | .linux.devices = [{"path": "/dev/mydev", "type": "c", "major": 1, "minor": 3, "fileMode": 420}]
+        | .linux.sysctl = {"kernel.shmmax": "65536"}'
+    echo "top secret" > "$T/bundle/rootfs/etc/secret"
+    mkdir -p "$T/bundle/rootfs/data"
+    trap 'oci_cleanup o1' EXIT
+    t0=$(date +%s)
+    oci "$guest_timeout" run o1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
+    status=$?
+    secs=$(( $(date +%s) - t0 ))
+    expected=$(printf 'pid=1\nbnd=0000000000200021\nunshare=1\nls=ok\nsecret=[]\nro=1\ndev=1:3\nshmmax=65536')
+    out=$(cat "$T/out")
+    if [ "$status" != 0 ] || [ "$out" != "$expected" ]; then
+        show_tail "$T/err"
+        fail "runm run: exit status $status (expected 0), stdout '$(echo $out)' (expected '$(echo $expected)'), ${secs} s"
+    fi
+    oci_nothing_left
+    pass_detail "${secs} s"
+}
+
 # The root directory and bind mounts through virtio-fs under runm-vmm (one
 # virtiofsd per VM, vhost-user-fs in runm-vmm): a write in / lands in the
 # bundle's rootfs, a read-only host file and directory are readable and refuse

@@ -30,6 +30,7 @@ mod tests {
         "runm-oci-config",
         "runm-oci-lifecycle",
         "runm-oci-two-containers",
+        "runm-oci-linux",
         "runm-oci-host-dirs",
         "runm-oci-network",
     ];
