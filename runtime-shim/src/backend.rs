@@ -347,7 +347,8 @@ pub struct VmSpec<'a> {
     /// The root image (`<dir>/rootfs.img`) as the first disk, read-only
     /// if `Some(true)`; `None` when the root is shared.
     pub root_image: Option<bool>,
-    /// virtiofsd's socket, when the guest has the share
+    /// virtiofsd's socket as the VM process names it (relative to `dir`,
+    /// see [`ContainerDir::local`]), when the guest has the share
     /// ([`guest_agent::proto::SHARE_TAG`]).
     pub share: Option<PathBuf>,
     /// The guest's NICs: taps the VM process inherits as descriptors.
@@ -482,10 +483,10 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
         fs: share(vm),
         nets: vm.nets.to_vec(),
         agent: Some(AgentPort {
-            socket: vm.dir.agent_socket(),
+            socket: vm.dir.local(vm.dir.agent_socket()),
             name: guest_agent::proto::AGENT_SERIAL_PORT_NAME.into(),
         }),
-        qmp: Some(vm.dir.qmp_socket()),
+        qmp: Some(vm.dir.local(vm.dir.qmp_socket())),
         seccomp: true,
         run_as: vm.qemu_user.map(str::to_owned),
     }
@@ -509,7 +510,7 @@ pub fn runm_vmm_config(vm: &VmSpec<'_>) -> VmConfig {
         disks: root_disk(vm),
         vsock: Some(VsockConfig {
             cid: GUEST_CID,
-            uds: vm.dir.vsock_socket(),
+            uds: vm.dir.local(vm.dir.vsock_socket()),
         }),
         nets: vm.nets.to_vec(),
         rng: false,
@@ -531,7 +532,7 @@ pub fn connect_agent(
     loop {
         let attempt = match channel {
             AgentChannel::Serial { socket } => {
-                UnixStream::connect(socket).map_err(|e| e.to_string())
+                crate::sys::connect_unix(socket).map_err(|e| e.to_string())
             }
             AgentChannel::Vsock { socket, port } => vsock_connect(socket, *port, deadline),
         };
@@ -556,7 +557,7 @@ pub fn connect_agent(
 /// Firecracker-style host-initiated vsock: write `CONNECT <port>\n` on the
 /// VMM's Unix socket, read `OK <host port>\n`.
 fn vsock_connect(socket: &Path, port: u32, deadline: Instant) -> Result<UnixStream, String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    let mut s = crate::sys::connect_unix(socket).map_err(|e| e.to_string())?;
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(100));
@@ -698,9 +699,9 @@ mod tests {
              -serial file:/run/runm/c1/console.log -device virtio-blk-device,drive=disk0 \
              -drive id=disk0,format=raw,if=none,file=/run/runm/c1/rootfs.img,readonly=on \
              -device virtio-serial-device \
-             -chardev socket,id=agent,server=on,wait=off,path=/run/runm/c1/agent.sock \
+             -chardev socket,id=agent,server=on,wait=off,path=agent.sock \
              -device virtserialport,chardev=agent,name=runm.agent \
-             -qmp unix:/run/runm/c1/qmp.sock,server=on,wait=off \
+             -qmp unix:qmp.sock,server=on,wait=off \
              -sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny -runas nobody"
         );
         let kvm: Vec<String> = qemu_args(Accel::Kvm, &vm)
@@ -729,7 +730,9 @@ mod tests {
         assert_eq!(c.mem_mib, 300);
         let vsock = c.vsock.as_ref().unwrap();
         assert_eq!(vsock.cid, 3);
-        assert_eq!(vsock.uds, Path::new("/run/runm/c1/vsock.sock"));
+        // Sockets by their names in the container's directory, where the
+        // VM process runs: a long root must not overflow a socket address.
+        assert_eq!(vsock.uds, Path::new("vsock.sock"));
         assert_eq!(c.disks[0].path, Path::new("/run/runm/c1/rootfs.img"));
         assert_eq!(c.console, Console::File("/run/runm/c1/console.log".into()));
         assert_eq!(

@@ -163,7 +163,7 @@ pub fn read_line<T: for<'de> Deserialize<'de>>(
 
 /// Connects to a sandbox's control socket.
 pub fn connect(path: &Path) -> Result<UnixStream, ControlError> {
-    UnixStream::connect(path).map_err(|source| ControlError::Connect {
+    crate::sys::connect_unix(path).map_err(|source| ControlError::Connect {
         path: path.display().to_string(),
         source,
     })

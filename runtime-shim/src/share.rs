@@ -19,7 +19,6 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -385,7 +384,8 @@ fn spawn_daemon(dir: &ContainerDir, program: &Path) -> Result<Child, ShareError>
     let socket = dir.virtiofs_socket();
     let log_path = dir.virtiofsd_log();
     let log = fs::File::create(&log_path).map_err(io_err("cannot create", &log_path))?;
-    let listener = UnixListener::bind(&socket).map_err(io_err("cannot listen on", &socket))?;
+    // However long the container directory's path (see sys::bind_unix).
+    let listener = sys::bind_unix(&socket).map_err(io_err("cannot listen on", &socket))?;
     let mut cmd = Command::new(program);
     cmd.args(["--fd", &DAEMON_SOCKET_FD.to_string()])
         .arg("--shared-dir")

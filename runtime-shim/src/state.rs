@@ -375,6 +375,17 @@ impl ContainerDir {
     pub fn qmp_socket(&self) -> PathBuf {
         self.path.join("qmp.sock")
     }
+    /// `path`, a file of this directory, as the processes that run in it
+    /// name it: the VM process and virtiofsd have the directory as their
+    /// working directory and get their sockets by relative names, since a
+    /// Unix socket address holds at most 107 bytes and engines' roots can
+    /// leave no room (Docker's `<exec-root>/runtime-runc/moby/<64-hex id>/`).
+    pub fn local(&self, path: PathBuf) -> PathBuf {
+        match path.strip_prefix(&self.path) {
+            Ok(name) => name.to_path_buf(),
+            Err(_) => path,
+        }
+    }
     /// The network namespace runm makes for a container that asks for a
     /// new one (a bind mount of its nsfs file).
     pub fn netns_file(&self) -> PathBuf {
@@ -601,6 +612,18 @@ mod tests {
         assert!(validate_id(&"a".repeat(1025)).is_err());
         let e = validate_id("../x").unwrap_err().to_string();
         assert!(e.contains("invalid container id '../x'"), "{e}");
+    }
+
+    #[test]
+    fn sockets_are_named_locally_for_the_processes_in_the_directory() {
+        // Docker's root and 64-hex ids: the full path cannot be a socket address.
+        let root = Path::new("/var/run/docker/runtime-runc/moby");
+        let dir = ContainerDir::new(root, &"ab".repeat(32)).unwrap();
+        assert!(dir.virtiofs_socket().as_os_str().len() > 107);
+        assert_eq!(dir.local(dir.virtiofs_socket()), Path::new("virtiofs.sock"));
+        assert_eq!(dir.local(dir.agent_socket()), Path::new("agent.sock"));
+        // A path elsewhere is left as it is.
+        assert_eq!(dir.local("/x/y.sock".into()), Path::new("/x/y.sock"));
     }
 
     #[test]

@@ -1,16 +1,17 @@
 //! What runm needs from the system beyond std, on rustix: descriptor I/O
 //! (shared with the guest agent, [`guest_agent::fdio`]), signal masks
 //! ([`guest_agent::sigset`]), locks, pseudo terminals and raw mode, passing
-//! a descriptor over a Unix socket (SCM_RIGHTS), waiting for a child without
-//! reaping it, and how a spawned child is set up (new session, parent-death
-//! signal, descriptors moved into place).
+//! a descriptor over a Unix socket (SCM_RIGHTS), Unix sockets at paths longer
+//! than a socket address holds, waiting for a child without reaping it, and
+//! how a spawned child is set up (new session, parent-death signal,
+//! descriptors moved into place).
 //!
 //! runm's `unsafe` lives here: taking ownership of a descriptor number it
 //! was handed, and the code a child runs between fork and exec.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -135,6 +136,43 @@ pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: the descriptor is open and was handed to us to own; nothing
     // else in this process uses it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Longest path a Unix socket address holds (`sun_path` less its NUL).
+const SOCKET_PATH_MAX: usize = 107;
+
+/// Runs `f` with an address for the socket at `path` that fits in a Unix
+/// socket address: `path` itself, or, when it is longer, the same file
+/// reached through a descriptor of its directory
+/// (`/proc/self/fd/N/<name>`). Engines give runm long roots: Docker's
+/// `<exec-root>/runtime-runc/moby/<64-hex id>/` leaves room for no name.
+fn at_socket_path<T>(path: &Path, f: impl FnOnce(&Path) -> io::Result<T>) -> io::Result<T> {
+    if path.as_os_str().len() <= SOCKET_PATH_MAX {
+        return f(path);
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return f(path);
+    };
+    let dir = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let short = Path::new("/proc/self/fd")
+        .join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string())
+        .join(name);
+    // `dir` stays open until `f` has bound or connected.
+    f(&short)
+}
+
+/// Connects to the Unix socket at `path`, however long the path.
+pub fn connect_unix(path: &Path) -> io::Result<UnixStream> {
+    at_socket_path(path, |p| UnixStream::connect(p))
+}
+
+/// Listens on a new Unix socket at `path`, however long the path.
+pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    at_socket_path(path, |p| UnixListener::bind(p))
 }
 
 /// A new pseudo terminal from /dev/ptmx: (master, slave, slave path).
@@ -297,6 +335,46 @@ mod tests {
         let n = read(&r, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"via passed fd");
         assert_eq!(read(&r, &mut buf).unwrap(), 0, "all writers closed");
+    }
+
+    #[test]
+    fn sockets_at_paths_longer_than_an_address() {
+        use std::os::unix::fs::FileTypeExt;
+        let tmp = tempfile::tempdir().unwrap();
+        // As Docker's: <exec-root>/runtime-runc/moby/<64 hex>/control.sock.
+        let dir = tmp
+            .path()
+            .join("exec-root/runtime-runc/moby")
+            .join("0123456789abcdef".repeat(4));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.sock");
+        assert!(
+            path.as_os_str().len() > SOCKET_PATH_MAX,
+            "{}",
+            path.display()
+        );
+        assert!(
+            UnixListener::bind(&path).is_err(),
+            "the address cannot hold it"
+        );
+        let listener = bind_unix(&path).unwrap();
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_socket());
+        let mut client = connect_unix(&path).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        use std::io::{Read, Write};
+        client.write_all(b"hi").unwrap();
+        let mut buf = [0u8; 2];
+        server.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+        // A short path is used as it is; a missing socket is still an error.
+        let short = tmp.path().join("s.sock");
+        let _l = bind_unix(&short).unwrap();
+        assert!(connect_unix(&short).is_ok());
+        assert!(connect_unix(&dir.join("missing.sock")).is_err());
+        assert!(connect_unix(&tmp.path().join("missing.sock")).is_err());
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //!   whatever the host sends meanwhile waits in socket buffers.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -90,7 +89,7 @@ fn qmp(socket: &Path, command: &str) -> Result<(), VmCtlError> {
         path: socket.to_path_buf(),
         source,
     };
-    let stream = UnixStream::connect(socket).map_err(io)?;
+    let stream = crate::sys::connect_unix(socket).map_err(io)?;
     stream.set_read_timeout(Some(QMP_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(QMP_TIMEOUT)).map_err(io)?;
     let mut writer = stream.try_clone().map_err(io)?;

@@ -493,8 +493,7 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
 
     let sock = dir.control_socket();
     let _ = fs::remove_file(&sock);
-    let listener =
-        UnixListener::bind(&sock).map_err(io_err("cannot listen on the control socket"))?;
+    let listener = sys::bind_unix(&sock).map_err(io_err("cannot listen on the control socket"))?;
     if let Some(pid_file) = &plan.pid_file {
         crate::state::write_atomic(pid_file, format!("{}", own.pid).as_bytes())?;
     }

@@ -154,7 +154,7 @@ pub(super) fn boot(
         dir,
         root_image: (plan.container.root.fstype != "virtiofs")
             .then_some(plan.container.root.readonly),
-        share: shared.then(|| dir.virtiofs_socket()),
+        share: shared.then(|| dir.local(dir.virtiofs_socket())),
         nets: &nets,
         qemu_user: plan.qemu_user.as_deref(),
     };
@@ -165,6 +165,9 @@ pub(super) fn boot(
         .map_err(io_err("cannot create the VM log"))?;
     let mut cmd = Command::new(&launch.program);
     cmd.args(&launch.args)
+        // Its sockets are named relative to the container's directory
+        // (see ContainerDir::local).
+        .current_dir(&dir.path)
         .stdin(Stdio::null())
         .stdout(vmm_log)
         .stderr(vmm_log2);
@@ -173,7 +176,6 @@ pub(super) fn boot(
         sys::ChildSetup {
             // The VM must not outlive its sandbox, whatever kills the sandbox.
             parent_death_signal: Some(libc::SIGKILL),
-            chdir_root: true,
             // The taps, at the numbers the VM's arguments name.
             dup2: network
                 .as_deref()
