@@ -197,6 +197,10 @@ pub struct ContainerPlan {
     pub cgroups_path: Option<String>,
     /// What of `linux.resources` can also be applied on the host.
     pub host: HostResources,
+    /// The namespaces `config.json` leaves to the host (`pid`, `ipc`, `uts`
+    /// not listed, as `docker run --pid host`): a VM cannot share them, the
+    /// container gets its own in the guest all the same.
+    pub host_namespaces: Vec<&'static str>,
     /// The network namespace.
     pub network: NetworkNamespace,
     /// The hooks (runm runs those of the host, see [`crate::hooks`]).
@@ -431,6 +435,7 @@ pub fn plan(
         )));
     }
     let mut network = NetworkNamespace::Host;
+    let mut listed = Vec::new();
     for ns in spec
         .linux()
         .as_ref()
@@ -438,6 +443,7 @@ pub fn plan(
         .into_iter()
         .flatten()
     {
+        listed.push(ns.typ());
         match (ns.typ(), ns.path()) {
             (LinuxNamespaceType::Network, Some(path)) => {
                 if !path.is_absolute() {
@@ -458,6 +464,15 @@ pub fn plan(
             _ => {}
         }
     }
+    let host_namespaces = [
+        (LinuxNamespaceType::Pid, "pid"),
+        (LinuxNamespaceType::Ipc, "ipc"),
+        (LinuxNamespaceType::Uts, "uts"),
+    ]
+    .into_iter()
+    .filter(|(typ, _)| !listed.contains(typ))
+    .map(|(_, name)| name)
+    .collect();
     let hooks = spec.hooks().clone();
     for (kind, list) in hooks.iter().flat_map(|h| {
         [
@@ -550,6 +565,7 @@ pub fn plan(
             .map(|p| p.to_string_lossy().into_owned())
             .filter(|p| !p.is_empty()),
         host: HostResources::of(spec.linux().as_ref().and_then(|l| l.resources().as_ref())),
+        host_namespaces,
         network,
         hooks,
         root_image,
@@ -1416,8 +1432,14 @@ mod tests {
     fn network_namespaces_are_joined_or_made_others_are_refused() {
         let mut v = minimal();
         assert_eq!(plan_of(v.clone()).unwrap().network, NetworkNamespace::Host);
+        assert_eq!(
+            plan_of(v.clone()).unwrap().host_namespaces,
+            ["pid", "ipc", "uts"]
+        );
         v["linux"] = serde_json::json!({"namespaces": [{"type": "pid"}, {"type": "network"}]});
         assert_eq!(plan_of(v.clone()).unwrap().network, NetworkNamespace::New);
+        // `docker run --ipc host --uts host` lists neither.
+        assert_eq!(plan_of(v.clone()).unwrap().host_namespaces, ["ipc", "uts"]);
         v["linux"]["namespaces"][1]["path"] = "/var/run/netns/x".into();
         assert_eq!(
             plan_of(v.clone()).unwrap().network,

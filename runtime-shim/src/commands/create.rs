@@ -254,6 +254,18 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         ),
         NetworkNamespace::New => {}
     }
+    if !plan.host_namespaces.is_empty() {
+        logging::warn(&format!(
+            "config.json asks for the host's {} namespace{} (not in linux.namespaces), which a VM \
+             cannot share: the container has its own in the guest",
+            plan.host_namespaces.join(", "),
+            if plan.host_namespaces.len() > 1 {
+                "s"
+            } else {
+                ""
+            }
+        ));
+    }
     let terminal = plan.container.process.terminal;
     if terminal && req.console_socket.is_none() && !req.foreground {
         return Err(RunmError::Usage(

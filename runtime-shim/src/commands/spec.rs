@@ -91,6 +91,11 @@ mod tests {
         let limits = config.limits(1, 1024);
         let plan = crate::bundle::plan(&spec, &v, Path::new("/b"), "c", &config, &limits).unwrap();
         assert!(plan.ignored.is_empty(), "{:?}", plan.ignored);
+        assert!(
+            plan.host_namespaces.is_empty(),
+            "{:?}",
+            plan.host_namespaces
+        );
         assert!(plan.container.process.terminal);
         assert_eq!(plan.container.process.args, vec!["sh"]);
         assert_eq!(plan.rootfs, Path::new("/b/rootfs"));
