@@ -16,8 +16,9 @@ packages=(
     busybox-static cpio file e2fsprogs erofs-utils qemu-system-x86
     # the container column of the comparisons, and tap/netns tests
     runc iproute2
-    # containerd drives runm through its runc shim (runtime-shim/tests/containerd.rs)
-    containerd
+    # containerd drives runm through its runc shim (runtime-shim/tests/containerd.rs),
+    # and so does Docker's daemon (runtime-shim/tests/docker.rs)
+    containerd docker.io
     # Podman with runm as its runtime (runtime-shim/tests/podman.rs); netavark
     # for its default network, which needs iptables
     podman conmon netavark iptables

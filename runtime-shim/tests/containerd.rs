@@ -40,7 +40,10 @@ mod tests {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use crate::common::{guest_images, processes_mentioning, rootfs, wait_bounded, Out, RUNM};
+    use crate::common::{
+        eventually, guest_images, mounts_under, need, processes_mentioning, rootfs, sha256_hex,
+        wait_bounded, Out, RUNM,
+    };
 
     /// How long one `ctr` call may take (a container's create boots its VM).
     const CTR_TIMEOUT: Duration = Duration::from_secs(180);
@@ -50,14 +53,6 @@ mod tests {
     const CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids"];
     /// containerd 1.6's fixed directory for shim sockets.
     const SHIM_SOCKET_DIRS: &[&str] = &["/run/containerd/s", "/run/containerd"];
-
-    /// A program on PATH, or a clear failure.
-    fn need(program: &str, how: &str) -> PathBuf {
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| panic!("{program} is needed for this test: {how}"))
-    }
 
     /// containerd started by the test, with everything it uses under `tmp`.
     /// Dropping it stops containerd by pid and cleans up after a failure.
@@ -361,7 +356,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
             // sha256("<containerd address>/<namespace>/<id>").
             for id in self.ids.borrow().iter() {
                 let key = self.path("containerd.sock").join("default").join(id);
-                let name = digest_of(key.to_string_lossy().as_bytes());
+                let name = sha256_hex(key.to_string_lossy().as_bytes());
                 let sock = Path::new(SHIM_SOCKET_DIRS[0]).join(name);
                 if fs::symlink_metadata(&sock)
                     .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
@@ -376,34 +371,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
                 }
             }
         }
-    }
-
-    /// Mount points at or below `dir`, in mount order.
-    fn mounts_under(dir: &Path) -> Vec<String> {
-        let d = dir.to_string_lossy().into_owned();
-        fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&d))
-            .collect()
-    }
-
-    /// The hex SHA-256 of `data`.
-    fn digest_of(data: &[u8]) -> String {
-        use std::io::Write;
-        let mut child = Command::new("sha256sum")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sha256sum");
-        child.stdin.take().unwrap().write_all(data).unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string()
     }
 
     /// `sha256:<hex>` and size of `path`.
@@ -518,15 +485,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         fs::read(format!("/proc/{pid}/cmdline"))
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .unwrap_or_default()
-    }
-
-    /// Waits until `f` holds, or fails with `what`.
-    fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-        let until = Instant::now() + timeout;
-        while !f() {
-            assert!(Instant::now() < until, "{what}: not within {timeout:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
     }
 
     fn line_count(p: &Path) -> usize {
