@@ -1,13 +1,17 @@
-//! The agent's event loop: the host's requests, the container's processes,
+//! The agent's event loop: the host's requests, the containers' processes,
 //! their exits.
 //!
-//! Owns the container's state in the guest and the table of its processes.
+//! Owns the guest's containers (a map by id: one for `runm run`, a pod's
+//! sandbox and its members) and the table of their processes, keyed by the
+//! host's process ids. A container is created, started, stopped when its
+//! init process is reported exited (its mounts are then taken down), and
+//! deleted on the host's word, which frees its id.
 //! One thread runs the loop; everything that can block (the host's frames,
 //! child exits, output streams) arrives as an [`Event`] from its own thread,
 //! so a request is always answered in order and an `Exited` is sent only
 //! after that process's output has been relayed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -19,10 +23,10 @@ use std::time::{Duration, Instant};
 use crate::cgroups::{self, Cgroup, CgroupError};
 use crate::console::log;
 use crate::exec::{self, ExecError, ParentStdio, Prepared, RootSetup, SeccompProgram};
-use crate::mounts::{self, MountError, ROOTFS};
+use crate::mounts::{self, MountError};
 use crate::proto::{
     self, Capabilities, ContainerSpec, Frame, Message, ProcessSpec, ProtoError, Stream,
-    INIT_PROCESS, PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use crate::relay::{self, SharedWriter};
 use crate::{ps, sys};
@@ -32,8 +36,9 @@ use guest_agent::network::{self, NetworkError};
 /// `Exited` is sent anyway (a background child may hold the pipes open).
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
-/// How long after the container's process was reported the agent waits for
-/// the host's `Shutdown` before resetting the guest by itself.
+/// How long after the last container's process was reported (in a guest
+/// that never had a pod member) the agent waits for the host's `Shutdown`
+/// before resetting the guest by itself.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// Why a request failed; the text goes back to the host in `Error`.
@@ -42,6 +47,15 @@ pub enum RequestError {
     /// A request that does not fit the current state.
     #[error("{0}")]
     OutOfOrder(String),
+    /// A container id that cannot name a container.
+    #[error(
+        "container id {0:?} is not valid: use 1 to 255 letters, digits and _ + - . \
+         (not '.', no '..', not starting with '-')"
+    )]
+    BadId(String),
+    /// No container with this id.
+    #[error("there is no container {0:?}")]
+    NoContainer(String),
     /// Building the container's tree failed.
     #[error(transparent)]
     Mount(#[from] MountError),
@@ -108,6 +122,10 @@ pub enum Flow {
 struct Proc {
     /// Unique per spawn: host process ids may be reused after an exit.
     key: u64,
+    /// The id of its container.
+    container: String,
+    /// It is its container's init process.
+    init: bool,
     pid: i32,
     stdin: Option<Sender<Vec<u8>>>,
     open_outputs: usize,
@@ -116,10 +134,13 @@ struct Proc {
     muted: Arc<AtomicBool>,
 }
 
-/// The container, once created.
+/// A container, from `Create` to `Delete`.
 struct Container {
     id: String,
+    /// Its root in the agent's view.
     rootfs: PathBuf,
+    /// The host's process id of its init process.
+    init_process: u32,
     init_pid: i32,
     /// The held init process's start pipe, until `Start`.
     start: Option<OwnedFd>,
@@ -141,7 +162,9 @@ pub struct Agent<W: Write + Send + 'static> {
     greeted: bool,
     kernel: String,
     network_configured: bool,
-    container: Option<Container>,
+    containers: BTreeMap<String, Container>,
+    /// A member container was created: only the host ends the guest.
+    pod: bool,
     procs: HashMap<u32, Proc>,
     next_key: u64,
     stop_at: Option<Instant>,
@@ -156,7 +179,8 @@ impl<W: Write + Send + 'static> Agent<W> {
             greeted: false,
             kernel,
             network_configured: false,
-            container: None,
+            containers: BTreeMap::new(),
+            pod: false,
             procs: HashMap::new(),
             next_key: 0,
             stop_at: None,
@@ -282,18 +306,25 @@ impl<W: Write + Send + 'static> Agent<W> {
         }
         let result = match m {
             Message::ConfigureNetwork { interfaces } => self.configure_network(&interfaces),
-            Message::Create { container } => self.create(&container),
-            Message::Start => self.start(),
+            Message::Create {
+                container,
+                init_process,
+                share_namespaces_with,
+            } => self.create(&container, init_process, share_namespaces_with.as_deref()),
+            Message::Start { container } => self.start(&container),
             Message::Exec {
+                container,
                 process_id,
                 process,
-            } => self.exec(process_id, &process),
+            } => self.exec(&container, process_id, &process),
             Message::Signal {
+                container,
                 process_id,
                 signal,
                 all,
-            } => self.signal(process_id, signal, all),
-            Message::Ps => self.ps(),
+            } => self.signal(&container, process_id, signal, all),
+            Message::Ps { container } => self.ps(&container),
+            Message::Delete { container } => self.delete(&container),
             Message::Shutdown => {
                 log!("shutdown requested by the host");
                 return Flow::Stop;
@@ -321,9 +352,9 @@ impl<W: Write + Send + 'static> Agent<W> {
                 "the network was already configured".into(),
             ));
         }
-        if self.container.is_some() {
+        if !self.containers.is_empty() {
             return Err(RequestError::OutOfOrder(
-                "the network is configured before the container is created".into(),
+                "the network is configured before any container is created".into(),
             ));
         }
         network::configure(interfaces)?;
@@ -333,15 +364,79 @@ impl<W: Write + Send + 'static> Agent<W> {
         Ok(Some(Message::NetworkConfigured))
     }
 
-    /// `Create`: the container's tree, cgroup, and its held init process in
-    /// its own namespaces.
-    fn create(&mut self, spec: &ContainerSpec) -> Result<Option<Message>, RequestError> {
-        if self.container.is_some() {
-            return Err(RequestError::OutOfOrder(
-                "the container was already created".into(),
-            ));
+    /// The container `id`.
+    fn container(&self, id: &str) -> Result<&Container, RequestError> {
+        self.containers
+            .get(id)
+            .ok_or_else(|| RequestError::NoContainer(id.to_owned()))
+    }
+
+    /// Whether `c`'s init process is alive (created or running).
+    fn init_alive(&self, c: &Container) -> bool {
+        !c.stopped
+            && self
+                .procs
+                .get(&c.init_process)
+                .is_some_and(|p| p.init && p.container == c.id && p.status.is_none())
+    }
+
+    /// `c`, which must be running (its init process alive), for `what`.
+    fn running(&self, id: &str, what: &str) -> Result<&Container, RequestError> {
+        let c = self.container(id)?;
+        if !self.init_alive(c) {
+            return Err(RequestError::OutOfOrder(format!(
+                "{what}: container {id:?} is not running"
+            )));
         }
+        Ok(c)
+    }
+
+    /// `Create`: the container's tree, cgroup, and its held init process in
+    /// its own namespaces (sharing `share_with`'s network, IPC and UTS ones).
+    fn create(
+        &mut self,
+        spec: &ContainerSpec,
+        init_process: u32,
+        share_with: Option<&str>,
+    ) -> Result<Option<Message>, RequestError> {
         // Everything that can be checked without touching the guest first.
+        let id = spec.id.as_str();
+        check_container_id(id)?;
+        if let Some(c) = self.containers.get(id) {
+            return Err(RequestError::OutOfOrder(if c.stopped {
+                format!("container {id:?} exists (stopped): delete it before creating it again")
+            } else {
+                format!("container {id:?} already exists")
+            }));
+        }
+        if self.procs.contains_key(&init_process) {
+            return Err(RequestError::OutOfOrder(format!(
+                "process id {init_process} is in use"
+            )));
+        }
+        let share_pid = match share_with {
+            None => None,
+            Some(other) if other == id => {
+                return Err(RequestError::OutOfOrder(format!(
+                    "container {id:?} cannot share the namespaces of itself"
+                )))
+            }
+            Some(other) => {
+                let c = self.containers.get(other).ok_or_else(|| {
+                    RequestError::OutOfOrder(format!(
+                        "container {id:?} would share the namespaces of container {other:?}, \
+                         which does not exist"
+                    ))
+                })?;
+                if !self.init_alive(c) {
+                    return Err(RequestError::OutOfOrder(format!(
+                        "container {id:?} would share the namespaces of container {other:?}, \
+                         which is not running"
+                    )));
+                }
+                Some(c.init_pid)
+            }
+        };
         let seccomp = spec
             .linux
             .seccomp
@@ -355,12 +450,12 @@ impl<W: Write + Send + 'static> Agent<W> {
             .as_deref()
             .map(mounts::check_hostname)
             .transpose()?;
-        let rootfs = PathBuf::from(ROOTFS);
+        let rootfs = mounts::rootfs_dir(id);
         let deferred = mounts::build_rootfs(spec, &rootfs)?;
         let mut cgroup = None;
         let spawned = (|| -> Result<_, RequestError> {
-            let root = RootSetup::fresh(&rootfs, &spec.linux, hostname, deferred)?;
-            cgroup = container_cgroup(&spec.id, &spec.linux.resources)?;
+            let root = RootSetup::fresh(&rootfs, &spec.linux, hostname, deferred, share_pid)?;
+            cgroup = container_cgroup(id, &spec.linux.resources)?;
             let (parent, child) =
                 exec::make_stdio(prepared.terminal, &mounts::container_ptmx(&rootfs))?;
             let spawned = exec::spawn(
@@ -383,47 +478,57 @@ impl<W: Write + Send + 'static> Agent<W> {
             }
         };
         log!(
-            "container {} created: {} is pid {}",
-            spec.id,
+            "container {id} created{}: {} is pid {}",
+            share_with.map_or(String::new(), |o| format!(" in the namespaces of {o}")),
             prepared.command(),
             spawned.pid
         );
-        self.track(INIT_PROCESS, spawned.pid, stdio, prepared.terminal);
-        self.container = Some(Container {
-            id: spec.id.clone(),
-            rootfs,
-            init_pid: spawned.pid,
-            start: spawned.start,
-            stopped: false,
-            caps: prepared.capabilities(),
-            seccomp,
-            cgroup,
-        });
+        self.track(
+            id,
+            true,
+            init_process,
+            spawned.pid,
+            stdio,
+            prepared.terminal,
+        );
+        self.containers.insert(
+            id.to_owned(),
+            Container {
+                id: id.to_owned(),
+                rootfs,
+                init_process,
+                init_pid: spawned.pid,
+                start: spawned.start,
+                stopped: false,
+                caps: prepared.capabilities(),
+                seccomp,
+                cgroup,
+            },
+        );
+        if share_with.is_some() {
+            self.pod = true;
+        }
+        // The host is creating: it is there to end the guest itself.
+        self.stop_at = None;
         Ok(Some(Message::Created))
     }
 
-    /// Whether the container's process is alive (created or running).
-    fn init_alive(&self) -> bool {
-        self.procs
-            .get(&INIT_PROCESS)
-            .is_some_and(|p| p.status.is_none())
-    }
-
     /// `Start`: lets the held init process exec.
-    fn start(&mut self) -> Result<Option<Message>, RequestError> {
-        let alive = self.init_alive();
-        let c = self.container.as_mut().ok_or_else(|| {
-            RequestError::OutOfOrder("start before create: there is no container".into())
-        })?;
+    fn start(&mut self, id: &str) -> Result<Option<Message>, RequestError> {
+        let alive = self.init_alive(self.container(id)?);
+        let c = self
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RequestError::NoContainer(id.to_owned()))?;
         let Some(start) = c.start.take() else {
-            return Err(RequestError::OutOfOrder(
-                "the container was already started".into(),
-            ));
+            return Err(RequestError::OutOfOrder(format!(
+                "container {id:?} was already started"
+            )));
         };
         if !alive {
-            return Err(RequestError::OutOfOrder(
-                "the container's process has already exited".into(),
-            ));
+            return Err(RequestError::OutOfOrder(format!(
+                "the process of container {id:?} has already exited"
+            )));
         }
         // The relay threads already run; holding the writer across the
         // release keeps the process's first output behind `Started`.
@@ -431,7 +536,7 @@ impl<W: Write + Send + 'static> Agent<W> {
         exec::release(start)?;
         log!("container {} started (pid {})", c.id, c.init_pid);
         let started = Message::Started {
-            process_id: INIT_PROCESS,
+            process_id: c.init_process,
             pid: c.init_pid.unsigned_abs(),
         };
         if let Err(e) = proto::send(&mut *w, started) {
@@ -443,23 +548,16 @@ impl<W: Write + Send + 'static> Agent<W> {
     /// `Exec`: another process in the container's root and mount namespace.
     fn exec(
         &mut self,
+        id: &str,
         process_id: u32,
         spec: &ProcessSpec,
     ) -> Result<Option<Message>, RequestError> {
-        if process_id == INIT_PROCESS || self.procs.contains_key(&process_id) {
+        if self.procs.contains_key(&process_id) {
             return Err(RequestError::OutOfOrder(format!(
                 "process id {process_id} is in use"
             )));
         }
-        let alive = self.init_alive();
-        let c = self.container.as_ref().ok_or_else(|| {
-            RequestError::OutOfOrder("exec before create: there is no container".into())
-        })?;
-        if !alive {
-            return Err(RequestError::OutOfOrder(
-                "the container is not running".into(),
-            ));
-        }
+        let c = self.running(id, "exec")?;
         let prepared = Prepared::new(spec, c.caps, c.seccomp.clone())?;
         let root = RootSetup::join(c.init_pid)?;
         let (parent, child) =
@@ -467,7 +565,7 @@ impl<W: Write + Send + 'static> Agent<W> {
         let procs = c.cgroup.as_ref().map(Cgroup::procs);
         let spawned = exec::spawn(&prepared, &root, child, false, procs.as_deref())?;
         log!(
-            "exec {process_id}: {} is pid {}",
+            "exec {process_id} in {id}: {} is pid {}",
             prepared.command(),
             spawned.pid
         );
@@ -478,14 +576,22 @@ impl<W: Write + Send + 'static> Agent<W> {
             process_id,
             pid: spawned.pid.unsigned_abs(),
         });
-        self.track(process_id, spawned.pid, parent, prepared.terminal);
+        self.track(
+            id,
+            false,
+            process_id,
+            spawned.pid,
+            parent,
+            prepared.terminal,
+        );
         Ok(None)
     }
 
-    /// `Signal`: one process, or with `all` every container process. A
+    /// `Signal`: one process of the container, or with `all` every one. A
     /// delivered signal has no reply; only a failure answers (`Error`).
     fn signal(
         &mut self,
+        id: &str,
         process_id: u32,
         signal: i32,
         all: bool,
@@ -493,12 +599,13 @@ impl<W: Write + Send + 'static> Agent<W> {
         if !(1..=libc::SIGRTMAX()).contains(&signal) {
             return Err(RequestError::BadSignal(signal));
         }
-        let Some(c) = self.container.as_ref() else {
-            return Err(RequestError::OutOfOrder(
-                "signal before create: there is no container".into(),
-            ));
-        };
+        let c = self.container(id)?;
         if all {
+            if c.stopped {
+                return Err(RequestError::OutOfOrder(format!(
+                    "signal: container {id:?} is not running"
+                )));
+            }
             // Every process of the container's PID namespace; one that ends
             // meanwhile (ESRCH) is no error.
             let pids = ps::container_pids(c.init_pid).map_err(RequestError::Ps)?;
@@ -520,6 +627,7 @@ impl<W: Write + Send + 'static> Agent<W> {
         let p = self
             .procs
             .get(&process_id)
+            .filter(|p| p.container == id)
             .ok_or(RequestError::NoProcess(process_id))?;
         if p.status.is_some() {
             return Err(RequestError::OutOfOrder(format!(
@@ -535,14 +643,29 @@ impl<W: Write + Send + 'static> Agent<W> {
     }
 
     /// `Ps`.
-    fn ps(&self) -> Result<Option<Message>, RequestError> {
-        let Some(c) = self.container.as_ref() else {
-            return Err(RequestError::OutOfOrder(
-                "ps before create: there is no container".into(),
-            ));
-        };
+    fn ps(&self, id: &str) -> Result<Option<Message>, RequestError> {
+        let c = self.running(id, "ps")?;
         let pids = ps::container_pids(c.init_pid).map_err(RequestError::Ps)?;
         Ok(Some(Message::Processes { pids }))
+    }
+
+    /// `Delete`: forgets a stopped container (its mounts went when it
+    /// stopped) and removes its cgroup; its id is free again.
+    fn delete(&mut self, id: &str) -> Result<Option<Message>, RequestError> {
+        let c = self.container(id)?;
+        if !c.stopped {
+            return Err(RequestError::OutOfOrder(format!(
+                "container {id:?} is not stopped: signal its process and wait for its exit \
+                 before deleting it"
+            )));
+        }
+        if let Some(c) = self.containers.remove(id) {
+            if let Some(cg) = &c.cgroup {
+                cg.remove();
+            }
+            log!("container {id} deleted");
+        }
+        Ok(Some(Message::Deleted))
     }
 
     /// Host stdin data for a process.
@@ -579,7 +702,15 @@ impl<W: Write + Send + 'static> Agent<W> {
     }
 
     /// Starts relaying a new process's stdio and adds it to the table.
-    fn track(&mut self, process_id: u32, pid: i32, stdio: ParentStdio, terminal: bool) {
+    fn track(
+        &mut self,
+        container: &str,
+        init: bool,
+        process_id: u32,
+        pid: i32,
+        stdio: ParentStdio,
+        terminal: bool,
+    ) {
         let key = self.next_key;
         self.next_key += 1;
         let muted = Arc::new(AtomicBool::new(false));
@@ -612,6 +743,8 @@ impl<W: Write + Send + 'static> Agent<W> {
             process_id,
             Proc {
                 key,
+                container: container.to_owned(),
+                init,
                 pid,
                 stdin,
                 open_outputs,
@@ -636,9 +769,9 @@ impl<W: Write + Send + 'static> Agent<W> {
         p.exited_at = Some(Instant::now());
         p.stdin = None;
         log!("process {id} (pid {pid}) exited with status {status}");
-        // When the container's process ends, the kernel kills the rest of
-        // its PID namespace, which also lets their output pipes reach end
-        // of file.
+        // When a container's init process ends, the kernel kills the rest
+        // of its PID namespace, which also lets their output pipes reach
+        // end of file.
     }
 
     /// Sends `Exited` for every process whose output is drained (or whose
@@ -653,8 +786,8 @@ impl<W: Write + Send + 'static> Agent<W> {
             })
             .map(|(&id, _)| id)
             .collect();
-        // The container's process last: after it the guest goes down.
-        done.sort_unstable_by_key(|&id| (id == INIT_PROCESS, id));
+        // Init processes last: the rest of their containers went with them.
+        done.sort_unstable_by_key(|id| (self.procs.get(id).is_some_and(|p| p.init), *id));
         for id in done {
             let Some(p) = self.procs.remove(&id) else {
                 continue;
@@ -668,26 +801,59 @@ impl<W: Write + Send + 'static> Agent<W> {
                     Message::Exited {
                         process_id: id,
                         status,
+                        container: p.init.then(|| p.container.clone()),
                     },
                 ) {
                     log!("reporting the exit of process {id}: {e}");
                 }
             }
-            if id == INIT_PROCESS {
-                if let Some(c) = self.container.as_mut() {
-                    c.stopped = true;
-                    log!("container {} stopped with status {status}", c.id);
-                }
-                self.stop_at = Some(now + SHUTDOWN_WAIT);
+            if p.init {
+                self.stopped(&p.container, status, now);
             }
         }
     }
 
-    /// Whether the container's process has been reported exited.
-    #[cfg(test)]
-    fn stopped(&self) -> bool {
-        self.container.as_ref().is_some_and(|c| c.stopped)
+    /// Container `id`'s init process was reported exited: its tree comes
+    /// down so that the id (or another) can be built again.
+    fn stopped(&mut self, id: &str, status: i32, now: Instant) {
+        if let Some(c) = self.containers.get_mut(id) {
+            c.stopped = true;
+            // Its start pipe, if it never started: the held process is gone.
+            c.start = None;
+            mounts::teardown(&c.rootfs);
+            log!("container {id} stopped with status {status}");
+        }
+        // Without a pod, the guest is the one container's (or several
+        // independent ones'): when none is left running and the host says
+        // nothing, the guest ends by itself. In a pod only the host decides.
+        if !self.pod && self.containers.values().all(|c| c.stopped) {
+            self.stop_at = Some(now + SHUTDOWN_WAIT);
+        }
     }
+
+    /// Whether container `id`'s process has been reported exited.
+    #[cfg(test)]
+    fn is_stopped(&self, id: &str) -> bool {
+        self.containers.get(id).is_some_and(|c| c.stopped)
+    }
+}
+
+/// Checks a container id: it names a directory and a cgroup in the guest
+/// (the runtime's own rule, and one path component).
+fn check_container_id(id: &str) -> Result<(), RequestError> {
+    let ok_chars = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'));
+    if id.is_empty()
+        || id.len() > 255
+        || !ok_chars
+        || id == "."
+        || id.contains("..")
+        || id.starts_with('-')
+    {
+        return Err(RequestError::BadId(id.to_owned()));
+    }
+    Ok(())
 }
 
 /// The container's cgroup, or `None` where the guest has no cgroup file
@@ -710,16 +876,18 @@ fn message_name(m: &Message) -> &'static str {
         Message::ConfigureNetwork { .. } => "configure_network",
         Message::NetworkConfigured => "network_configured",
         Message::Create { .. } => "create",
-        Message::Start => "start",
+        Message::Start { .. } => "start",
         Message::Exec { .. } => "exec",
         Message::Signal { .. } => "signal",
-        Message::Ps => "ps",
+        Message::Ps { .. } => "ps",
+        Message::Delete { .. } => "delete",
         Message::Shutdown => "shutdown",
         Message::Ready { .. } => "ready",
         Message::Created => "created",
         Message::Started { .. } => "started",
         Message::Exited { .. } => "exited",
         Message::Processes { .. } => "processes",
+        Message::Deleted => "deleted",
         Message::Error { .. } => "error",
     }
 }
@@ -753,7 +921,7 @@ pub fn events() -> (Sender<Event>, Receiver<Event>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::RootSpec;
+    use crate::proto::{RootSpec, INIT_PROCESS};
 
     /// An agent whose replies land in a buffer.
     fn agent() -> (Agent<Vec<u8>>, Receiver<Event>) {
@@ -786,6 +954,14 @@ mod tests {
         }
     }
 
+    /// Sends `m`; expects exactly one reply, an error, and returns its text.
+    fn refused(a: &mut Agent<Vec<u8>>, m: Message) -> String {
+        assert_eq!(a.handle(control(m.clone())), Flow::Continue);
+        let r = replies(a);
+        assert_eq!(r.len(), 1, "one reply to {m:?}: {r:?}");
+        error_text(&r[0]).to_owned()
+    }
+
     fn greeted() -> (Agent<Vec<u8>>, Receiver<Event>) {
         let (mut a, rx) = agent();
         a.handle(control(Message::Hello {
@@ -801,10 +977,94 @@ mod tests {
         (a, rx)
     }
 
+    /// A spec the agent refuses at its process (an unknown rlimit), after
+    /// the checks of ids and namespaces and before touching the guest.
+    fn spec(id: &str) -> Box<ContainerSpec> {
+        Box::new(ContainerSpec {
+            id: id.into(),
+            hostname: None,
+            root: RootSpec {
+                device: "/dev/vda".into(),
+                fstype: "ext4".into(),
+                readonly: false,
+                source: proto::SHARE_ROOTFS.into(),
+            },
+            mounts: Vec::new(),
+            process: ProcessSpec {
+                args: vec!["sh".into()],
+                cwd: "/".into(),
+                rlimits: vec![crate::proto::Rlimit {
+                    kind: "RLIMIT_WHAT".into(),
+                    soft: 0,
+                    hard: 0,
+                }],
+                ..ProcessSpec::default()
+            },
+            linux: Default::default(),
+        })
+    }
+
+    fn create(id: &str, init_process: u32, share: Option<&str>) -> Message {
+        Message::Create {
+            container: spec(id),
+            init_process,
+            share_namespaces_with: share.map(str::to_owned),
+        }
+    }
+
+    /// A stand-in for a created container whose init process (host id
+    /// `init_process`) is guest pid `pid`; returns the write end of its
+    /// stdout.
+    fn stand_in(a: &mut Agent<Vec<u8>>, id: &str, init_process: u32, pid: i32) -> OwnedFd {
+        let (r, w) = guest_agent::fdio::pipe().unwrap();
+        let (_in_r, in_w) = guest_agent::fdio::pipe().unwrap();
+        a.track(
+            id,
+            true,
+            init_process,
+            pid,
+            ParentStdio {
+                stdin: std::fs::File::from(in_w),
+                outputs: vec![(Stream::Stdout, std::fs::File::from(r))],
+            },
+            false,
+        );
+        a.containers.insert(
+            id.into(),
+            Container {
+                id: id.into(),
+                rootfs: PathBuf::from("/nonexistent/runm-test").join(id),
+                init_process,
+                init_pid: pid,
+                start: None,
+                stopped: false,
+                caps: Capabilities::default(),
+                seccomp: None,
+                cgroup: None,
+            },
+        );
+        w
+    }
+
+    /// Reaps `pid`, lets its output end, and reports the exits.
+    fn exit(a: &mut Agent<Vec<u8>>, rx: &Receiver<Event>, pid: i32, status: i32, out: OwnedFd) {
+        a.handle(Event::Reaped { pid, status });
+        drop(out);
+        let ev = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(matches!(ev, Event::OutputDone { .. }));
+        a.handle(ev);
+        a.report_exits(Instant::now());
+    }
+
     #[test]
     fn handshake_refuses_other_versions_and_requests_first() {
         let (mut a, _rx) = agent();
-        assert_eq!(a.handle(control(Message::Ps)), Flow::Continue);
+        assert_eq!(
+            a.handle(control(Message::Ps {
+                container: "c".into()
+            })),
+            Flow::Continue
+        );
         assert_eq!(
             a.handle(control(Message::Hello { version: 99 })),
             Flow::Continue
@@ -850,74 +1110,191 @@ mod tests {
     #[test]
     fn out_of_order_requests_are_errors() {
         let (mut a, _rx) = greeted();
-        for m in [
-            Message::Start,
-            Message::Ps,
-            Message::Exec {
-                process_id: 1,
-                process: ProcessSpec::default(),
-            },
-            Message::Exec {
-                process_id: INIT_PROCESS,
-                process: ProcessSpec::default(),
-            },
-            Message::Signal {
-                process_id: 0,
-                signal: 15,
-                all: false,
-            },
-            Message::Signal {
-                process_id: 0,
-                signal: 0,
-                all: true,
-            },
-            Message::Signal {
-                process_id: 0,
-                signal: 1000,
-                all: true,
-            },
-            Message::Created,
-            Message::Exited {
-                process_id: 0,
-                status: 0,
-            },
+        let c = || "c".to_string();
+        for (m, says) in [
+            (Message::Start { container: c() }, "no container \"c\""),
+            (Message::Ps { container: c() }, "no container \"c\""),
+            (Message::Delete { container: c() }, "no container \"c\""),
+            (
+                Message::Exec {
+                    container: c(),
+                    process_id: 1,
+                    process: ProcessSpec::default(),
+                },
+                "no container \"c\"",
+            ),
+            (
+                Message::Signal {
+                    container: c(),
+                    process_id: 0,
+                    signal: 15,
+                    all: false,
+                },
+                "no container \"c\"",
+            ),
+            (
+                Message::Signal {
+                    container: c(),
+                    process_id: 0,
+                    signal: 0,
+                    all: true,
+                },
+                "signal 0 is not a valid",
+            ),
+            (
+                Message::Signal {
+                    container: c(),
+                    process_id: 0,
+                    signal: 1000,
+                    all: true,
+                },
+                "signal 1000 is not a valid",
+            ),
+            (Message::Created, "unexpected created"),
+            (Message::Deleted, "unexpected deleted"),
+            (
+                Message::Exited {
+                    process_id: 0,
+                    status: 0,
+                    container: None,
+                },
+                "unexpected exited",
+            ),
         ] {
-            assert_eq!(a.handle(control(m.clone())), Flow::Continue);
-            let r = replies(&a);
-            assert_eq!(r.len(), 1, "one reply to {m:?}");
-            error_text(&r[0]);
+            let e = refused(&mut a, m.clone());
+            assert!(e.contains(says), "{m:?}: {e}");
         }
     }
 
     #[test]
     fn bad_create_is_an_error_before_touching_the_guest() {
         let (mut a, _rx) = greeted();
-        let container = ContainerSpec {
-            id: "c".into(),
-            hostname: None,
-            root: RootSpec {
-                device: "/dev/vda".into(),
-                fstype: "ext4".into(),
-                readonly: false,
+        let e = refused(&mut a, create("c", INIT_PROCESS, None));
+        assert!(e.contains("RLIMIT_WHAT"), "{e}");
+        assert!(a.containers.is_empty());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a..b",
+            "-x",
+            "sp ace",
+            &"x".repeat(256),
+        ] {
+            let e = refused(&mut a, create(bad, INIT_PROCESS, None));
+            assert!(e.contains("is not valid"), "{bad:?}: {e}");
+        }
+        assert!(a.containers.is_empty() && a.procs.is_empty());
+    }
+
+    /// Two containers side by side: requests name theirs, ids of containers
+    /// and processes are unique, a member must name a running container.
+    #[test]
+    fn several_containers_are_kept_apart() {
+        let (mut a, rx) = greeted();
+        let _pod_out = stand_in(&mut a, "pod", INIT_PROCESS, 4242);
+        let m1_out = stand_in(&mut a, "m1", 100, 4343);
+
+        // Duplicate ids and ids in use, whatever else the request says.
+        let e = refused(&mut a, create("pod", 7, None));
+        assert!(e.contains("container \"pod\" already exists"), "{e}");
+        let e = refused(&mut a, create("m2", 100, Some("pod")));
+        assert!(e.contains("process id 100 is in use"), "{e}");
+        let e = refused(
+            &mut a,
+            Message::Exec {
+                container: "pod".into(),
+                process_id: 100,
+                process: ProcessSpec::default(),
             },
-            mounts: Vec::new(),
-            process: ProcessSpec {
-                args: vec!["sh".into()],
-                cwd: "/".into(),
-                rlimits: vec![crate::proto::Rlimit {
-                    kind: "RLIMIT_WHAT".into(),
-                    soft: 0,
-                    hard: 0,
-                }],
-                ..ProcessSpec::default()
+        );
+        assert!(e.contains("process id 100 is in use"), "{e}");
+        // A member naming no container, or itself.
+        let e = refused(&mut a, create("m2", 101, Some("nope")));
+        assert!(
+            e.contains("container \"m2\" would share the namespaces of container \"nope\", which does not exist"),
+            "{e}"
+        );
+        let e = refused(&mut a, create("m2", 101, Some("m2")));
+        assert!(e.contains("cannot share the namespaces of itself"), "{e}");
+        // A valid member gets past those checks (to the process's own).
+        let e = refused(&mut a, create("m2", 101, Some("pod")));
+        assert!(e.contains("RLIMIT_WHAT"), "{e}");
+        // A process is signalled through its own container only.
+        let e = refused(
+            &mut a,
+            Message::Signal {
+                container: "pod".into(),
+                process_id: 100,
+                signal: 15,
+                all: false,
             },
-            linux: Default::default(),
-        };
-        a.handle(control(Message::Create {
-            container: Box::new(container),
+        );
+        assert!(e.contains("no process with id 100"), "{e}");
+        // Both were started already (stand-ins hold no start pipe).
+        let e = refused(
+            &mut a,
+            Message::Start {
+                container: "m1".into(),
+            },
+        );
+        assert!(e.contains("container \"m1\" was already started"), "{e}");
+        // Running containers are not deleted.
+        let e = refused(
+            &mut a,
+            Message::Delete {
+                container: "m1".into(),
+            },
+        );
+        assert!(e.contains("not stopped"), "{e}");
+
+        // The member's init exits: its Exited names it; the pod goes on.
+        a.pod = true;
+        exit(&mut a, &rx, 4343, 3, m1_out);
+        assert_eq!(
+            replies(&a),
+            vec![Message::Exited {
+                process_id: 100,
+                status: 3,
+                container: Some("m1".into()),
+            }]
+        );
+        assert!(a.is_stopped("m1") && !a.is_stopped("pod"));
+        assert!(a.stop_at.is_none(), "in a pod only the host ends the guest");
+        for m in [
+            Message::Ps {
+                container: "m1".into(),
+            },
+            Message::Exec {
+                container: "m1".into(),
+                process_id: 5,
+                process: ProcessSpec::default(),
+            },
+            Message::Signal {
+                container: "m1".into(),
+                process_id: 0,
+                signal: 9,
+                all: true,
+            },
+        ] {
+            let e = refused(&mut a, m);
+            assert!(e.contains("container \"m1\" is not running"), "{e}");
+        }
+        let e = refused(&mut a, create("m2", 101, Some("m1")));
+        assert!(e.contains("\"m1\", which is not running"), "{e}");
+        // The same id again: only after Delete.
+        let e = refused(&mut a, create("m1", 101, Some("pod")));
+        assert!(e.contains("exists (stopped): delete it"), "{e}");
+        a.handle(control(Message::Delete {
+            container: "m1".into(),
         }));
-        assert!(error_text(&replies(&a)[0]).contains("RLIMIT_WHAT"));
-        assert!(a.container.is_none());
+        assert_eq!(replies(&a), vec![Message::Deleted]);
+        assert!(!a.containers.contains_key("m1"));
+        // Its init's process id is free again too.
+        let e = refused(&mut a, create("m1", 100, Some("pod")));
+        assert!(e.contains("RLIMIT_WHAT"), "{e}");
+        assert_eq!(a.containers.len(), 1);
     }
 
     #[test]
@@ -962,27 +1339,7 @@ mod tests {
     fn exits_wait_for_output_then_the_container_stops() {
         let (mut a, rx) = greeted();
         // A stand-in for a created container whose process is pid 4242.
-        a.container = Some(Container {
-            id: "c".into(),
-            rootfs: PathBuf::from("/nonexistent"),
-            init_pid: 4242,
-            start: None,
-            stopped: false,
-            caps: Capabilities::default(),
-            seccomp: None,
-            cgroup: None,
-        });
-        let (r, w) = guest_agent::fdio::pipe().unwrap();
-        let (_in_r, in_w) = guest_agent::fdio::pipe().unwrap();
-        a.track(
-            INIT_PROCESS,
-            4242,
-            ParentStdio {
-                stdin: std::fs::File::from(in_w),
-                outputs: vec![(Stream::Stdout, std::fs::File::from(r))],
-            },
-            false,
-        );
+        let w = stand_in(&mut a, "c", INIT_PROCESS, 4242);
         // Unknown pids (orphans) are reaped silently.
         a.handle(Event::Reaped { pid: 1, status: 0 });
         a.handle(Event::Reaped {
@@ -1015,17 +1372,24 @@ mod tests {
             proto::read_frame(&mut rd).unwrap().unwrap(),
             Frame::Control(Box::new(Message::Exited {
                 process_id: 0,
-                status: 7
+                status: 7,
+                container: Some("c".into()),
             }))
         );
-        assert!(a.stopped());
+        assert!(a.is_stopped("c"));
+        // The one container of a guest without a pod: the guest goes down
+        // by itself unless the host says more.
         assert!(a.stop_at.is_some());
         // After the exit, requests that need a live container fail.
-        a.handle(control(Message::Exec {
-            process_id: 1,
-            process: ProcessSpec::default(),
-        }));
-        assert!(error_text(&replies(&a)[0]).contains("not running"));
+        let e = refused(
+            &mut a,
+            Message::Exec {
+                container: "c".into(),
+                process_id: 1,
+                process: ProcessSpec::default(),
+            },
+        );
+        assert!(e.contains("not running"), "{e}");
     }
 
     #[test]
@@ -1034,6 +1398,8 @@ mod tests {
         let (r, _w) = guest_agent::fdio::pipe().unwrap();
         let (_in_r, in_w) = guest_agent::fdio::pipe().unwrap();
         a.track(
+            "c",
+            false,
             3,
             4343,
             ParentStdio {
@@ -1052,7 +1418,8 @@ mod tests {
             replies(&a),
             vec![Message::Exited {
                 process_id: 3,
-                status: 143
+                status: 143,
+                container: None,
             }]
         );
         assert!(a.procs.is_empty());

@@ -11,7 +11,11 @@
 //! 1. the container's init process is cloned into new PID, mount, IPC and
 //!    UTS namespaces (and user ones on request; a cgroup namespace is
 //!    unshared after the move into its cgroup), so it is PID 1 of its own
-//!    PID namespace and sees nothing of the agent; an `exec` process joins
+//!    PID namespace and sees nothing of the agent; a pod member's init
+//!    process instead shares the network, IPC and UTS namespaces of another
+//!    container's init: the agent's thread enters them just for the clone
+//!    (a clone starts in its caller's namespaces; these three may be
+//!    entered by one thread of a multi-threaded process); an `exec` process joins
 //!    the init process's namespaces and root (setns), then clones itself
 //!    into its PID namespace as a child of the agent (`CLONE_PARENT`) and
 //!    that child goes on, its pid reported first;
@@ -52,6 +56,7 @@ use rustix::mount::{MountFlags, MountPropagationFlags};
 use rustix::process::{Resource, Rlimit};
 use rustix::thread::{CapabilitySet, CapabilitySets, Gid, LinkNameSpaceType, Uid, UnshareFlags};
 
+use crate::console::log;
 use crate::mounts::DeferredMount;
 use crate::proto::{Capabilities, IdMapping, LinuxSpec, ProcessSpec, SeccompSpec, Stream};
 use crate::sys;
@@ -385,12 +390,19 @@ pub struct FreshRoot {
     hostname: Option<CString>,
     /// Propagation of the container's root (empty: left private).
     propagation: MountPropagationFlags,
+    /// For a pod member: the other container's network, IPC and UTS
+    /// namespaces that differ from the agent's (entered for the clone);
+    /// `None`: new IPC and UTS namespaces, the agent's network.
+    shared: Option<Vec<Namespace>>,
     mounts: Vec<DeferredMount>,
     /// (`/proc/sys/...` path, value, key).
     sysctl: Vec<(CString, Vec<u8>, String)>,
     readonly: Vec<(CString, String)>,
     masked: Vec<(CString, String)>,
 }
+
+/// An open namespace: (fd, `CLONE_NEW*`, name).
+type Namespace = (OwnedFd, LinkNameSpaceType, &'static str);
 
 /// How the child gets to the container's root.
 pub enum RootSetup {
@@ -399,9 +411,9 @@ pub enum RootSetup {
     Fresh(Box<FreshRoot>),
     /// An `exec` process: the init process's namespaces and root.
     Join {
-        /// Namespaces that differ from the agent's: (fd, `CLONE_NEW*`, name),
-        /// in the order to join them.
-        namespaces: Vec<(OwnedFd, LinkNameSpaceType, &'static str)>,
+        /// Namespaces that differ from the agent's, in the order to join
+        /// them.
+        namespaces: Vec<Namespace>,
         /// `/proc/<init>/root`.
         root: OwnedFd,
     },
@@ -412,11 +424,74 @@ pub enum RootSetup {
 const JOIN_ORDER: &[(&str, LinkNameSpaceType)] = &[
     ("user", LinkNameSpaceType::User),
     ("cgroup", LinkNameSpaceType::ControlGroup),
+    ("net", LinkNameSpaceType::Network),
     ("ipc", LinkNameSpaceType::InterProcessCommunication),
     ("uts", LinkNameSpaceType::HostNameAndNISDomainName),
     ("pid", LinkNameSpaceType::ProcessID),
     ("mnt", LinkNameSpaceType::Mount),
 ];
+
+/// What a pod member shares with the container it names.
+const SHARED_NAMESPACES: &[(&str, LinkNameSpaceType)] = &[
+    ("net", LinkNameSpaceType::Network),
+    ("ipc", LinkNameSpaceType::InterProcessCommunication),
+    ("uts", LinkNameSpaceType::HostNameAndNISDomainName),
+];
+
+fn open_ns(path: String, flags: i32) -> Result<OwnedFd, ExecError> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(flags | libc::O_CLOEXEC)
+        .open(&path)
+        .map(OwnedFd::from)
+        .map_err(io_err(format!("opening {path}")))
+}
+
+/// The namespaces of `pid` among `which` that are not the agent's, opened.
+fn namespaces_of(
+    pid: i32,
+    which: &[(&'static str, LinkNameSpaceType)],
+) -> Result<Vec<Namespace>, ExecError> {
+    let mut out = Vec::new();
+    for &(name, flag) in which {
+        let theirs = format!("/proc/{pid}/ns/{name}");
+        let link = std::fs::read_link(&theirs).map_err(io_err(format!("reading {theirs}")))?;
+        if std::fs::read_link(format!("/proc/self/ns/{name}")).ok() == Some(link) {
+            continue;
+        }
+        out.push((open_ns(theirs, 0)?, flag, name));
+    }
+    Ok(out)
+}
+
+/// Moves the calling thread into `namespaces`; returns its own ones to come
+/// back to with [`leave_namespaces`]. On failure it is back in its own.
+fn enter_namespaces(namespaces: &[Namespace]) -> Result<Vec<Namespace>, ExecError> {
+    let mut own = Vec::new();
+    for (_, flag, name) in namespaces {
+        own.push((
+            open_ns(format!("/proc/thread-self/ns/{name}"), 0)?,
+            *flag,
+            *name,
+        ));
+    }
+    for (n, (fd, flag, name)) in namespaces.iter().enumerate() {
+        if let Err(e) = rustix::thread::move_into_link_name_space(fd.as_fd(), Some(*flag)) {
+            let _ = leave_namespaces(&own[..n]);
+            return Err(io_err(format!("entering the shared {name} namespace"))(e));
+        }
+    }
+    Ok(own)
+}
+
+/// Moves the calling thread back into its own namespaces.
+fn leave_namespaces(own: &[Namespace]) -> Result<(), ExecError> {
+    for (fd, flag, name) in own {
+        rustix::thread::move_into_link_name_space(fd.as_fd(), Some(*flag))
+            .map_err(io_err(format!("returning to the agent's {name} namespace")))?;
+    }
+    Ok(())
+}
 
 /// `/proc/<pid>/uid_map` text for `mappings`.
 pub fn id_map_text(mappings: &[IdMapping]) -> String {
@@ -454,12 +529,15 @@ pub fn sysctl_path(key: &str) -> Option<String> {
 }
 
 impl RootSetup {
-    /// For the init process: `linux` checked and made ready for the child.
+    /// For the init process: `linux` checked and made ready for the child;
+    /// with `share_with`, the network, IPC and UTS namespaces of that
+    /// (running) init process are the new one's.
     pub fn fresh(
         rootfs: &Path,
         linux: &LinuxSpec,
         hostname: Option<CString>,
         mounts: Vec<DeferredMount>,
+        share_with: Option<i32>,
     ) -> Result<Self, ExecError> {
         let invalid = ExecError::Invalid;
         let propagation = match &linux.rootfs_propagation {
@@ -493,7 +571,11 @@ impl RootSetup {
                 "a user namespace needs uid and gid mappings".into(),
             ));
         }
+        let shared = share_with
+            .map(|pid| namespaces_of(pid, SHARED_NAMESPACES))
+            .transpose()?;
         Ok(RootSetup::Fresh(Box::new(FreshRoot {
+            shared,
             rootfs: sys::cpath(rootfs).map_err(|_| ExecError::Nul("rootfs"))?,
             user_namespace: linux.user_namespace,
             cgroup_namespace: linux.cgroup_namespace,
@@ -511,26 +593,9 @@ impl RootSetup {
     /// For a process joining the init process `init_pid`: its namespaces
     /// that are not the agent's, and its root.
     pub fn join(init_pid: i32) -> Result<Self, ExecError> {
-        let open = |path: String, flags| -> Result<OwnedFd, ExecError> {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(flags | libc::O_CLOEXEC)
-                .open(&path)
-                .map(OwnedFd::from)
-                .map_err(io_err(format!("opening {path}")))
-        };
-        let mut namespaces = Vec::new();
-        for &(name, flag) in JOIN_ORDER {
-            let theirs = format!("/proc/{init_pid}/ns/{name}");
-            let link = std::fs::read_link(&theirs).map_err(io_err(format!("reading {theirs}")))?;
-            if std::fs::read_link(format!("/proc/self/ns/{name}")).ok() == Some(link) {
-                continue;
-            }
-            namespaces.push((open(theirs, 0)?, flag, name));
-        }
         Ok(RootSetup::Join {
-            namespaces,
-            root: open(
+            namespaces: namespaces_of(init_pid, JOIN_ORDER)?,
+            root: open_ns(
                 format!("/proc/{init_pid}/root"),
                 libc::O_PATH | libc::O_DIRECTORY,
             )?,
@@ -1172,33 +1237,51 @@ pub fn spawn(
     } else {
         (None, None)
     };
-    let flags = match root {
-        RootSetup::Fresh(f) => {
+    let (flags, shared) = match root {
+        RootSetup::Fresh(f) => (
             libc::CLONE_NEWPID
                 | libc::CLONE_NEWNS
-                | libc::CLONE_NEWIPC
-                | libc::CLONE_NEWUTS
+                | if f.shared.is_some() {
+                    0
+                } else {
+                    libc::CLONE_NEWIPC | libc::CLONE_NEWUTS
+                }
                 | if f.user_namespace {
                     libc::CLONE_NEWUSER
                 } else {
                     0
-                }
-        }
-        RootSetup::Join { .. } => 0,
+                },
+            f.shared.as_deref().unwrap_or_default(),
+        ),
+        RootSetup::Join { .. } => (0, &[][..]),
     };
+    let own = enter_namespaces(shared)?;
     // SAFETY: the child runs only `child_main`, which makes async-signal-safe
     // system calls on data prepared before the clone and ends in execve or _exit.
-    let fork = unsafe { sys::clone_process(flags) }.map_err(io_err("clone"))?;
-    let child = match fork {
-        sys::Fork::Child => child_main(
+    let fork = unsafe { sys::clone_process(flags) };
+    if let Ok(sys::Fork::Child) = fork {
+        child_main(
             p,
             root,
             &stdio,
             go_r.as_fd(),
             sync_w.as_fd(),
             start_r.as_ref().map(AsFd::as_fd),
-        ),
-        sys::Fork::Parent(pid) => pid,
+        )
+    }
+    // Only the parent gets here: back to the agent's own namespaces first,
+    // whatever the clone did.
+    let back = leave_namespaces(&own);
+    let child = match (fork, back) {
+        (Ok(sys::Fork::Parent(pid)), Ok(())) => pid,
+        (Ok(sys::Fork::Parent(pid)), Err(e)) => {
+            log!("{e}: the agent's thread stays in a container's namespaces");
+            // It waits for a go that never comes: it must not run.
+            let _ = sys::kill(pid, libc::SIGKILL);
+            return Err(e);
+        }
+        (Ok(sys::Fork::Child), _) => unreachable!("the child never leaves child_main"),
+        (Err(e), _) => return Err(io_err("clone")(e)),
     };
     // The parent's copies of the child's ends: closing them is what makes
     // end of file reach the agent when the child is done.
@@ -1405,7 +1488,7 @@ mod tests {
             masked_paths: vec!["/proc/kcore".into()],
             ..LinuxSpec::default()
         };
-        let root = RootSetup::fresh(Path::new("/r"), &linux, None, Vec::new()).unwrap();
+        let root = RootSetup::fresh(Path::new("/r"), &linux, None, Vec::new(), None).unwrap();
         assert_eq!(Stage::Cwd.describe(&p, &root, 0), "chdir to /nowhere");
         assert_eq!(
             Stage::Rlimit.describe(&p, &root, 0),
@@ -1444,7 +1527,7 @@ mod tests {
         );
         assert_eq!(propagation_flags("r"), None);
         let bad = |linux: LinuxSpec| {
-            RootSetup::fresh(Path::new("/r"), &linux, None, Vec::new())
+            RootSetup::fresh(Path::new("/r"), &linux, None, Vec::new(), None)
                 .err()
                 .map(|e| e.to_string())
         };

@@ -1,7 +1,8 @@
 //! The container's file system tree inside the guest.
 //!
 //! Owns `Create`'s mount work: the root (a block device, or the host's
-//! directory through the virtio-fs share mounted at [`SHARE`]) at [`ROOTFS`],
+//! directory through the virtio-fs share mounted at [`SHARE`]) at
+//! [`rootfs_dir`] (one directory per container below [`ROOTFS`]),
 //! the container's mounts inside it (mount(8)-style options parsed into flags
 //! and data; bind mounts of the share's entries, which the host made of its
 //! own files and directories), the default device nodes and `linux.devices`. The mounts are made
@@ -22,13 +23,18 @@ use rustix::fs::{FileType, Mode, CWD};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
 use crate::console::log;
-use crate::proto::{
-    ContainerSpec, DeviceSpec, IdMapping, MountSpec, RootSpec, SHARE_ROOTFS, SHARE_TAG,
-};
+use crate::proto::{ContainerSpec, DeviceSpec, IdMapping, MountSpec, RootSpec, SHARE_TAG};
 use crate::sys;
 
-/// Where the container's root file system is mounted in the agent's view.
+/// Where the containers' root file systems are mounted in the agent's view,
+/// each in its own directory ([`rootfs_dir`]).
 pub const ROOTFS: &str = "/run/rootfs";
+
+/// Where container `id`'s root is mounted in the agent's view. The id is
+/// one path component (the agent checks it before anything is mounted).
+pub fn rootfs_dir(id: &str) -> PathBuf {
+    Path::new(ROOTFS).join(id)
+}
 
 /// Where the host's virtio-fs share is mounted in the agent's view.
 pub const SHARE: &str = "/run/share";
@@ -459,7 +465,7 @@ fn mount_root(root: &RootSpec, rootfs: &Path) -> Result<(), MountError> {
         mount_share(&root.device)?;
         mount_point()?;
         // Recursive: the host's root directory may hold mounts of its own.
-        return bind(&share_entry(SHARE_ROOTFS, "/")?, rootfs, true, &opts);
+        return bind(&share_entry(&root.source, "/")?, rootfs, true, &opts);
     }
     let kind = fs_kind(&MountSpec {
         destination: "/".into(),
@@ -835,10 +841,17 @@ pub fn build_rootfs(spec: &ContainerSpec, rootfs: &Path) -> Result<Vec<DeferredM
     result
 }
 
-/// Detaches the container's tree (root and everything below it).
+/// Detaches the container's tree (root and everything below it) and removes
+/// its mount point, so that the same id can be built again. The container's
+/// own mount namespace keeps its copy while its processes live.
 pub fn teardown(rootfs: &Path) {
     // EINVAL (nothing mounted there) is the common, harmless case.
     let _ = rustix::mount::unmount(rootfs, UnmountFlags::DETACH);
+    if let Err(e) = fs::remove_dir(rootfs) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log!("removing {}: {e}", rootfs.display());
+        }
+    }
 }
 
 /// The `ptmx` to open a terminal for the container from: its own devpts

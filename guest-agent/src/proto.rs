@@ -20,20 +20,29 @@ use serde::{Deserialize, Serialize};
 /// 2: `ConfigureNetwork` / `NetworkConfigured`.
 /// 3: the container's namespaces, capabilities, seccomp, paths, devices,
 /// sysctls and resources, which an older agent would silently not apply.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: several containers per guest: `Create` gives the init process's id
+/// and the container whose namespaces to share, the root's place in the
+/// share; `Start`, `Exec`, `Signal`, `Ps` and the new `Delete` name their
+/// container; `Exited` of an init names the container it stopped.
+pub const PROTOCOL_VERSION: u32 = 5;
 /// vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// Name of the virtio-serial port the agent uses where there is no vsock.
 pub const AGENT_SERIAL_PORT_NAME: &str = "runm.agent";
 /// Largest frame body accepted: bounds what a peer can make the other allocate.
 pub const MAX_FRAME: usize = 1 << 20;
-/// Process id of the container's own process; `exec` processes get 1, 2, ...
+/// Process id of a container's own (init) process unless `Create` gives
+/// another; process ids are the host's to choose and unique in a guest
+/// while the process lives (`exec` processes of a one-container guest get
+/// 1, 2, ...).
 pub const INIT_PROCESS: u32 = 0;
 /// The virtio-fs tag of the directory the host shares with the guest: the
-/// container's root file system at [`SHARE_ROOTFS`] and its bind mounts'
-/// sources below [`SHARE_MOUNTS`].
+/// containers' root file systems (by default at [`SHARE_ROOTFS`], see
+/// [`RootSpec::source`]) and their bind mounts' sources (by default below
+/// [`SHARE_MOUNTS`]).
 pub const SHARE_TAG: &str = "runm";
-/// The root file system's directory in the share.
+/// The root file system's directory in the share unless [`RootSpec::source`]
+/// names another.
 pub const SHARE_ROOTFS: &str = "rootfs";
 /// The directory in the share holding one entry per bind mount (`0`, `1`, ...).
 pub const SHARE_MOUNTS: &str = "mounts";
@@ -167,11 +176,20 @@ pub struct RootSpec {
     /// Block device, e.g. `/dev/vda`; for `virtiofs`, the share's tag.
     pub device: String,
     /// File system type: `ext4` (a block device) or `virtiofs` (the host's
-    /// directory, [`SHARE_ROOTFS`] in the share).
+    /// directory [`source`](Self::source) in the share).
     pub fstype: String,
     /// Mount it read-only.
     #[serde(default)]
     pub readonly: bool,
+    /// For `virtiofs`: the root's directory, relative to the share
+    /// (`<id>/rootfs` when several containers share one guest); by default
+    /// [`SHARE_ROOTFS`]. Unused for a block device.
+    #[serde(default = "share_rootfs")]
+    pub source: String,
+}
+
+fn share_rootfs() -> String {
+    SHARE_ROOTFS.into()
 }
 
 /// A mount inside the container (the OCI `mounts` entries the guest performs).
@@ -263,7 +281,8 @@ pub struct ResourcesSpec {
 
 /// The container's Linux configuration the guest applies (the OCI `linux`
 /// object, as far as it concerns the inside of the VM). The container
-/// always gets new PID, mount, IPC and UTS namespaces.
+/// always gets new PID and mount namespaces, and new IPC and UTS ones unless
+/// `Create` names a container to share them (and the network) with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct LinuxSpec {
     /// A new user namespace with these mappings.
@@ -305,7 +324,10 @@ pub struct LinuxSpec {
 /// What the agent builds before `Start`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
-    /// The container's id (for logs).
+    /// The container's id: names it in later requests, its cgroup and its
+    /// directory in the guest, so one path component of letters, digits and
+    /// `_ + - .` (not `.`, no `..`, not starting with `-`, at most 255 bytes).
+    /// Unique among the guest's containers until `Delete`.
     pub id: String,
     /// Hostname to set.
     #[serde(default)]
@@ -448,8 +470,20 @@ pub struct InterfaceSpec {
 }
 
 /// Control messages. Host to agent: `Hello`, `ConfigureNetwork`, `Create`,
-/// `Start`, `Exec`, `Signal`, `Ps`, `Shutdown`. Agent to host: `Ready`,
-/// `NetworkConfigured`, `Created`, `Started`, `Exited`, `Processes`, `Error`.
+/// `Start`, `Exec`, `Signal`, `Ps`, `Delete`, `Shutdown`. Agent to host:
+/// `Ready`, `NetworkConfigured`, `Created`, `Started`, `Exited`,
+/// `Processes`, `Deleted`, `Error`.
+///
+/// A guest holds several containers, each named by its id: a pod's sandbox
+/// container first, then members created with `share_namespaces_with` it.
+/// Every request is answered in order by its reply or by `Error`, except
+/// `Signal`, whose success has no reply, and `Shutdown`. A container's init
+/// exiting is reported by `Exited` naming the container; the container then
+/// stays (stopped, its mounts gone) until `Delete`, after which its id may
+/// be created again. The guest powers off on `Shutdown` or when the host
+/// closes the channel; a guest that never had a member container (the one
+/// container of `runm run`) also by itself shortly after its last
+/// container stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
@@ -458,38 +492,64 @@ pub enum Message {
         /// The host's [`PROTOCOL_VERSION`].
         version: u32,
     },
-    /// Configure the guest's network before `Create`: loopback up, then each
-    /// interface found by its MAC. Sent once; an empty list leaves the guest
-    /// with loopback only.
+    /// Configure the guest's network before the first `Create`: loopback up,
+    /// then each interface found by its MAC. Sent once; an empty list leaves
+    /// the guest with loopback only.
     ConfigureNetwork {
         /// The interfaces.
         interfaces: Vec<InterfaceSpec>,
     },
-    /// Prepare the container (mounts, hostname, ...); its process waits for `Start`.
+    /// Prepare a container (mounts, cgroup, namespaces); its init process
+    /// waits for `Start`. Answered by `Created`.
     Create {
         /// What to build (boxed: it is much larger than the other messages).
         container: Box<ContainerSpec>,
+        /// The process id of its init process (its stdio frames, `Started`,
+        /// `Exited`): not in use by a live process.
+        #[serde(default)]
+        init_process: u32,
+        /// The id of a running container of this guest whose network, IPC
+        /// and UTS namespaces the new one joins (a pod's sandbox); none: new
+        /// IPC and UTS namespaces, the guest's network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        share_namespaces_with: Option<String>,
     },
-    /// Run the container's process.
-    Start,
-    /// Run another process in the container.
+    /// Run a created container's init process. Answered by `Started`.
+    Start {
+        /// Which container.
+        container: String,
+    },
+    /// Run another process in a running container. Answered by `Started`.
     Exec {
-        /// Host-chosen id (not [`INIT_PROCESS`]).
+        /// Which container.
+        container: String,
+        /// Host-chosen id, not in use by a live process.
         process_id: u32,
         /// The process.
         process: ProcessSpec,
     },
-    /// Deliver a signal.
+    /// Deliver a signal; only a failure is answered (`Error`).
     Signal {
-        /// Whose.
+        /// Which container.
+        container: String,
+        /// Which of its processes (ignored with `all`).
         process_id: u32,
         /// Signal number.
         signal: i32,
-        /// To every process of the container.
+        /// To every process of the container instead.
         all: bool,
     },
-    /// List the container's processes.
-    Ps,
+    /// List a running container's processes. Answered by `Processes`.
+    Ps {
+        /// Which container.
+        container: String,
+    },
+    /// Release a stopped container (its cgroup, its id). Answered by
+    /// `Deleted`.
+    Delete {
+        /// Which container.
+        container: String,
+    },
     /// Power the guest off now.
     Shutdown,
     /// First agent message.
@@ -516,12 +576,18 @@ pub enum Message {
         process_id: u32,
         /// Exit code, or 128 + signal number if it was killed.
         status: i32,
+        /// Set when it was a container's init process: that container
+        /// stopped (the rest of its processes die with its PID namespace).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
     },
     /// Answer to `Ps`: guest pids of the container's processes.
     Processes {
         /// The pids.
         pids: Vec<u32>,
     },
+    /// Answer to `Delete`.
+    Deleted,
     /// A request failed.
     Error {
         /// What went wrong, for people.
@@ -663,6 +729,7 @@ mod tests {
                 device: "/dev/vda".into(),
                 fstype: "ext4".into(),
                 readonly: false,
+                source: "c1/rootfs".into(),
             },
             mounts: vec![MountSpec {
                 destination: "/proc".into(),
@@ -718,19 +785,35 @@ mod tests {
             },
             Message::NetworkConfigured,
             Message::Create {
-                container: Box::new(container),
+                container: Box::new(container.clone()),
+                init_process: 0,
+                share_namespaces_with: None,
             },
-            Message::Start,
+            Message::Create {
+                container: Box::new(container),
+                init_process: 100,
+                share_namespaces_with: Some("pod".into()),
+            },
+            Message::Start {
+                container: "c1".into(),
+            },
             Message::Exec {
+                container: "c1".into(),
                 process_id: 1,
                 process,
             },
             Message::Signal {
+                container: "c1".into(),
                 process_id: 0,
                 signal: 15,
                 all: true,
             },
-            Message::Ps,
+            Message::Ps {
+                container: "c1".into(),
+            },
+            Message::Delete {
+                container: "c1".into(),
+            },
             Message::Shutdown,
             Message::Ready {
                 version: 1,
@@ -744,8 +827,15 @@ mod tests {
             Message::Exited {
                 process_id: 0,
                 status: 7,
+                container: None,
+            },
+            Message::Exited {
+                process_id: 100,
+                status: 0,
+                container: Some("c1".into()),
             },
             Message::Processes { pids: vec![1, 2] },
+            Message::Deleted,
             Message::Error {
                 message: "no".into(),
             },
@@ -772,6 +862,7 @@ mod tests {
             Message::Exited {
                 process_id: 0,
                 status: 7,
+                container: None,
             },
         )
         .unwrap();
@@ -780,12 +871,55 @@ mod tests {
             u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize,
             buf.len() - 4
         );
+        let init_exit = serde_json::to_string(&Message::Exited {
+            process_id: 100,
+            status: 0,
+            container: Some("m1".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            init_exit,
+            r#"{"type":"exited","process_id":100,"status":0,"container":"m1"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Message::Start {
+                container: "m1".into()
+            })
+            .unwrap(),
+            r#"{"type":"start","container":"m1"}"#
+        );
+    }
+
+    /// What a one-container host leaves out means what it meant before
+    /// several containers: init process 0, no shared namespaces, the root at
+    /// `rootfs` in the share.
+    #[test]
+    fn create_defaults_keep_the_one_container_meaning() {
+        let m: Message = serde_json::from_str(
+            r#"{"type":"create","container":{"id":"c","root":{"device":"runm","fstype":"virtiofs"},
+                "process":{"args":["true"]}}}"#,
+        )
+        .unwrap();
+        let Message::Create {
+            container,
+            init_process,
+            share_namespaces_with,
+        } = m
+        else {
+            panic!("not a create: {m:?}");
+        };
+        assert_eq!(init_process, INIT_PROCESS);
+        assert_eq!(share_namespaces_with, None);
+        assert_eq!(container.root.source, SHARE_ROOTFS);
+        // A request naming no container is refused, not guessed.
+        assert!(serde_json::from_str::<Message>(r#"{"type":"start"}"#).is_err());
+        assert!(serde_json::from_str::<Message>(r#"{"type":"ps"}"#).is_err());
     }
 
     #[test]
     fn several_frames_in_one_stream_and_clean_eof() {
         let mut buf = Vec::new();
-        send(&mut buf, Message::Start).unwrap();
+        send(&mut buf, Message::Shutdown).unwrap();
         write_frame(
             &mut buf,
             &Frame::Data {
@@ -798,7 +932,7 @@ mod tests {
         let mut r = buf.as_slice();
         assert_eq!(
             read_frame(&mut r).unwrap(),
-            Some(Frame::Control(Box::new(Message::Start)))
+            Some(Frame::Control(Box::new(Message::Shutdown)))
         );
         assert!(matches!(
             read_frame(&mut r).unwrap(),

@@ -22,7 +22,7 @@ mod tests {
 
     use guest_agent::proto::{
         self, ContainerSpec, Frame, Message, MountSpec, ProcessSpec, Rlimit, RootSpec, Stream,
-        PROTOCOL_VERSION,
+        INIT_PROCESS, PROTOCOL_VERSION,
     };
     use test_support::images::{self, Applets};
     use vm_spec::{AgentPort, Console, DiskConfig, QemuAccel, QemuMicrovm};
@@ -42,7 +42,7 @@ mod tests {
 
     const APPLETS: &[&str] = &[
         "sh", "echo", "cat", "hostname", "id", "pwd", "sleep", "grep", "tty", "stty", "ls", "true",
-        "false",
+        "false", "readlink",
     ];
 
     /// The guest kernel, the agent's initramfs and a busybox root file
@@ -70,6 +70,8 @@ mod tests {
         stdout: HashMap<u32, Vec<u8>>,
         stderr: HashMap<u32, Vec<u8>>,
         exited: HashMap<u32, i32>,
+        /// The container each exit named (set for a container's init).
+        stopped: HashMap<u32, Option<String>>,
     }
 
     impl Seen {
@@ -92,12 +94,25 @@ mod tests {
 
     impl Vm {
         fn boot() -> Vm {
+            Vm::boot_with_disks(1)
+        }
+
+        /// A guest with `disks` copies of the root image (vda, vdb, ...).
+        fn boot_with_disks(disks: usize) -> Vm {
             let art = artifacts();
             let one = test_support::one_guest_at_a_time();
             let dir = tempfile::tempdir().expect("temporary directory");
-            // Each guest writes to its root: give it its own copy.
-            let disk = dir.path().join("rootfs.img");
-            std::fs::copy(&art.rootfs, &disk).expect("copying the root image");
+            // Each guest writes to its roots: give it its own copies.
+            let disks = (0..disks)
+                .map(|n| {
+                    let disk = dir.path().join(format!("rootfs{n}.img"));
+                    std::fs::copy(&art.rootfs, &disk).expect("copying the root image");
+                    DiskConfig {
+                        path: disk,
+                        read_only: false,
+                    }
+                })
+                .collect();
             let sock_path = dir.path().join("agent.sock");
             let console = dir.path().join("console.log");
             let qemu_log = std::fs::File::create(dir.path().join("qemu.log")).expect("qemu log");
@@ -106,10 +121,7 @@ mod tests {
             vm.mem_mib = 256;
             vm.initrd = Some(art.initrd.clone());
             vm.console = Console::File(console);
-            vm.disks = vec![DiskConfig {
-                path: disk,
-                read_only: false,
-            }];
+            vm.disks = disks;
             vm.agent = Some(AgentPort {
                 socket: sock_path.clone(),
                 name: proto::AGENT_SERIAL_PORT_NAME.into(),
@@ -183,6 +195,28 @@ mod tests {
         fn recv(&mut self) -> Message {
             let deadline = Instant::now() + REPLY_TIMEOUT;
             loop {
+                if let Some(m) = self.next_frame(deadline) {
+                    return m;
+                }
+            }
+        }
+
+        /// Collects output until `process_id` wrote `lines` lines; no
+        /// control message may come meanwhile.
+        fn wait_output(&mut self, process_id: u32, lines: usize) {
+            let deadline = Instant::now() + REPLY_TIMEOUT;
+            while self.seen.out(process_id).lines().count() < lines {
+                if let Some(m) = self.next_frame(deadline) {
+                    self.fail(&format!(
+                        "waiting for the output of {process_id}: got {m:?}"
+                    ));
+                }
+            }
+        }
+
+        /// Reads one frame: a control message is returned, data collected.
+        fn next_frame(&mut self, deadline: Instant) -> Option<Message> {
+            {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     self.fail("no message from the agent in time");
@@ -192,10 +226,16 @@ mod tests {
                     .expect("socket timeout");
                 match proto::read_frame(&mut self.sock) {
                     Ok(Some(Frame::Control(m))) => {
-                        if let Message::Exited { process_id, status } = *m {
+                        if let Message::Exited {
+                            process_id,
+                            status,
+                            ref container,
+                        } = *m
+                        {
                             self.seen.exited.insert(process_id, status);
+                            self.seen.stopped.insert(process_id, container.clone());
                         }
-                        return *m;
+                        Some(*m)
                     }
                     Ok(Some(Frame::Data {
                         process_id,
@@ -208,6 +248,7 @@ mod tests {
                             Stream::Stdin => self.fail("the agent sent stdin data"),
                         };
                         buf.entry(process_id).or_default().extend_from_slice(&data);
+                        None
                     }
                     Ok(None) => self.fail("the agent closed the channel"),
                     Err(proto::ProtoError::Io(e))
@@ -326,14 +367,33 @@ mod tests {
         }
     }
 
+    /// The id of the one container of most tests.
+    const ID: &str = "e2e";
+
+    /// `Create` of the one container of a guest, as runm sends it.
+    fn create(container: Box<ContainerSpec>) -> Message {
+        Message::Create {
+            container,
+            init_process: INIT_PROCESS,
+            share_namespaces_with: None,
+        }
+    }
+
+    fn start() -> Message {
+        Message::Start {
+            container: ID.into(),
+        }
+    }
+
     fn container(process: ProcessSpec) -> Box<ContainerSpec> {
         Box::new(ContainerSpec {
-            id: "e2e".into(),
+            id: ID.into(),
             hostname: Some("runm-e2e".into()),
             root: RootSpec {
                 device: "/dev/vda".into(),
                 fstype: "ext4".into(),
                 readonly: false,
+                source: String::new(),
             },
             mounts: vec![mount("/proc", "proc", &["nosuid", "noexec", "nodev"])],
             process,
@@ -362,13 +422,8 @@ mod tests {
             hard: 456,
         }];
         p.no_new_privileges = true;
-        vm.expect(
-            Message::Create {
-                container: container(p),
-            },
-            &Message::Created,
-        );
-        vm.started(Message::Start, 0);
+        vm.expect(create(container(p)), &Message::Created);
+        vm.started(start(), 0);
         assert_eq!(vm.wait_exited(0), 7, "{:?}{}", vm.seen, vm.logs());
         assert_eq!(
             vm.seen.out(0),
@@ -386,15 +441,14 @@ mod tests {
         let mut vm = Vm::boot();
         vm.hello();
         vm.expect(
-            Message::Create {
-                container: container(process(&["sleep", "30"])),
-            },
+            create(container(process(&["sleep", "30"]))),
             &Message::Created,
         );
-        let init = vm.started(Message::Start, 0);
+        let init = vm.started(start(), 0);
 
         vm.started(
             Message::Exec {
+                container: ID.into(),
                 process_id: 1,
                 process: process(&["sh", "-c", "echo second; hostname; cat /proc/1/comm"]),
             },
@@ -405,7 +459,9 @@ mod tests {
         // process, not the agent.
         assert_eq!(vm.seen.out(1), "second\nrunm-e2e\nsleep\n", "{}", vm.logs());
 
-        match vm.request(Message::Ps) {
+        match vm.request(Message::Ps {
+            container: ID.into(),
+        }) {
             Message::Processes { pids } => assert!(
                 pids.contains(&init) && !pids.contains(&1),
                 "ps: {pids:?}, init {init}"
@@ -415,6 +471,7 @@ mod tests {
 
         vm.started(
             Message::Exec {
+                container: ID.into(),
                 process_id: 2,
                 process: process(&["no-such-command"]),
             },
@@ -432,6 +489,7 @@ mod tests {
         // Found but not executable: 126, as shells say it.
         vm.started(
             Message::Exec {
+                container: ID.into(),
                 process_id: 3,
                 process: process(&["/tmp"]),
             },
@@ -446,6 +504,7 @@ mod tests {
 
         // An unknown id, an id in use: errors, and the agent carries on.
         match vm.request(Message::Signal {
+            container: ID.into(),
             process_id: 9,
             signal: 15,
             all: false,
@@ -455,12 +514,14 @@ mod tests {
         }
         vm.started(
             Message::Exec {
+                container: ID.into(),
                 process_id: 4,
                 process: process(&["sleep", "30"]),
             },
             4,
         );
         match vm.request(Message::Exec {
+            container: ID.into(),
             process_id: 4,
             process: process(&["true"]),
         }) {
@@ -470,6 +531,7 @@ mod tests {
 
         // One process by id; then every process of the container.
         vm.send(Message::Signal {
+            container: ID.into(),
             process_id: 4,
             signal: libc::SIGKILL,
             all: false,
@@ -477,12 +539,14 @@ mod tests {
         assert_eq!(vm.wait_exited(4), 137);
         vm.started(
             Message::Exec {
+                container: ID.into(),
                 process_id: 5,
                 process: process(&["sleep", "30"]),
             },
             5,
         );
         vm.send(Message::Signal {
+            container: ID.into(),
             process_id: 0,
             signal: libc::SIGTERM,
             all: true,
@@ -491,6 +555,7 @@ mod tests {
         // The container's process is PID 1 of its namespace: without a
         // handler it ignores SIGTERM, as under runc; SIGKILL ends it.
         vm.send(Message::Signal {
+            container: ID.into(),
             process_id: 0,
             signal: libc::SIGKILL,
             all: true,
@@ -526,8 +591,8 @@ mod tests {
                 "mode=0620",
             ],
         ));
-        vm.expect(Message::Create { container: c }, &Message::Created);
-        vm.started(Message::Start, 0);
+        vm.expect(create(c), &Message::Created);
+        vm.started(start(), 0);
         vm.send_stdin(0, b"typed\n");
         assert_eq!(vm.wait_exited(0), 0);
         let out = vm.seen.out(0);
@@ -549,12 +614,10 @@ mod tests {
         let mut vm = Vm::boot();
         vm.hello();
         vm.expect(
-            Message::Create {
-                container: container(process(&["sleep", "30"])),
-            },
+            create(container(process(&["sleep", "30"]))),
             &Message::Created,
         );
-        vm.started(Message::Start, 0);
+        vm.started(start(), 0);
         vm.sock
             .shutdown(std::net::Shutdown::Both)
             .expect("closing the channel");
@@ -568,7 +631,7 @@ mod tests {
 
         let mut bad = container(process(&["true"]));
         bad.mounts.push(mount("/mnt", "nfs", &[]));
-        match vm.request(Message::Create { container: bad }) {
+        match vm.request(create(bad)) {
             Message::Error { message } => {
                 assert!(
                     message.contains("nfs") && message.contains("/mnt"),
@@ -580,27 +643,23 @@ mod tests {
 
         let mut bad_cwd = process(&["true"]);
         bad_cwd.cwd = "/nowhere".into();
-        match vm.request(Message::Create {
-            container: container(bad_cwd),
-        }) {
+        match vm.request(create(container(bad_cwd))) {
             Message::Error { message } => {
                 assert!(message.contains("chdir to /nowhere"), "{message}")
             }
             other => vm.fail(&format!("create with a bad cwd: got {other:?}")),
         }
 
-        match vm.request(Message::Start) {
+        match vm.request(start()) {
             Message::Error { .. } => {}
             other => vm.fail(&format!("start without a container: got {other:?}")),
         }
 
         vm.expect(
-            Message::Create {
-                container: container(process(&["/bin/missing"])),
-            },
+            create(container(process(&["/bin/missing"]))),
             &Message::Created,
         );
-        vm.started(Message::Start, 0);
+        vm.started(start(), 0);
         assert_eq!(vm.wait_exited(0), 127);
         assert!(
             vm.seen
@@ -609,6 +668,193 @@ mod tests {
             "stderr: {:?}",
             vm.seen.err(0)
         );
+        vm.wait_qemu_exit();
+    }
+
+    /// What a container's shell says about itself, one line each: its pid,
+    /// hostname, and network, IPC, UTS, PID and mount namespaces.
+    const SELF: &str =
+        "echo $$; hostname; for n in net ipc uts pid mnt; do readlink /proc/self/ns/$n; done";
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// A pod in one guest: a sandbox container and a member that shares its
+    /// network, IPC and UTS namespaces but has its own PID and mount
+    /// namespaces and root (another disk). The member ends while the sandbox
+    /// runs on, is deleted, and a new one takes its place under the same
+    /// id. In a pod the guest waits for the host's `Shutdown`.
+    #[test]
+    fn pod_members_share_the_sandbox_namespaces_and_are_replaced() {
+        let mut vm = Vm::boot_with_disks(2);
+        vm.hello();
+        let mut sandbox = container(process(&[
+            "sh",
+            "-c",
+            &format!("echo sandbox > /whoami; {SELF}; exec sleep 600"),
+        ]));
+        sandbox.id = "pod".into();
+        sandbox.hostname = Some("runm-pod".into());
+        vm.expect(
+            Message::Create {
+                container: sandbox,
+                init_process: INIT_PROCESS,
+                share_namespaces_with: None,
+            },
+            &Message::Created,
+        );
+        vm.started(
+            Message::Start {
+                container: "pod".into(),
+            },
+            INIT_PROCESS,
+        );
+        vm.wait_output(INIT_PROCESS, 7);
+
+        let member = |init_process: u32, share: &str, script: &str| {
+            let mut c = container(process(&["sh", "-c", script]));
+            c.id = "m1".into();
+            c.hostname = None;
+            c.root.device = "/dev/vdb".into();
+            Message::Create {
+                container: c,
+                init_process,
+                share_namespaces_with: Some(share.into()),
+            }
+        };
+        match vm.request(member(100, "nope", "true")) {
+            Message::Error { message } => assert!(
+                message.contains("container \"nope\", which does not exist"),
+                "{message}"
+            ),
+            other => vm.fail(&format!("a member of no sandbox: got {other:?}")),
+        }
+        vm.expect(
+            member(
+                100,
+                "pod",
+                &format!("{SELF}; cat /whoami || echo no-whoami; echo member > /whoami; exit 3"),
+            ),
+            &Message::Created,
+        );
+        vm.started(
+            Message::Start {
+                container: "m1".into(),
+            },
+            100,
+        );
+        assert_eq!(vm.wait_exited(100), 3, "{:?}{}", vm.seen, vm.logs());
+        assert_eq!(vm.seen.stopped[&100], Some("m1".to_string()));
+        let pod = lines(&vm.seen.out(INIT_PROCESS));
+        let m1 = lines(&vm.seen.out(100));
+        assert_eq!(pod.len(), 7, "sandbox said {pod:?}{}", vm.logs());
+        assert_eq!(m1.len(), 8, "member said {m1:?}{}", vm.logs());
+        // Each is PID 1 of its own PID namespace, with the pod's hostname.
+        assert_eq!(pod[..2], ["1", "runm-pod"]);
+        assert_eq!(m1[..2], ["1", "runm-pod"]);
+        assert!(
+            pod[2].starts_with("net:[") && pod[5].starts_with("pid:["),
+            "{pod:?}"
+        );
+        assert_eq!(
+            pod[2..5],
+            m1[2..5],
+            "network, IPC and UTS namespaces are shared"
+        );
+        assert_ne!(pod[5], m1[5], "PID namespaces differ");
+        assert_ne!(pod[6], m1[6], "mount namespaces differ");
+        // Its own root: the sandbox's file is not there.
+        assert_eq!(m1[7], "no-whoami");
+
+        // The sandbox runs on, in its own root and PID namespace.
+        vm.started(
+            Message::Exec {
+                container: "pod".into(),
+                process_id: 1,
+                process: process(&["sh", "-c", "cat /whoami; readlink /proc/1/ns/pid"]),
+            },
+            1,
+        );
+        assert_eq!(vm.wait_exited(1), 0);
+        assert_eq!(vm.seen.out(1), format!("sandbox\n{}\n", pod[5]));
+        assert_eq!(
+            vm.seen.stopped[&1], None,
+            "an exec process stops no container"
+        );
+
+        // The stopped member: nothing runs in it, its id is taken until
+        // Delete; the running sandbox is not deleted.
+        for (m, says) in [
+            (
+                Message::Ps {
+                    container: "m1".into(),
+                },
+                "not running",
+            ),
+            (
+                member(101, "pod", "true"),
+                "delete it before creating it again",
+            ),
+            (
+                Message::Delete {
+                    container: "pod".into(),
+                },
+                "not stopped",
+            ),
+        ] {
+            match vm.request(m) {
+                Message::Error { message } => assert!(message.contains(says), "{message}"),
+                other => vm.fail(&format!("expected an error saying {says:?}, got {other:?}")),
+            }
+        }
+        vm.expect(
+            Message::Delete {
+                container: "m1".into(),
+            },
+            &Message::Deleted,
+        );
+
+        // A new member in its place: the same id, root and namespaces.
+        vm.expect(
+            member(
+                101,
+                "pod",
+                "echo $$; cat /whoami; hostname; readlink /proc/self/ns/net",
+            ),
+            &Message::Created,
+        );
+        vm.started(
+            Message::Start {
+                container: "m1".into(),
+            },
+            101,
+        );
+        assert_eq!(vm.wait_exited(101), 0, "{:?}{}", vm.seen, vm.logs());
+        assert_eq!(
+            vm.seen.out(101),
+            format!("1\nmember\nrunm-pod\n{}\n", pod[2]),
+            "{}",
+            vm.logs()
+        );
+
+        // The sandbox ends too; the guest stays for the host to end it.
+        vm.send(Message::Signal {
+            container: "pod".into(),
+            process_id: INIT_PROCESS,
+            signal: libc::SIGKILL,
+            all: true,
+        });
+        assert_eq!(vm.wait_exited(INIT_PROCESS), 137);
+        assert_eq!(vm.seen.stopped[&INIT_PROCESS], Some("pod".to_string()));
+        std::thread::sleep(Duration::from_secs(3));
+        match vm.request(Message::Ps {
+            container: "pod".into(),
+        }) {
+            Message::Error { message } => assert!(message.contains("not running"), "{message}"),
+            other => vm.fail(&format!("ps of a stopped sandbox: got {other:?}")),
+        }
+        vm.send(Message::Shutdown);
         vm.wait_qemu_exit();
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use guest_agent::proto::{
-    self, ContainerSpec, Frame, InterfaceSpec, Message, ProtoError, PROTOCOL_VERSION,
+    self, ContainerSpec, Frame, InterfaceSpec, Message, ProtoError, INIT_PROCESS, PROTOCOL_VERSION,
 };
 
 /// Errors talking to the agent.
@@ -109,7 +109,8 @@ pub fn configure_network(
     }
 }
 
-/// `Create` → `Created`.
+/// `Create` → `Created`: the VM's one container, its init process
+/// [`INIT_PROCESS`], in namespaces of its own.
 pub fn create(
     stream: &mut UnixStream,
     container: ContainerSpec,
@@ -119,6 +120,8 @@ pub fn create(
         stream,
         Message::Create {
             container: Box::new(container),
+            init_process: INIT_PROCESS,
+            share_namespaces_with: None,
         },
     )?;
     match next_control(stream, deadline, "Create")? {
@@ -188,6 +191,7 @@ mod tests {
                 device: "/dev/vda".into(),
                 fstype: "ext4".into(),
                 readonly: false,
+                source: proto::SHARE_ROOTFS.into(),
             },
             mounts: vec![],
             process: ProcessSpec {

@@ -60,7 +60,7 @@ use std::path::{Path, PathBuf};
 
 use guest_agent::proto::{
     Capabilities, ContainerSpec, DeviceSpec, IdMapping, LinuxSpec, MountSpec, ProcessSpec,
-    ResourcesSpec, Rlimit, RootSpec, SHARE_MOUNTS, SHARE_TAG,
+    ResourcesSpec, Rlimit, RootSpec, SHARE_MOUNTS, SHARE_ROOTFS, SHARE_TAG,
 };
 use oci_spec::runtime::{Hooks, Linux, LinuxNamespaceType, Process, Spec};
 use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
@@ -548,6 +548,7 @@ pub fn plan(
                 .to_string(),
                 fstype: if root_image { "ext4" } else { "virtiofs" }.to_string(),
                 readonly: root.readonly().unwrap_or(false),
+                source: SHARE_ROOTFS.to_string(),
             },
             mounts,
             process,

@@ -142,6 +142,7 @@ impl Shared {
                 process_id: Some(process_id),
                 ..
             } => match self.agent.send(Message::Signal {
+                container: self.dir.id.clone(),
                 process_id,
                 signal,
                 all: false,
@@ -151,7 +152,12 @@ impl Shared {
             },
             Request::Ps => match self.request(Event::Ps) {
                 refused @ Response { error: Some(_), .. } => refused,
-                _ => match self.ask(Message::Ps, Waiting::Processes) {
+                _ => match self.ask(
+                    Message::Ps {
+                        container: self.dir.id.clone(),
+                    },
+                    Waiting::Processes,
+                ) {
                     Reply::Processes(pids) => Response {
                         pids: Some(pids),
                         ..Response::default()
@@ -219,7 +225,10 @@ impl Shared {
         for action in todo {
             resp = match action {
                 Action::StartProcess => {
-                    match self.ask(Message::Start, Waiting::Started(INIT_PROCESS)) {
+                    let start = Message::Start {
+                        container: self.dir.id.clone(),
+                    };
+                    match self.ask(start, Waiting::Started(INIT_PROCESS)) {
                         Reply::Started { pid } => Response {
                             guest_pid: Some(pid),
                             ..Response::default()
@@ -228,6 +237,7 @@ impl Shared {
                     }
                 }
                 Action::SendSignal { signal, all } => match self.agent.send(Message::Signal {
+                    container: self.dir.id.clone(),
                     process_id: INIT_PROCESS,
                     signal,
                     all,
@@ -329,6 +339,7 @@ impl Shared {
         };
         let reply = self.ask(
             Message::Exec {
+                container: self.dir.id.clone(),
                 process_id,
                 process,
             },

@@ -384,6 +384,7 @@ impl Shared {
             Message::Exited {
                 process_id: INIT_PROCESS,
                 status,
+                ..
             } => {
                 let before = inner.life;
                 self.feed(&mut inner, Event::ProcessExited { status });
@@ -394,7 +395,9 @@ impl Shared {
                     );
                 }
             }
-            Message::Exited { process_id, status } => inner.execs.exited(process_id, status),
+            Message::Exited {
+                process_id, status, ..
+            } => inner.execs.exited(process_id, status),
             Message::Started { .. } | Message::Processes { .. } => {
                 if inner.pending.answer(&m) {
                     self.changed.notify_all();

@@ -150,6 +150,7 @@ impl Execs {
             let _ = sink.forward(Frame::Control(Box::new(Message::Exited {
                 process_id,
                 status,
+                container: None,
             })));
             sink.finish();
         }
@@ -297,6 +298,7 @@ pub(super) fn exec_session(
             shared.dir.id
         );
         let _ = shared.agent.send(Message::Signal {
+            container: shared.dir.id.clone(),
             process_id,
             signal: libc::SIGKILL,
             all: false,
@@ -376,7 +378,8 @@ mod tests {
             proto::read_frame(&mut b).unwrap(),
             Some(Frame::Control(Box::new(Message::Exited {
                 process_id: id,
-                status: 3
+                status: 3,
+                container: None,
             })))
         );
         assert_eq!(proto::read_frame(&mut b).unwrap(), None);
