@@ -520,6 +520,11 @@ impl<W: Write + Send + 'static> Agent<W> {
             .containers
             .get_mut(id)
             .ok_or_else(|| RequestError::NoContainer(id.to_owned()))?;
+        if c.stopped {
+            return Err(RequestError::OutOfOrder(format!(
+                "container {id:?} has stopped"
+            )));
+        }
         let Some(start) = c.start.take() else {
             return Err(RequestError::OutOfOrder(format!(
                 "container {id:?} was already started"
@@ -1262,6 +1267,13 @@ mod tests {
         );
         assert!(a.is_stopped("m1") && !a.is_stopped("pod"));
         assert!(a.stop_at.is_none(), "in a pod only the host ends the guest");
+        let e = refused(
+            &mut a,
+            Message::Start {
+                container: "m1".into(),
+            },
+        );
+        assert!(e.contains("container \"m1\" has stopped"), "{e}");
         for m in [
             Message::Ps {
                 container: "m1".into(),

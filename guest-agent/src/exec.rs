@@ -1575,4 +1575,63 @@ mod tests {
         };
         assert!(SeccompProgram::new(&empty).is_err());
     }
+
+    fn ns_inode(name: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/thread-self/ns/{name}"))
+            .unwrap()
+            .ino()
+    }
+
+    /// A pod member's clone happens in the sandbox's namespaces and the
+    /// agent's thread comes back to its own. Only threads of this test move
+    /// (namespaces are per thread); the hostname is set in a UTS namespace
+    /// of the test's own. Needs root, as the network tests.
+    #[test]
+    fn shared_namespaces_are_entered_and_left() {
+        let names = ["net", "ipc", "uts"];
+        // A thread in namespaces of its own stands in for the sandbox.
+        let (sandbox, inodes) = std::thread::spawn(move || {
+            let flags = libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+            // SAFETY: flags only; moves just this thread.
+            let unshared = unsafe { libc::unshare(flags) };
+            assert_eq!(
+                unshared,
+                0,
+                "unshare: {} (this test needs root)",
+                io::Error::last_os_error()
+            );
+            rustix::system::sethostname(b"runm-pod-test").unwrap();
+            let tid = rustix::thread::gettid().as_raw_nonzero().get();
+            let ns = namespaces_of(tid, SHARED_NAMESPACES).unwrap();
+            (ns, names.map(ns_inode))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            sandbox.iter().map(|n| n.2).collect::<Vec<_>>(),
+            names,
+            "all three differ from the agent's"
+        );
+        let me = rustix::thread::gettid().as_raw_nonzero().get();
+        assert!(namespaces_of(me, SHARED_NAMESPACES).unwrap().is_empty());
+
+        std::thread::spawn(move || {
+            let before = names.map(ns_inode);
+            let own = enter_namespaces(&sandbox).unwrap();
+            assert_eq!(names.map(ns_inode), inodes);
+            assert_eq!(
+                rustix::system::uname().nodename().to_bytes(),
+                b"runm-pod-test"
+            );
+            leave_namespaces(&own).unwrap();
+            assert_eq!(names.map(ns_inode), before);
+            assert_ne!(
+                rustix::system::uname().nodename().to_bytes(),
+                b"runm-pod-test"
+            );
+        })
+        .join()
+        .unwrap();
+    }
 }
