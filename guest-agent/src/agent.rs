@@ -128,6 +128,8 @@ struct Proc {
     init: bool,
     pid: i32,
     stdin: Option<Sender<Vec<u8>>>,
+    /// Its terminal's master, when it has one (for `Resize`).
+    terminal: Option<std::fs::File>,
     open_outputs: usize,
     status: Option<i32>,
     exited_at: Option<Instant>,
@@ -325,6 +327,11 @@ impl<W: Write + Send + 'static> Agent<W> {
             } => self.signal(&container, process_id, signal, all),
             Message::Ps { container } => self.ps(&container),
             Message::Delete { container } => self.delete(&container),
+            Message::Resize {
+                process_id,
+                rows,
+                cols,
+            } => self.resize(process_id, rows, cols),
             Message::Shutdown => {
                 log!("shutdown requested by the host");
                 return Flow::Stop;
@@ -752,12 +759,44 @@ impl<W: Write + Send + 'static> Agent<W> {
                 init,
                 pid,
                 stdin,
+                terminal: stdio.terminal,
                 open_outputs,
                 status: None,
                 exited_at: None,
                 muted,
             },
         );
+    }
+
+    /// `Resize`: a process's terminal takes the host's size.
+    fn resize(
+        &mut self,
+        process_id: u32,
+        rows: u16,
+        cols: u16,
+    ) -> Result<Option<Message>, RequestError> {
+        let p = self
+            .procs
+            .get(&process_id)
+            .filter(|p| p.status.is_none())
+            .ok_or(RequestError::NoProcess(process_id))?;
+        let Some(t) = &p.terminal else {
+            return Err(RequestError::OutOfOrder(format!(
+                "process {process_id} has no terminal to resize"
+            )));
+        };
+        let size = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(t, size).map_err(|e| {
+            RequestError::OutOfOrder(format!(
+                "resizing the terminal of process {process_id}: {e}"
+            ))
+        })?;
+        Ok(None)
     }
 
     /// A child was reaped: record it if it is one of ours. Orphans that
@@ -884,6 +923,7 @@ fn message_name(m: &Message) -> &'static str {
         Message::Start { .. } => "start",
         Message::Exec { .. } => "exec",
         Message::Signal { .. } => "signal",
+        Message::Resize { .. } => "resize",
         Message::Ps { .. } => "ps",
         Message::Delete { .. } => "delete",
         Message::Shutdown => "shutdown",
@@ -1030,6 +1070,7 @@ mod tests {
             pid,
             ParentStdio {
                 stdin: std::fs::File::from(in_w),
+                terminal: None,
                 outputs: vec![(Stream::Stdout, std::fs::File::from(r))],
             },
             false,
@@ -1405,6 +1446,42 @@ mod tests {
     }
 
     #[test]
+    fn a_terminal_takes_the_hosts_size() {
+        let (mut a, _rx) = greeted();
+        let (master, _slave) =
+            guest_agent::fdio::open_pty(std::path::Path::new("/dev/ptmx")).unwrap();
+        let master = std::fs::File::from(master);
+        let (_in_r, in_w) = guest_agent::fdio::pipe().unwrap();
+        a.track(
+            "c",
+            false,
+            3,
+            4343,
+            ParentStdio {
+                stdin: std::fs::File::from(in_w),
+                terminal: Some(master.try_clone().unwrap()),
+                outputs: Vec::new(),
+            },
+            true,
+        );
+        a.request(Message::Resize {
+            process_id: 3,
+            rows: 40,
+            cols: 120,
+        });
+        assert_eq!(replies(&a), Vec::new(), "a resize is not answered");
+        let size = rustix::termios::tcgetwinsize(&master).unwrap();
+        assert_eq!((size.ws_row, size.ws_col), (40, 120));
+        a.request(Message::Resize {
+            process_id: 9,
+            rows: 1,
+            cols: 1,
+        });
+        let e = format!("{:?}", replies(&a));
+        assert!(e.contains("no process with id 9"), "{e}");
+    }
+
+    #[test]
     fn output_grace_bounds_the_wait() {
         let (mut a, _rx) = greeted();
         let (r, _w) = guest_agent::fdio::pipe().unwrap();
@@ -1416,6 +1493,7 @@ mod tests {
             4343,
             ParentStdio {
                 stdin: std::fs::File::from(in_w),
+                terminal: None,
                 outputs: vec![(Stream::Stdout, std::fs::File::from(r))],
             },
             false,

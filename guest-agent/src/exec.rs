@@ -625,6 +625,8 @@ pub enum ChildStdio {
 pub struct ParentStdio {
     /// Where host stdin data goes (the terminal's master with a terminal).
     pub stdin: File,
+    /// The terminal's master, to resize it (with a terminal).
+    pub terminal: Option<File>,
     /// What to relay to the host, and as which stream.
     pub outputs: Vec<(Stream, File)>,
 }
@@ -634,7 +636,7 @@ pub fn make_stdio(terminal: bool, ptmx: &Path) -> Result<(ParentStdio, ChildStdi
     if terminal {
         let what = || format!("opening a terminal from {}", ptmx.display());
         let (master, slave) = fdio::open_pty(ptmx).map_err(io_err(what()))?;
-        // The protocol carries no window size: the usual 24x80.
+        // The usual 24x80 until the host says its size (`Resize`).
         let size = rustix::termios::Winsize {
             ws_row: 24,
             ws_col: 80,
@@ -646,9 +648,13 @@ pub fn make_stdio(terminal: bool, ptmx: &Path) -> Result<(ParentStdio, ChildStdi
         let input = master
             .try_clone()
             .map_err(io_err("duplicating the terminal"))?;
+        let sizing = master
+            .try_clone()
+            .map_err(io_err("duplicating the terminal"))?;
         return Ok((
             ParentStdio {
                 stdin: input,
+                terminal: Some(sizing),
                 outputs: vec![(Stream::Stdout, master)],
             },
             ChildStdio::Terminal { slave },
@@ -660,6 +666,7 @@ pub fn make_stdio(terminal: bool, ptmx: &Path) -> Result<(ParentStdio, ChildStdi
     Ok((
         ParentStdio {
             stdin: File::from(in_w),
+            terminal: None,
             outputs: vec![
                 (Stream::Stdout, File::from(out_r)),
                 (Stream::Stderr, File::from(err_r)),

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 /// and the container whose namespaces to share, the root's place in the
 /// share; `Start`, `Exec`, `Signal`, `Ps` and the new `Delete` name their
 /// container; `Exited` of an init names the container it stopped.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// Name of the virtio-serial port the agent uses where there is no vsock.
@@ -528,6 +528,16 @@ pub enum Message {
         /// The process.
         process: ProcessSpec,
     },
+    /// A process's terminal has a new size (its host side was resized);
+    /// only a failure is answered (`Error`).
+    Resize {
+        /// Which process (one started with a terminal).
+        process_id: u32,
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
     /// Deliver a signal; only a failure is answered (`Error`).
     Signal {
         /// Which container.
@@ -810,6 +820,11 @@ mod tests {
             },
             Message::Ps {
                 container: "c1".into(),
+            },
+            Message::Resize {
+                process_id: 3,
+                rows: 40,
+                cols: 120,
             },
             Message::Delete {
                 container: "c1".into(),

@@ -24,6 +24,31 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use rustix::termios::{OptionalActions, Termios};
 
+/// What a terminal's size change sends its session's foreground: the
+/// sandbox and the exec relay turn it into a `Resize` of the guest's
+/// terminal instead of forwarding it.
+pub const RESIZE_SIGNAL: i32 = libc::SIGWINCH;
+
+/// [`FORWARDED_SIGNALS`] and [`RESIZE_SIGNAL`]: what a process relaying a
+/// terminal waits for.
+pub fn relayed_signals() -> Vec<i32> {
+    let mut s = FORWARDED_SIGNALS.to_vec();
+    s.push(RESIZE_SIGNAL);
+    s
+}
+
+/// The size of the terminal `fd` as (rows, columns), if it is one.
+pub fn terminal_size(fd: impl AsFd) -> Option<(u16, u16)> {
+    let w = rustix::termios::tcgetwinsize(fd).ok()?;
+    (w.ws_row > 0 && w.ws_col > 0).then_some((w.ws_row, w.ws_col))
+}
+
+/// Makes the terminal `fd` the calling session leader's controlling
+/// terminal, so that its size changes reach us (SIGWINCH).
+pub fn take_controlling_terminal(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::process::ioctl_tiocsctty(fd)?)
+}
+
 /// Signals runm passes on to a container's process: by `run` and `exec`
 /// (through the sandbox) and by the sandbox itself (to the guest).
 pub const FORWARDED_SIGNALS: &[i32] = &[

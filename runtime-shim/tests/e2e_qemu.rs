@@ -517,7 +517,12 @@ mod tests {
         let b = r.tmp.path().join("b");
         bundle(
             &b,
-            &["sh", "-c", "tty; read x; echo \"term-ok $x\""],
+            &[
+                "sh",
+                "-c",
+                "tty; stty size; read x; echo \"term-ok $x\"; \
+                 i=0; while [ $i -lt 100 ]; do stty size; sleep 0.2; i=$((i+1)); done",
+            ],
             true,
             |c| {
                 c["process"]["terminal"] = true.into();
@@ -541,6 +546,14 @@ mod tests {
         ])
         .ok();
         let master = receiver.join().unwrap();
+        // The engine's terminal size is the guest's from the start.
+        let size = |rows, cols| rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&master, size(30, 100)).unwrap();
         let mut master = fs::File::from(master);
         let mut writer = master.try_clone().unwrap();
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
@@ -557,19 +570,31 @@ mod tests {
             });
         }
         r.run(&["start", "t1"]).ok();
+        let wait_for = |what: &str| {
+            let until = Instant::now() + Duration::from_secs(60);
+            loop {
+                let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+                if text.contains(what) {
+                    return text;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "no {what:?} in the terminal: {text:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let text = wait_for("30 100");
+        assert!(text.contains("/dev/pts/"), "tty names a pty: {text:?}");
         use std::io::Write;
         writer.write_all(b"typed\r").unwrap();
+        wait_for("term-ok typed");
+        // A resize of the engine's terminal reaches the guest's (SIGWINCH
+        // to the sandbox, a Resize to the agent).
+        rustix::termios::tcsetwinsize(&writer, size(40, 120)).unwrap();
+        wait_for("40 120");
+        r.run(&["kill", "t1", "KILL"]).ok();
         r.wait_status("t1", "stopped", Duration::from_secs(60));
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-            if text.contains("term-ok typed") {
-                assert!(text.contains("/dev/pts/"), "tty names a pty: {text:?}");
-                break;
-            }
-            assert!(Instant::now() < until, "terminal output: {text:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         r.run(&["delete", "t1"]).ok();
         r.assert_clean();
     }

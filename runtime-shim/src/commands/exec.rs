@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use guest_agent::proto::{self, Frame, Message, ProcessSpec, Stream};
@@ -132,8 +132,9 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<i32, RunmError> {
     let sigset = if a.detach {
         None
     } else {
+        // Our terminal's size changes (SIGWINCH) resize the process's.
         Some(
-            sys::block_signals(sys::FORWARDED_SIGNALS)
+            sys::block_signals(&sys::relayed_signals())
                 .map_err(RunmError::io("cannot block signals", "exec"))?,
         )
     };
@@ -174,11 +175,15 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<i32, RunmError> {
         crate::state::write_atomic(&absolute(f), std::process::id().to_string().as_bytes())?;
     }
     let process_id = resp.process_id.unwrap_or(0);
+    let terminal = process.terminal && slave.is_none();
     Ok(pump(
         &dir,
         conn,
         process_id,
-        process.terminal && slave.is_none(),
+        Tty {
+            raw: terminal,
+            sized: terminal,
+        },
         fds,
         sigset,
     ))
@@ -237,13 +242,16 @@ fn spawn_relay(
 
 /// `runm exec-relay`: the detached relay.
 pub fn relay_main(ctx: &Ctx, a: ExecRelayArgs) -> Result<i32, RunmError> {
-    let sigset = sys::block_signals(sys::FORWARDED_SIGNALS).ok();
+    let sigset = sys::block_signals(&sys::relayed_signals()).ok();
     let ready =
         sys::adopt_fd(a.ready_fd).map_err(RunmError::io("no ready descriptor", "exec-relay"))?;
     let _ = sys::set_cloexec(&ready);
     let process: ProcessSpec = serde_json::from_str(&a.process_json)
         .map_err(|e| RunmError::Usage(format!("malformed --process-json: {e}")))?;
     let dir = ctx.dir(&a.container_id)?;
+    // With a terminal, our stdio is the console's pty: as its session's
+    // leader we get its size changes.
+    let sized = process.terminal && sys::take_controlling_terminal(rustix::stdio::stdin()).is_ok();
     let fds = match stdio_fds(None) {
         Ok(fds) => fds,
         Err(e) => {
@@ -268,7 +276,7 @@ pub fn relay_main(ctx: &Ctx, a: ExecRelayArgs) -> Result<i32, RunmError> {
                 &dir,
                 conn,
                 resp.process_id.unwrap_or(0),
-                false,
+                Tty { raw: false, sized },
                 fds,
                 sigset,
             ))
@@ -298,28 +306,62 @@ fn stdio_fds(terminal: Option<&OwnedFd>) -> io::Result<[OwnedFd; 3]> {
     ])
 }
 
+/// What the relay does with its terminal (its stdin, if one).
+struct Tty {
+    /// Raw mode while the process runs (our own terminal, not a console's).
+    raw: bool,
+    /// The process's terminal follows its size, now and on SIGWINCH.
+    sized: bool,
+}
+
+/// Sends the size of the terminal `tty` as the process's, if it is one.
+fn send_size(writer: &Mutex<UnixStream>, tty: &OwnedFd, process_id: u32) {
+    if let Some((rows, cols)) = sys::terminal_size(tty) {
+        let frame = Frame::Control(Box::new(Message::Resize {
+            process_id,
+            rows,
+            cols,
+        }));
+        let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = proto::write_frame(&mut *w, &frame);
+    }
+}
+
 /// Relays stdio between `fds` (in, out, err) and the exec'd process until it
-/// exits; returns its status. `raw_tty`: put our terminal in raw mode meanwhile.
+/// exits; returns its status.
 fn pump(
     dir: &ContainerDir,
     conn: UnixStream,
     process_id: u32,
-    raw_tty: bool,
+    tty: Tty,
     fds: [OwnedFd; 3],
     sigset: Option<sys::SigSet>,
 ) -> i32 {
     let [input, output, error] = fds;
-    // Shared with the stdin thread, which may outlive this function.
+    // Shared with the stdin and signal threads, which may outlive this function.
     let input = Arc::new(input);
-    let saved = if raw_tty && rustix::termios::isatty(&input) {
+    let saved = if tty.raw && rustix::termios::isatty(&input) {
         sys::make_raw(&input).ok()
     } else {
         None
     };
+    // Frames to the sandbox come from two threads: one writer, one frame at a time.
+    let writer = conn.try_clone().ok().map(|c| Arc::new(Mutex::new(c)));
+    let sized = tty.sized && rustix::termios::isatty(&input);
+    if let (true, Some(w)) = (sized, &writer) {
+        send_size(w, &input, process_id);
+    }
     if let Some(set) = sigset {
         let sock = dir.control_socket();
+        let (writer, input) = (writer.clone(), Arc::clone(&input));
         std::thread::spawn(move || loop {
             let Ok(signal) = set.wait() else { return };
+            if signal == sys::RESIZE_SIGNAL {
+                if let (true, Some(w)) = (sized, &writer) {
+                    send_size(w, &input, process_id);
+                }
+                continue;
+            }
             let req = Request::Kill {
                 signal,
                 all: false,
@@ -328,7 +370,7 @@ fn pump(
             let _ = control::request(&sock, &req, Duration::from_secs(10));
         });
     }
-    if let Ok(mut out) = conn.try_clone() {
+    if let Some(out) = writer {
         let stdin = Arc::clone(&input);
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 32 * 1024];
@@ -339,7 +381,8 @@ fn pump(
                     stream: Stream::Stdin,
                     data: buf[..n].to_vec(),
                 };
-                if proto::write_frame(&mut out, &frame).is_err() || n == 0 {
+                let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+                if proto::write_frame(&mut *w, &frame).is_err() || n == 0 {
                     return;
                 }
             }

@@ -104,6 +104,10 @@ pub(super) fn serve(shared: &Arc<Shared>, listener: UnixListener) {
 pub(super) fn forward_signals(shared: &Arc<Shared>, set: &sys::SigSet) {
     loop {
         let Ok(sig) = set.wait() else { return };
+        if sig == sys::RESIZE_SIGNAL {
+            stdio::send_size(shared);
+            continue;
+        }
         log::debug!(
             "container {}: forwarding {}",
             shared.dir.id,

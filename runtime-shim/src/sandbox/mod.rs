@@ -204,7 +204,7 @@ pub fn main(root: &Path, id: &str, ready_fd: RawFd, gate_fd: Option<RawFd>) -> i
     };
     // Signals meant for the workload are forwarded, not fatal to us; block
     // them before any thread exists so every thread inherits the mask.
-    let sigset = sys::block_signals(sys::FORWARDED_SIGNALS).ok();
+    let sigset = sys::block_signals(&sys::relayed_signals()).ok();
     match setup(&dir, gate) {
         Ok(sandbox) => {
             report_ready(&ready, Ok(sandbox.own.pid));
@@ -259,6 +259,9 @@ struct Shared {
     vm_pid: i32,
     own_pid: i32,
     control: VmControl,
+    /// The container's process has a terminal: ours (fd 0), whose size
+    /// the guest's follows.
+    terminal: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -466,6 +469,14 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
             why,
         })?;
     let own = ProcessRef::current();
+    if plan.container.process.terminal {
+        // The console's pty is our stdio: as its session's leader we get
+        // its size changes (SIGWINCH). Not so under `run` in the caller's
+        // own terminal, which is another session's.
+        if let Err(e) = sys::take_controlling_terminal(rustix::stdio::stdin()) {
+            log::debug!("sandbox {}: no controlling terminal: {e}", dir.id);
+        }
+    }
     // Before the VM process exists: it is placed in our cgroups by being
     // forked from us, with none of its memory charged elsewhere.
     if let Some(cg) = &plan.cgroups {
@@ -531,6 +542,7 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
         vm_pid: i32::try_from(vm.id()).unwrap_or(0),
         own_pid: own.pid,
         control: booted.control,
+        terminal: plan.container.process.terminal,
     });
     Ok(Sandbox {
         shared,

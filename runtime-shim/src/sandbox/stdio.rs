@@ -208,9 +208,25 @@ pub(super) fn on_data(shared: &Shared, frame: Frame) -> Result<(), String> {
     Ok(())
 }
 
+/// The guest's terminal of the container's process takes the size of
+/// ours (fd 0), if it has one.
+pub(super) fn send_size(shared: &Shared) {
+    if !shared.terminal {
+        return;
+    }
+    if let Some((rows, cols)) = sys::terminal_size(rustix::stdio::stdin()) {
+        let _ = shared.agent.send(Message::Resize {
+            process_id: INIT_PROCESS,
+            rows,
+            cols,
+        });
+    }
+}
+
 /// The container's stdin (the sandbox's fd 0) to the agent, once its
-/// process runs.
+/// process runs (first the terminal's size, when it has one).
 pub(super) fn relay_stdin(shared: &Shared) {
+    send_size(shared);
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = sys::read(rustix::stdio::stdin(), &mut buf).unwrap_or(0);
@@ -274,6 +290,16 @@ pub(super) fn exec_session(
                 };
                 if shared.agent.send_frame(&frame).is_err() {
                     return;
+                }
+            }
+            // The client's terminal changed size: so does the process's.
+            Ok(Some(Frame::Control(m))) => {
+                if let Message::Resize { rows, cols, .. } = *m {
+                    let _ = shared.agent.send(Message::Resize {
+                        process_id,
+                        rows,
+                        cols,
+                    });
                 }
             }
             Ok(Some(_)) => continue,
