@@ -37,7 +37,7 @@ pub enum MessageSpec {
     /// `Started`.
     Started(u32, u32),
     /// `Exited`.
-    Exited(u32, i32),
+    Exited(u32, i32, Option<String>),
     /// `Processes`.
     Processes(Vec<u32>),
     /// `Error`.
@@ -45,11 +45,15 @@ pub enum MessageSpec {
     /// `Hello` (a host message, sent back by a guest).
     Hello(u32),
     /// `Start`.
-    Start,
+    Start(String),
     /// `Signal`.
-    Signal(u32, i32, bool),
+    Signal(String, u32, i32, bool),
     /// `Ps`.
-    Ps,
+    Ps(String),
+    /// `Resize`.
+    Resize(u32, u16, u16),
+    /// `Deleted`.
+    Deleted,
     /// `Shutdown`.
     Shutdown,
 }
@@ -61,17 +65,28 @@ impl MessageSpec {
             MessageSpec::NetworkConfigured => Message::NetworkConfigured,
             MessageSpec::Created => Message::Created,
             MessageSpec::Started(process_id, pid) => Message::Started { process_id, pid },
-            MessageSpec::Exited(process_id, status) => Message::Exited { process_id, status },
+            MessageSpec::Exited(process_id, status, container) => Message::Exited {
+                process_id,
+                status,
+                container,
+            },
             MessageSpec::Processes(pids) => Message::Processes { pids },
             MessageSpec::Error(message) => Message::Error { message },
             MessageSpec::Hello(version) => Message::Hello { version },
-            MessageSpec::Start => Message::Start,
-            MessageSpec::Signal(process_id, signal, all) => Message::Signal {
+            MessageSpec::Start(container) => Message::Start { container },
+            MessageSpec::Signal(container, process_id, signal, all) => Message::Signal {
+                container,
                 process_id,
                 signal,
                 all,
             },
-            MessageSpec::Ps => Message::Ps,
+            MessageSpec::Ps(container) => Message::Ps { container },
+            MessageSpec::Resize(process_id, rows, cols) => Message::Resize {
+                process_id,
+                rows,
+                cols,
+            },
+            MessageSpec::Deleted => Message::Deleted,
             MessageSpec::Shutdown => Message::Shutdown,
         }
     }
