@@ -593,6 +593,51 @@ mod tests {
         // to the sandbox, a Resize to the agent).
         rustix::termios::tcsetwinsize(&writer, size(40, 120)).unwrap();
         wait_for("40 120");
+        // `exec -t` as engines run it (detached, through a console socket):
+        // its relay follows the resizes of its own pty.
+        let exec_sock = r.tmp.path().join("exec-console.sock");
+        let listener = UnixListener::bind(&exec_sock).unwrap();
+        let receiver = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            recv_fd(&conn)
+        });
+        r.run(&[
+            "exec",
+            "--detach",
+            "--tty",
+            "--console-socket",
+            s(&exec_sock),
+            "t1",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 100 ]; do stty size; sleep 0.2; i=$((i+1)); done",
+        ])
+        .ok();
+        let exec_master = fs::File::from(receiver.join().unwrap());
+        let exec_seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        {
+            let exec_seen = std::sync::Arc::clone(&exec_seen);
+            let mut m = exec_master.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = m.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    exec_seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        rustix::termios::tcsetwinsize(&exec_master, size(33, 111)).unwrap();
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = String::from_utf8_lossy(&exec_seen.lock().unwrap()).into_owned();
+            if text.contains("33 111") {
+                break;
+            }
+            assert!(Instant::now() < until, "exec's terminal: {text:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         r.run(&["kill", "t1", "KILL"]).ok();
         r.wait_status("t1", "stopped", Duration::from_secs(60));
         r.run(&["delete", "t1"]).ok();
