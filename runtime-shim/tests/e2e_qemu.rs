@@ -656,6 +656,91 @@ mod tests {
     }
 
     #[test]
+    fn run_in_a_terminal_follows_its_size() {
+        use std::os::unix::process::CommandExt;
+        let (_g, r) = vm_runm();
+        let b = r.tmp.path().join("b");
+        bundle(
+            &b,
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 150 ]; do stty size; sleep 0.2; i=$((i+1)); done",
+            ],
+            true,
+            |c| c["process"]["terminal"] = true.into(),
+        );
+        // A terminal of our own, as a shell's: runm run in the foreground of
+        // its session, the terminal its controlling one.
+        let master =
+            rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+                .unwrap();
+        rustix::pty::grantpt(&master).unwrap();
+        rustix::pty::unlockpt(&master).unwrap();
+        let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+        let slave = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().unwrap())
+            .unwrap();
+        let size = |rows, cols| rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&master, size(30, 100)).unwrap();
+        let mut cmd = r.command(&["--hypervisor", "qemu", "run", "tt1", "--bundle", s(&b)]);
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::setsid()?;
+                rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        {
+            let seen = std::sync::Arc::clone(&seen);
+            let mut m = fs::File::from(master.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = m.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        let wait_for = |what: &str| {
+            let until = Instant::now() + Duration::from_secs(90);
+            loop {
+                let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+                if text.contains(what) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "no {what:?} in the terminal: {text:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        wait_for("30 100");
+        rustix::termios::tcsetwinsize(&master, size(45, 132)).unwrap();
+        wait_for("45 132");
+        r.run(&["kill", "tt1", "KILL"]).ok();
+        let status = crate::common::wait_bounded(&mut child, Duration::from_secs(60));
+        assert_eq!(status, Some(137), "runm run ends with the container");
+        r.assert_clean();
+    }
+
+    #[test]
     fn a_vm_that_does_not_come_up_is_torn_down() {
         let (_g, r) = vm_runm();
         let b = r.tmp.path().join("b");

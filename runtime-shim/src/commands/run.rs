@@ -28,8 +28,10 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32, RunmError> {
     let sigset = if a.detach {
         None
     } else {
+        // SIGWINCH too: passed on like the others, the sandbox (which
+        // shares our terminal) then gives the guest's pty its size.
         Some(
-            sys::block_signals(sys::FORWARDED_SIGNALS)
+            sys::block_signals(&sys::relayed_signals())
                 .map_err(RunmError::io("cannot block signals", "run"))?,
         )
     };
