@@ -476,6 +476,52 @@ mod tests {
         r.assert_clean();
     }
 
+    /// A terminal size.
+    fn winsize(rows: u16, cols: u16) -> rustix::termios::Winsize {
+        rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }
+    }
+
+    /// What a terminal's master has shown so far, read by a thread of its own.
+    struct Screen(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl Screen {
+        fn watch(mut master: fs::File) -> Self {
+            let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+            let theirs = std::sync::Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = master.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    theirs.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+            Screen(seen)
+        }
+
+        /// Waits (at most 90 s) until `what` shows; returns all shown so far.
+        fn wait_for(&self, what: &str) -> String {
+            let until = Instant::now() + Duration::from_secs(90);
+            loop {
+                let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+                if text.contains(what) {
+                    return text;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "no {what:?} in the terminal: {text:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     /// Receives the pty master runm sends over the console socket.
     fn recv_fd(sock: &UnixStream) -> OwnedFd {
         use std::os::fd::AsRawFd;
@@ -547,52 +593,20 @@ mod tests {
         .ok();
         let master = receiver.join().unwrap();
         // The engine's terminal size is the guest's from the start.
-        let size = |rows, cols| rustix::termios::Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        rustix::termios::tcsetwinsize(&master, size(30, 100)).unwrap();
-        let mut master = fs::File::from(master);
+        rustix::termios::tcsetwinsize(&master, winsize(30, 100)).unwrap();
+        let master = fs::File::from(master);
         let mut writer = master.try_clone().unwrap();
-        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
-        {
-            let seen = std::sync::Arc::clone(&seen);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = master.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
+        let screen = Screen::watch(master);
         r.run(&["start", "t1"]).ok();
-        let wait_for = |what: &str| {
-            let until = Instant::now() + Duration::from_secs(60);
-            loop {
-                let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-                if text.contains(what) {
-                    return text;
-                }
-                assert!(
-                    Instant::now() < until,
-                    "no {what:?} in the terminal: {text:?}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        };
-        let text = wait_for("30 100");
+        let text = screen.wait_for("30 100");
         assert!(text.contains("/dev/pts/"), "tty names a pty: {text:?}");
         use std::io::Write;
         writer.write_all(b"typed\r").unwrap();
-        wait_for("term-ok typed");
+        screen.wait_for("term-ok typed");
         // A resize of the engine's terminal reaches the guest's (SIGWINCH
         // to the sandbox, a Resize to the agent).
-        rustix::termios::tcsetwinsize(&writer, size(40, 120)).unwrap();
-        wait_for("40 120");
+        rustix::termios::tcsetwinsize(&writer, winsize(40, 120)).unwrap();
+        screen.wait_for("40 120");
         // `exec -t` as engines run it (detached, through a console socket):
         // its relay follows the resizes of its own pty.
         let exec_sock = r.tmp.path().join("exec-console.sock");
@@ -614,30 +628,9 @@ mod tests {
         ])
         .ok();
         let exec_master = fs::File::from(receiver.join().unwrap());
-        let exec_seen = std::sync::Arc::new(Mutex::new(Vec::new()));
-        {
-            let exec_seen = std::sync::Arc::clone(&exec_seen);
-            let mut m = exec_master.try_clone().unwrap();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = m.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    exec_seen.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-        rustix::termios::tcsetwinsize(&exec_master, size(33, 111)).unwrap();
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = String::from_utf8_lossy(&exec_seen.lock().unwrap()).into_owned();
-            if text.contains("33 111") {
-                break;
-            }
-            assert!(Instant::now() < until, "exec's terminal: {text:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let exec_screen = Screen::watch(exec_master.try_clone().unwrap());
+        rustix::termios::tcsetwinsize(&exec_master, winsize(33, 111)).unwrap();
+        exec_screen.wait_for("33 111");
         r.run(&["kill", "t1", "KILL"]).ok();
         r.wait_status("t1", "stopped", Duration::from_secs(60));
         r.run(&["delete", "t1"]).ok();
@@ -683,13 +676,7 @@ mod tests {
             .write(true)
             .open(name.to_str().unwrap())
             .unwrap();
-        let size = |rows, cols| rustix::termios::Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        rustix::termios::tcsetwinsize(&master, size(30, 100)).unwrap();
+        rustix::termios::tcsetwinsize(&master, winsize(30, 100)).unwrap();
         let mut cmd = r.command(&["--hypervisor", "qemu", "run", "tt1", "--bundle", s(&b)]);
         cmd.stdin(slave.try_clone().unwrap())
             .stdout(slave.try_clone().unwrap())
@@ -703,37 +690,10 @@ mod tests {
             });
         }
         let mut child = cmd.spawn().unwrap();
-        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
-        {
-            let seen = std::sync::Arc::clone(&seen);
-            let mut m = fs::File::from(master.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = m.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-        let wait_for = |what: &str| {
-            let until = Instant::now() + Duration::from_secs(90);
-            loop {
-                let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-                if text.contains(what) {
-                    return;
-                }
-                assert!(
-                    Instant::now() < until,
-                    "no {what:?} in the terminal: {text:?}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        };
-        wait_for("30 100");
-        rustix::termios::tcsetwinsize(&master, size(45, 132)).unwrap();
-        wait_for("45 132");
+        let screen = Screen::watch(fs::File::from(master.try_clone().unwrap()));
+        screen.wait_for("30 100");
+        rustix::termios::tcsetwinsize(&master, winsize(45, 132)).unwrap();
+        screen.wait_for("45 132");
         r.run(&["kill", "tt1", "KILL"]).ok();
         let status = crate::common::wait_bounded(&mut child, Duration::from_secs(60));
         assert_eq!(status, Some(137), "runm run ends with the container");
