@@ -20,8 +20,9 @@
 #                                 libraries it loads, the guest kernel and initramfs,
 #                                 test data (/data/disk.ext4), debugfs, vsock-echo,
 #                                 runm (beside runm-vmm) with mkfs.ext4, the agent
-#                                 initramfs and a busybox bundle, QEMU (optional),
-#                                 /init = init.sh
+#                                 initramfs and a busybox bundle, podman and conmon
+#                                 with runtime-shim/README.md's containers.conf,
+#                                 QEMU (optional), /init = init.sh
 # Progress goes to stderr; the last line on stdout is the test host cpio's path.
 set -euo pipefail
 
@@ -55,6 +56,8 @@ fi
 command -v cpio >/dev/null || need+=(cpio)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v jq >/dev/null || need+=(jq)
+command -v podman >/dev/null || need+=(podman)
+command -v conmon >/dev/null || need+=(conmon)
 if [ "$with_qemu" = 1 ] && ! command -v qemu-system-x86_64 >/dev/null; then
     need+=(qemu-system-x86)
 fi
@@ -222,6 +225,24 @@ if [ "$runm" != none ]; then
     add "$config" bundles/busybox/config.json
     add "$(echo "root:x:0:0:root:/:/bin/sh" | cached_file bundle-passwd)" bundles/busybox/rootfs/etc/passwd
     add "$busybox" bundles/busybox/rootfs/bin/busybox
+    # Podman drives runm here as on any host: podman and conmon with their
+    # libraries, and runtime-shim/README.md's containers.conf with runm at
+    # /usr/bin/runm. conmon gives runm an environment of its own (no RUNM_*),
+    # so runm finds its guest images where an installed runm does:
+    # /usr/share/runm beside /usr/bin (links made after staging).
+    add_with_libs "$(command -v podman)" usr/bin/podman
+    add_with_libs "$(command -v conmon)" usr/bin/conmon
+    readme_runm='runm = ["/usr/local/bin/runm"]'
+    containers_conf=$(awk '/^## Podman$/ { p = 1 } p && /^```toml$/ { b = 1; next } b && /^```$/ { exit } b { print }' \
+        "$repo/runtime-shim/README.md")
+    case "$containers_conf" in
+        *"$readme_runm"*) ;;
+        *) echo "build-image.sh: runtime-shim/README.md's Podman section has no toml block naming $readme_runm" >&2; exit 1 ;;
+    esac
+    add "$(printf '%s\n' "${containers_conf/"$readme_runm"/runm = [\"/usr/bin/runm\"]}" | cached_file containers-conf)" \
+        etc/containers/containers.conf
+    # `podman import` copies the image under a signature policy.
+    add "$(echo '{"default": [{"type": "insecureAcceptAnything"}]}' | cached_file policy-json)" etc/containers/policy.json
 fi
 image=$cache/image-$(key_of "$(mkfs.ext4 -V 2>&1 | sed -n 1p)")
 if [ -f "$image/testhost.cpio" ]; then
@@ -241,6 +262,9 @@ if [ "$runm" != none ]; then
     for applet in $("$busybox" --list); do
         [ "$applet" = busybox ] || ln -s busybox "$tmp/root/bundles/busybox/rootfs/bin/$applet"
     done
+    mkdir -p "$tmp/root/usr/share/runm"
+    ln -s /guest/vmlinux "$tmp/root/usr/share/runm/vmlinux"
+    ln -s /guest/agent.cpio "$tmp/root/usr/share/runm/agent.cpio"
 fi
 # A debug build carries ~20 MiB of debug info the test host does not need.
 if [ "$vmm" != none ] && command -v strip >/dev/null; then
@@ -262,7 +286,7 @@ trap - EXIT
 say "test host initramfs: $image/testhost.cpio ($(( $(stat -c %s "$image/testhost.cpio") / 1048576 )) MiB)"
 
 # Keep the three newest of each; each runm-vmm build makes a new image.
-for pattern in 'image-*' 'guest-initramfs-*' 'vsock-echo-*' 'bundle-config-*'; do
+for pattern in 'image-*' 'guest-initramfs-*' 'vsock-echo-*' 'bundle-config-*' 'containers-conf-*'; do
     find "$cache" -maxdepth 1 -name "$pattern" -printf '%T@ %p\n' | sort -rn | tail -n +4 |
         cut -d' ' -f2- | while read -r old; do rm -rf "$old"; done
 done

@@ -24,8 +24,10 @@
 # its /init is guest-init.sh), /data/disk.ext4 (test data: /runm-test-data.txt
 # holds RUNM-DISK-DATA-OK), /usr/sbin/debugfs, /usr/bin/vsock-echo (also in the
 # inner guest), /usr/bin/runm with /usr/sbin/mkfs.ext4, /guest/agent.cpio and
-# /bundles/busybox (runm's OCI test), and for the reference check
-# /usr/bin/qemu-system-x86_64.
+# /bundles/busybox (runm's OCI test), /usr/share/runm/{vmlinux,agent.cpio}
+# (links: runm's installed guest images), /usr/bin/podman and /usr/bin/conmon
+# with /etc/containers/{containers.conf,policy.json}, and for the reference
+# check /usr/bin/qemu-system-x86_64.
 
 # A real host does not run from its initramfs, whose root (rootfs) no
 # process can pivot_root away from, as virtiofsd's sandbox does: move into a
@@ -45,6 +47,9 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t tmpfs tmpfs /tmp
+# POSIX shared memory, as on any host (Podman keeps its locks there).
+mkdir -p /dev/shm
+mount -t tmpfs -o mode=1777 shm /dev/shm
 # Kernel messages would interleave with the result lines: keep them in dmesg.
 dmesg -n 1
 
@@ -732,6 +737,116 @@ test_runm_oci_network() {
     [ -z "$left" ] || fail "left in the namespace: $(echo $left)"
     oci_nothing_left
     pass_detail "${secs} s, 2 NICs, TCP out, createRuntime hook"
+}
+
+# --- Podman on runm ------------------------------------------------------------
+
+# pm ARGS...: podman with runm as its runtime (the image has no other), this
+# test's own storage (the vfs driver), run and tmp directories, the cgroupfs
+# manager and the file events backend; its containers.conf is the image's,
+# runtime-shim/README.md's with runm at /usr/bin/runm.
+pm() {
+    # TMPDIR: where image copies are staged (else /var/tmp).
+    TMPDIR=$T/tmp timeout -s KILL "$guest_timeout" podman --runtime runm --root "$T/storage" --runroot "$T/run" --tmpdir "$T/tmp" \
+        --cgroup-manager cgroupfs --events-backend file --storage-driver vfs "$@"
+}
+
+# pm_procs: pids of what a Podman run may leave: runm-vmm, virtiofsd, conmon,
+# runm, QEMU, or anything naming $T.
+pm_procs() {
+    for _d in /proc/[0-9]*; do
+        _c=$(tr '\0' ' ' 2>/dev/null < "$_d/cmdline") || continue
+        case "$(cat "$_d/comm" 2>/dev/null)" in
+            runm-vmm|virtiofsd|conmon|runm|qemu-system-x86) echo "${_d#/proc/}"; continue ;;
+        esac
+        case "$_c" in
+            "timeout "*) ;; # busybox timeout's watcher, gone within a second of its command
+            *"$T/"*) echo "${_d#/proc/}" ;;
+        esac
+    done
+}
+
+# pm_cleanup: on the way out (also after a failure) remove every container,
+# kill what is left and unmount what names $T.
+pm_cleanup() {
+    pm rm -f -a -t 0 >/dev/null 2>&1 </dev/null
+    for _p in $(pm_procs); do kill -9 "$_p" 2>/dev/null; done
+    awk -v t="$T/" 'index($5, t) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+        while read -r _m; do umount -l "$_m"; done
+    # Podman's lock segment, made by its first command on this machine.
+    rm -f /dev/shm/libpod_lock
+}
+
+# Podman drives runm here as on a host with real KVM: `podman --runtime runm
+# run --rm --network none` of a busybox image imported from a tar, with the
+# image's containers.conf. Podman passes no --hypervisor: runm's automatic
+# choice must be runm-vmm on this KVM (seen in /proc while it runs), with the
+# guest images found in /usr/share/runm (conmon hands runm no RUNM_*
+# variables). The workload's output and `exit 3` come back through conmon and
+# Podman, a `-v` volume the guest writes shows on this side, /etc/hosts is the
+# one Podman wrote (--add-host), and afterwards nothing is left: no runm-vmm,
+# virtiofsd or conmon, no runm state, mount or cgroup, `podman ps -a` empty.
+test_runm_podman() {
+    has_vmm
+    for p in runm podman conmon; do
+        command -v "$p" >/dev/null || fail "$p is not in the image (build-image.sh adds it when the build machine has it)"
+    done
+    [ -f /etc/containers/containers.conf ] || fail "/etc/containers/containers.conf is not in the image"
+    for f in vmlinux agent.cpio; do
+        [ -f "/usr/share/runm/$f" ] || fail "/usr/share/runm/$f (runm's installed guest image) is not in the image"
+    done
+    grep -q ' /sys/fs/cgroup ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    mkdir -p "$T/tmp" "$T/vol"
+    trap pm_cleanup EXIT
+    image=localhost/runm-busybox:test
+    tar -C /bundles/busybox/rootfs -cf "$T/busybox.tar" . || fail "tar of the busybox tree failed"
+    pm import "$T/busybox.tar" "$image" > "$T/import.out" 2>&1 </dev/null ||
+        { show_tail "$T/import.out"; fail "podman import failed"; }
+    t0=$(date +%s)
+    pm run --rm --cidfile "$T/cid" --network none --add-host runm-podman-peer:10.1.2.3 \
+        -v "$T/vol:/vol" "$image" sh -c 'echo hello from podman on runm
+            awk "/runm-podman-peer/ { print \$1, \$2 }" /etc/hosts
+            echo from-the-guest > /vol/out
+            exit 3' > "$T/out" 2> "$T/err" </dev/null &
+    run_pid=$!
+    # While it runs: the VMM runm chose (the comm of QEMU's process is cut at 15 bytes).
+    seen=
+    while kill -0 "$run_pid" 2>/dev/null; do
+        for d in /proc/[0-9]*; do
+            c=$(cat "$d/comm" 2>/dev/null)
+            case "$c" in
+                runm-vmm|qemu-system-x86) case " $seen " in *" $c "*) ;; *) seen="$seen $c" ;; esac ;;
+            esac
+        done
+        sleep 1
+    done
+    wait "$run_pid"
+    status=$?
+    secs=$(( $(date +%s) - t0 ))
+    id=$(cat "$T/cid" 2>/dev/null)
+    expected=$(printf 'hello from podman on runm\n10.1.2.3 runm-podman-peer')
+    out=$(cat "$T/out")
+    if [ "$status" != 3 ] || [ "$out" != "$expected" ]; then
+        show_tail "$T/err"
+        fail "podman run: exit status $status (expected 3), stdout '$(echo $out)' (expected '$(echo $expected)'), ${secs} s"
+    fi
+    [ "$seen" = " runm-vmm" ] || fail "VMM processes seen while the container ran:${seen:- none} (expected runm-vmm only)"
+    [ "$(cat "$T/vol/out" 2>/dev/null)" = from-the-guest ] ||
+        fail "the container's write in the volume did not reach the host directory"
+    [ -n "$id" ] || fail "podman wrote no container id to --cidfile"
+    # podman run --rm returns once the container is removed; its conmon may
+    # take a moment longer to go.
+    _i=0
+    while [ -n "$(pm_procs)" ] && [ "$_i" -lt 20 ]; do sleep 1; _i=$((_i + 1)); done
+    procs=$(pm_procs)
+    [ -z "$procs" ] || fail "processes left after the run: $(for p in $procs; do echo "$p: $(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null);"; done)"
+    [ ! -e "/run/runm/$id" ] || fail "runm state left: /run/runm/$id"
+    ! grep -q -e "$T/" -e "$id" /proc/self/mountinfo ||
+        fail "mounts left: $(grep -e "$T/" -e "$id" /proc/self/mountinfo | tr '\n' ';')"
+    [ ! -e "/sys/fs/cgroup/libpod_parent/libpod-$id" ] || fail "cgroup left: /sys/fs/cgroup/libpod_parent/libpod-$id"
+    ps=$(pm ps -a -q 2>&1 </dev/null)
+    [ -z "$ps" ] || fail "podman ps -a after the run: $ps (expected no container)"
+    pass_detail "${secs} s, $(podman --version), exit 3, runm's automatic choice: runm-vmm"
 }
 
 # --- runner --------------------------------------------------------------------
