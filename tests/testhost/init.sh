@@ -454,8 +454,9 @@ test_runm_oci_run_exit_status() {
 
 # --- runm OCI helpers: each test has its own --root ($T/state) ---------------
 
-# oci_bundle JQ_FILTER: copy /bundles/busybox to $T/bundle and apply JQ_FILTER
-# to its config.json; the VM gets 128 MiB (the test host has 2 GiB in all).
+# oci_bundle JQ_FILTER [JQ_OPTIONS...]: copy /bundles/busybox to $T/bundle and
+# apply JQ_FILTER (with JQ_OPTIONS, e.g. --arg) to its config.json; the VM gets
+# 128 MiB (the test host has 2 GiB in all).
 oci_bundle() {
     has_vmm
     command -v runm >/dev/null || fail "runm is not in the image (build it beside runm-vmm: cargo build --release -p runtime-shim)"
@@ -464,7 +465,9 @@ oci_bundle() {
     [ -f /bundles/busybox/config.json ] || fail "the bundle /bundles/busybox is not in the image"
     grep -q ' /sys/fs/cgroup ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
     cp -a /bundles/busybox "$T/bundle"
-    jq ".annotations[\"io.runm.vm.memory_mib\"] = \"128\" | $1" /bundles/busybox/config.json > "$T/bundle/config.json" ||
+    _filter=$1
+    shift
+    jq "$@" ".annotations[\"io.runm.vm.memory_mib\"] = \"128\" | $_filter" /bundles/busybox/config.json > "$T/bundle/config.json" ||
         fail "jq could not edit the bundle's config.json"
 }
 
@@ -650,6 +653,48 @@ test_runm_oci_linux() {
     fi
     oci_nothing_left
     pass_detail "${secs} s"
+}
+
+# Two containers of runm-vmm on one bridge, TCP echoed both ways: c2 (in a
+# namespace prepared the CNI way) serves an echo; c1 asks for a new network
+# namespace and gets its interface from a prestart hook that moves a veth
+# into the namespace of the pid in the state it is given (Docker's way).
+test_runm_oci_bridge() {
+    ip=/usr/sbin/ip
+    [ -x "$ip" ] || fail "iproute2's ip is not in the image"
+    trap 'oci_cleanup c1 c2; for n in runm-br runm-c2 runm-h1; do $ip netns del $n 2>/dev/null; done; $ip link del vh1 2>/dev/null' EXIT
+    $ip netns add runm-br && $ip netns add runm-c2 || fail "ip netns add"
+    $ip -n runm-br link add br0 type bridge && $ip -n runm-br link set br0 up || fail "no bridge (CONFIG_BRIDGE?)"
+    $ip -n runm-c2 link add eth0 type veth peer name b2 netns runm-br || fail "veth for c2"
+    $ip -n runm-br link set b2 master br0 up
+    $ip -n runm-c2 addr add 10.213.20.3/24 dev eth0
+    $ip -n runm-c2 link set eth0 up
+    # c1's veth waits in the test host's namespace for the hook; its peer is on the bridge.
+    $ip link add vh1 type veth peer name b1 netns runm-br || fail "veth for c1"
+    $ip -n runm-br link set b1 master br0 up
+    oci_bundle '.process.args = ["nc", "-l", "-p", "7100", "-e", "/bin/cat"]
+        | .linux.namespaces = ([.linux.namespaces[] | select(.type != "network")] + [{"type": "network", "path": "/run/netns/runm-c2"}])'
+    mv "$T/bundle" "$T/b2"
+    oci "$guest_timeout" create c2 --bundle "$T/b2" > "$T/c2.out" 2> "$T/c2.err" </dev/null ||
+        { show_tail "$T/c2.err"; fail "runm create c2 failed"; }
+    oci 60 start c2 > /dev/null 2>&1 </dev/null || fail "runm start c2"
+    hook='pid=$(jq -r .pid) && /usr/sbin/ip netns attach runm-h1 "$pid" && /usr/sbin/ip link set vh1 netns runm-h1 && /usr/sbin/ip -n runm-h1 link set vh1 name eth0 && /usr/sbin/ip -n runm-h1 addr add 10.213.20.2/24 dev eth0 && /usr/sbin/ip -n runm-h1 link set eth0 up'
+    oci_bundle '.process.args = ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do r=$(echo hello-over-the-bridge | nc -w 3 10.213.20.3 7100) && [ -n \"$r\" ] && break; sleep 1; done; echo \"echoed: $r\""]
+        | .linux.namespaces = ([.linux.namespaces[] | select(.type != "network")] + [{"type": "network"}])
+        | .hooks.prestart = [{"path": "/bin/sh", "args": ["sh", "-c", $hook]}]' --arg hook "$hook"
+    t0=$(date +%s)
+    oci "$guest_timeout" run c1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
+    status=$?
+    secs=$(( $(date +%s) - t0 ))
+    out=$(cat "$T/out")
+    if [ "$status" != 0 ] || [ "$out" != "echoed: hello-over-the-bridge" ]; then
+        show_tail "$T/err"
+        fail "runm run c1: exit status $status (expected 0), stdout '$out' (expected 'echoed: hello-over-the-bridge'), ${secs} s"
+    fi
+    oci 60 delete --force c2 > /dev/null 2>&1 </dev/null
+    $ip netns del runm-h1 2>/dev/null
+    oci_nothing_left
+    pass_detail "${secs} s, prestart hook moved the veth, TCP echo across the bridge"
 }
 
 # The root directory and bind mounts through virtio-fs under runm-vmm (one

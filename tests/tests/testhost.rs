@@ -33,6 +33,7 @@ mod tests {
         "runm-oci-linux",
         "runm-oci-host-dirs",
         "runm-oci-network",
+        "runm-oci-bridge",
         "runm-podman",
     ];
 
