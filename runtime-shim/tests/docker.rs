@@ -45,7 +45,7 @@ mod tests {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crate::common::{
-        eventually, guest_images, mounts_under, need, processes_mentioning, sha256_hex,
+        eventually, guest_images, mounts_under, need, processes_mentioning, run_tool, sha256_hex,
         wait_bounded, Out, RUNM,
     };
 
@@ -122,17 +122,6 @@ mod tests {
                         .is_some_and(|r| r.trim_start().starts_with('Z'))
             })
             .collect()
-    }
-
-    fn run_tool(tool: &str, args: &[&str]) -> String {
-        let out = Command::new(tool).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn kill(pid: i32, sig: i32) {

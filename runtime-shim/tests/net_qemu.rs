@@ -23,18 +23,7 @@ mod tests {
 
     use std::time::{Duration, Instant};
 
-    use crate::common::{bundle, s, vm_runm, wait_bounded, Runm};
-
-    fn run(tool: &str, args: &[&str]) -> String {
-        let out = Command::new(tool).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    use crate::common::{bundle, run_tool, s, vm_runm, wait_bounded, Runm};
 
     /// A named network namespace of this test, deleted on drop.
     struct TestNs {
@@ -49,7 +38,7 @@ mod tests {
                 std::process::id(),
                 NEXT.fetch_add(1, Ordering::Relaxed)
             );
-            run("ip", &["netns", "add", &name]);
+            run_tool("ip", &["netns", "add", &name]);
             let ns = TestNs { name };
             ns.ip(&["link", "set", "lo", "up"]);
             ns
@@ -62,7 +51,7 @@ mod tests {
         fn ip(&self, args: &[&str]) -> String {
             let mut all = vec!["-n", &self.name];
             all.extend_from_slice(args);
-            run("ip", &all)
+            run_tool("ip", &all)
         }
 
         /// runm's taps and ingress qdiscs left in the namespace.
@@ -73,7 +62,7 @@ mod tests {
                 .filter(|l| l.contains("runmtap"))
                 .map(str::to_owned)
                 .collect();
-            let tc = run("tc", &["-n", &self.name, "qdisc", "show"]);
+            let tc = run_tool("tc", &["-n", &self.name, "qdisc", "show"]);
             left.extend(
                 tc.lines()
                     .filter(|l| l.contains("ingress"))

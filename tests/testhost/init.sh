@@ -479,6 +479,20 @@ oci() {
         timeout -s KILL "$_secs" runm --root "$T/state" --hypervisor runm-vmm "$@"
 }
 
+# oci_run_expect ID EXPECTED: `runm run ID` of $T/bundle; fails unless it
+# exits 0 with exactly EXPECTED on stdout. Sets $secs to how long it took.
+oci_run_expect() {
+    t0=$(date +%s)
+    oci "$guest_timeout" run "$1" --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
+    status=$?
+    secs=$(( $(date +%s) - t0 ))
+    out=$(cat "$T/out")
+    if [ "$status" != 0 ] || [ "$out" != "$2" ]; then
+        show_tail "$T/err"
+        fail "runm run $1: exit status $status (expected 0), stdout '$(echo $out)' (expected '$(echo $2)'), ${secs} s"
+    fi
+}
+
 # oci_status ID: the status in `runm state ID` (jq), or "error: ..." when state fails.
 oci_status() {
     oci 30 state "$1" > "$T/state-$1.json" 2> "$T/state-$1.err" </dev/null ||
@@ -536,16 +550,7 @@ test_runm_oci_config() {
         | .process.user = {"uid": 1000, "gid": 1000} | .hostname = "runm-box"
         | .process.args = ["sh", "-c", "echo $FOO; pwd; id -u; id -g; hostname"]'
     trap 'oci_cleanup c1' EXIT
-    t0=$(date +%s)
-    oci "$guest_timeout" run c1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
-    status=$?
-    secs=$(( $(date +%s) - t0 ))
-    expected=$(printf 'bar\n/tmp\n1000\n1000\nrunm-box')
-    out=$(cat "$T/out")
-    if [ "$status" != 0 ] || [ "$out" != "$expected" ]; then
-        show_tail "$T/err"
-        fail "runm run: exit status $status (expected 0), stdout '$(echo $out)' (expected '$(echo $expected)'), ${secs} s"
-    fi
+    oci_run_expect c1 "$(printf 'bar\n/tmp\n1000\n1000\nrunm-box')"
     oci_nothing_left
     pass_detail "${secs} s"
 }
@@ -641,16 +646,7 @@ test_runm_oci_linux() {
     echo "top secret" > "$T/bundle/rootfs/etc/secret"
     mkdir -p "$T/bundle/rootfs/data"
     trap 'oci_cleanup o1' EXIT
-    t0=$(date +%s)
-    oci "$guest_timeout" run o1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
-    status=$?
-    secs=$(( $(date +%s) - t0 ))
-    expected=$(printf 'pid=1\nbnd=0000000000200021\nunshare=1\nls=ok\nsecret=[]\nro=1\ndev=1:3\nshmmax=65536')
-    out=$(cat "$T/out")
-    if [ "$status" != 0 ] || [ "$out" != "$expected" ]; then
-        show_tail "$T/err"
-        fail "runm run: exit status $status (expected 0), stdout '$(echo $out)' (expected '$(echo $expected)'), ${secs} s"
-    fi
+    oci_run_expect o1 "$(printf 'pid=1\nbnd=0000000000200021\nunshare=1\nls=ok\nsecret=[]\nro=1\ndev=1:3\nshmmax=65536')"
     oci_nothing_left
     pass_detail "${secs} s"
 }
@@ -682,15 +678,7 @@ test_runm_oci_bridge() {
     oci_bundle '.process.args = ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do r=$(echo hello-over-the-bridge | nc -w 3 10.213.20.3 7100) && [ -n \"$r\" ] && break; sleep 1; done; echo \"echoed: $r\""]
         | .linux.namespaces = ([.linux.namespaces[] | select(.type != "network")] + [{"type": "network"}])
         | .hooks.prestart = [{"path": "/bin/sh", "args": ["sh", "-c", $hook]}]' --arg hook "$hook"
-    t0=$(date +%s)
-    oci "$guest_timeout" run c1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
-    status=$?
-    secs=$(( $(date +%s) - t0 ))
-    out=$(cat "$T/out")
-    if [ "$status" != 0 ] || [ "$out" != "echoed: hello-over-the-bridge" ]; then
-        show_tail "$T/err"
-        fail "runm run c1: exit status $status (expected 0), stdout '$out' (expected 'echoed: hello-over-the-bridge'), ${secs} s"
-    fi
+    oci_run_expect c1 "echoed: hello-over-the-bridge"
     oci 60 delete --force c2 > /dev/null 2>&1 </dev/null
     $ip netns del runm-h1 2>/dev/null
     oci_nothing_left
@@ -711,16 +699,7 @@ test_runm_oci_host_dirs() {
             {\"destination\": \"/ro\", \"type\": \"bind\", \"source\": \"$T/host/ro\", \"options\": [\"bind\", \"ro\"]},
             {\"destination\": \"/vol\", \"type\": \"bind\", \"source\": \"$T/host/vol\", \"options\": [\"rbind\"]}]"
     trap 'oci_cleanup c1' EXIT
-    t0=$(date +%s)
-    oci "$guest_timeout" run c1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
-    status=$?
-    secs=$(( $(date +%s) - t0 ))
-    expected=$(printf '10.1.2.3 from-the-host\nread me\nro-holds')
-    out=$(cat "$T/out")
-    if [ "$status" != 0 ] || [ "$out" != "$expected" ]; then
-        show_tail "$T/err"
-        fail "runm run: exit status $status (expected 0), stdout '$(echo $out)' (expected '$(echo $expected)'), ${secs} s"
-    fi
+    oci_run_expect c1 "$(printf '10.1.2.3 from-the-host\nread me\nro-holds')"
     [ "$(cat "$T/bundle/rootfs/new-file" 2>/dev/null)" = written ] ||
         fail "the container's write in / did not reach the bundle's rootfs"
     [ "$(cat "$T/host/vol/out" 2>/dev/null)" = from-the-guest ] ||
@@ -763,16 +742,7 @@ test_runm_oci_network() {
     $ip -n runm-c addr add 10.213.10.2/24 dev eth1
     $ip -n runm-c route add default via 10.213.9.1
     $ip netns exec runm-p nc -l -p 7000 > "$T/tcp.out" 2>/dev/null &
-    t0=$(date +%s)
-    oci "$guest_timeout" run n1 --bundle "$T/bundle" > "$T/out" 2> "$T/err" </dev/null
-    status=$?
-    secs=$(( $(date +%s) - t0 ))
-    expected=$(printf '02:42:0a:d5:09:02 1400 10.213.9.2/24\nPING-OK\nPING2-OK\nTCP-OK')
-    out=$(cat "$T/out")
-    if [ "$status" != 0 ] || [ "$out" != "$expected" ]; then
-        show_tail "$T/err"
-        fail "runm run: exit status $status (expected 0), stdout '$(echo $out)' (expected '$(echo $expected)'), ${secs} s"
-    fi
+    oci_run_expect n1 "$(printf '02:42:0a:d5:09:02 1400 10.213.9.2/24\nPING-OK\nPING2-OK\nTCP-OK')"
     [ "$(cat "$T/tcp.out")" = tcp-from-guest ] || fail "the peer's TCP listener got '$(cat "$T/tcp.out")' (expected tcp-from-guest)"
     hook_pid=$(jq -r .pid "$T/hook.state" 2>/dev/null)
     hook_status=$(jq -r .status "$T/hook.state" 2>/dev/null)

@@ -316,6 +316,18 @@ pub fn guest_images() -> (PathBuf, PathBuf) {
     )
 }
 
+/// Runs a host tool (`ip`, `tc`, ...) that must succeed; its stdout.
+pub fn run_tool(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A program on PATH, or a clear failure saying `how` to get it.
 pub fn need(program: &str, how: &str) -> PathBuf {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
