@@ -197,7 +197,9 @@ impl Runm {
 
 impl Drop for Runm {
     /// Kills whatever a failed test left running (by pid, only processes
-    /// that name this test's root).
+    /// that name this test's root), then detaches what it left mounted
+    /// there (the network namespaces runm binds), so that neither the host's
+    /// mount table nor the temporary directory keeps it.
     fn drop(&mut self) {
         let needle = self.root.to_string_lossy().into_owned();
         for p in processes_mentioning(&needle) {
@@ -205,6 +207,9 @@ impl Drop for Runm {
                 // SAFETY: kill(2) on a pid we just found; no memory involved.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
+        }
+        for m in mounts_under(&self.root) {
+            let _ = rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH);
         }
     }
 }
