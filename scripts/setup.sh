@@ -37,8 +37,21 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
     say "installing ${#missing[@]} Debian packages: ${missing[*]}"
+    # The engines' packages would start their daemons (dockerd, containerd)
+    # on the host; the tests start their own, in namespaces they make. A
+    # policy-rc.d that refuses every start keeps the host as it was.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        own_policy=1
+    fi
     apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    status=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || status=$?
+    [ -z "$own_policy" ] || rm -f "$policy"
+    [ "$status" = 0 ] || exit "$status"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
