@@ -18,7 +18,8 @@
 # -v, --verbose       stream the serial console to stderr, inner guests' consoles included
 #
 # The kernels and the image are built on first use and cached (see the build scripts).
-# Prints the RESULT lines and the summary on stdout. Exits 0 only if the summary
+# Prints the RESULT lines and the summary on stdout (and on stderr the console
+# of each failed test). Exits 0 only if the summary
 # line was seen and every test passed; on a timeout or a missing summary it prints
 # the console's last 40 lines. QEMU is never started with KVM: this machine's
 # KVM cannot host the test host. Nothing is left behind.
@@ -174,6 +175,12 @@ if [ -n "$problem" ]; then
 fi
 failed=$(sed -E 's/.* ([0-9]+) failed/\1/' <<<"$summary")
 if [ "$failed" != 0 ] || grep -q ' FAIL' <<<"$results" || ! grep -q ' PASS' <<<"$results"; then
+    # What each failed test printed on the console (its runm's stderr
+    # tail, its guests' output), from its "=== NAME" line to its RESULT.
+    for name in $(sed -nE 's/^RESULT ([^ ]+) FAIL.*/\1/p' <<<"$results"); do
+        echo "--- the test host console of $name:" >&2
+        awk -v n="$name" '$0 == "=== " n {on=1} on {print} on && index($0, "RESULT " n " ") == 1 {exit}' <<<"$console" | tail -n 60 >&2
+    done
     say "FAILED: $summary ($elapsed s, software emulation)"
     exit 1
 fi
