@@ -194,7 +194,7 @@ fn run_one(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result
         .process_group(0);
     let mut child = cmd.spawn().map_err(spawn_err)?;
     // Set apart from the spawn so that the child's pid is its group's id.
-    let group = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    let group = i32::try_from(child.id()).unwrap_or(0);
     log::debug!(
         "{kind} hook #{index}: {} (pid {})",
         path.display(),
@@ -212,9 +212,8 @@ fn run_one(kind: &'static str, index: usize, hook: &Hook, state: &str) -> Result
             Err(e) => return Err(spawn_err(e)),
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            if let Some(g) = group {
-                let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
-            }
+            // A pid of 0 (never) is refused by kill_group.
+            let _ = crate::sys::kill_group(group, libc::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
             break Err(hook.timeout().unwrap_or_default());
