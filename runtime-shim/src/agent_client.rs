@@ -109,11 +109,13 @@ pub fn configure_network(
     }
 }
 
-/// `Create` → `Created`: the VM's one container, its init process
-/// [`INIT_PROCESS`], in namespaces of its own.
+/// `Create` → `Created`: a container whose init process is
+/// [`INIT_PROCESS`], in namespaces of its own, or sharing the network, IPC
+/// and UTS namespaces of its pod's sandbox container `pod`.
 pub fn create(
     stream: &mut UnixStream,
     container: ContainerSpec,
+    pod: Option<String>,
     deadline: Instant,
 ) -> Result<(), AgentError> {
     proto::send(
@@ -121,7 +123,7 @@ pub fn create(
         Message::Create {
             container: Box::new(container),
             init_process: INIT_PROCESS,
-            share_namespaces_with: None,
+            share_namespaces_with: pod,
         },
     )?;
     match next_control(stream, deadline, "Create")? {
@@ -246,12 +248,12 @@ mod tests {
         });
         let deadline = Instant::now() + Duration::from_secs(5);
         assert_eq!(handshake(&mut host, deadline).unwrap(), "6.12");
-        let e = create(&mut host, spec(), deadline).unwrap_err();
+        let e = create(&mut host, spec(), None, deadline).unwrap_err();
         assert_eq!(e.to_string(), "the guest agent failed: no /dev/vda");
         let agent = t.join().unwrap();
         drop(agent);
         assert!(matches!(
-            create(&mut host, spec(), deadline),
+            create(&mut host, spec(), None, deadline),
             Err(AgentError::Closed | AgentError::Proto(_))
         ));
     }

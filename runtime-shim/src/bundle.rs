@@ -210,6 +210,12 @@ pub struct ContainerPlan {
     pub root_image: bool,
     /// The bind mounts, numbered as the guest's mounts name them.
     pub binds: Vec<HostBind>,
+    /// For a container of a pod (not its sandbox): the id of the pod's
+    /// sandbox container, in whose VM it runs.
+    pub pod: Option<String>,
+    /// The container is a pod's sandbox (CRI, CRI-O): its VM takes the
+    /// pod's further containers, so it always shares host directories.
+    pub pod_sandbox: bool,
 }
 
 /// The part of `linux.resources` runm applies to the host cgroup of the
@@ -427,13 +433,7 @@ pub fn plan(
         }
     }
     let annotations_of = spec.annotations().as_ref();
-    if let Some((key, sandbox)) = pod_member(annotations_of) {
-        return Err(BundleError::Unsupported(format!(
-            "a container of the pod whose sandbox is {sandbox} (annotation {key}): runm \
-             runs each container in a VM of its own and cannot yet put a pod's containers \
-             in their sandbox's VM"
-        )));
-    }
+    let pod = pod_member(annotations_of).map(|(_, sandbox)| sandbox);
     let mut network = NetworkNamespace::Host;
     let mut listed = Vec::new();
     for ns in spec
@@ -455,6 +455,16 @@ pub fn plan(
                 network = NetworkNamespace::Join(path.clone());
             }
             (LinuxNamespaceType::Network, None) => network = NetworkNamespace::New,
+            // A pod's containers share its sandbox's: in its VM, where
+            // the agent joins them to the sandbox container's.
+            (LinuxNamespaceType::Ipc | LinuxNamespaceType::Uts, Some(_)) if pod.is_some() => {}
+            (LinuxNamespaceType::Pid, Some(path)) if pod.is_some() => {
+                return Err(BundleError::Unsupported(format!(
+                    "joining the pod's PID namespace {} (a shared process namespace): the \
+                     containers of a pod have PID namespaces of their own in its VM",
+                    path.display()
+                )))
+            }
             (typ, Some(path)) => {
                 return Err(BundleError::Unsupported(format!(
                     "joining the existing {typ:?} namespace {}",
@@ -571,6 +581,8 @@ pub fn plan(
         hooks,
         root_image,
         binds,
+        pod,
+        pod_sandbox: pod_sandbox(annotations_of),
     })
 }
 
@@ -938,6 +950,16 @@ fn pod_member(
         let member = a.get(*kind).is_some_and(|k| k == "container");
         let id = a.get(*sandbox).filter(|id| !id.is_empty())?;
         member.then(|| (*sandbox, id.clone()))
+    })
+}
+
+/// Whether the container is a pod's sandbox (CRI's and CRI-O's type
+/// annotation; Podman's infra container carries none).
+fn pod_sandbox(annotations: Option<&std::collections::HashMap<String, String>>) -> bool {
+    annotations.is_some_and(|a| {
+        POD_ANNOTATIONS
+            .iter()
+            .any(|(kind, _)| a.get(*kind).is_some_and(|k| k == "sandbox"))
     })
 }
 
@@ -1352,15 +1374,34 @@ mod tests {
     }
 
     #[test]
-    fn pod_members_are_refused_by_name() {
+    fn pod_members_name_their_sandbox() {
         for (kind, sandbox) in POD_ANNOTATIONS {
             let mut v = minimal();
             v["annotations"] = serde_json::json!({*kind: "container", *sandbox: "pod-1"});
+            v["linux"]["namespaces"] = serde_json::json!([
+                {"type": "network", "path": "/proc/7/ns/net"},
+                {"type": "ipc", "path": "/proc/7/ns/ipc"},
+                {"type": "uts", "path": "/proc/7/ns/uts"},
+                {"type": "pid"}, {"type": "mount"}
+            ]);
+            let p = plan_of(v.clone()).unwrap();
+            assert_eq!(p.pod.as_deref(), Some("pod-1"));
+            assert!(!p.pod_sandbox);
+            // A shared process namespace cannot be had in a VM's guest.
+            v["linux"]["namespaces"][3] =
+                serde_json::json!({"type": "pid", "path": "/proc/7/ns/pid"});
             let e = plan_of(v.clone()).unwrap_err().to_string();
-            assert!(e.contains("sandbox is pod-1") && e.contains(sandbox), "{e}");
+            assert!(e.contains("PID namespace"), "{e}");
+            // Outside a pod, another container's IPC namespace is refused.
+            v["annotations"] = serde_json::json!({});
+            v["linux"]["namespaces"][3] = serde_json::json!({"type": "pid"});
+            let e = plan_of(v.clone()).unwrap_err().to_string();
+            assert!(e.contains("joining the existing"), "{e}");
             // The sandbox container itself is an ordinary one.
             v["annotations"] = serde_json::json!({*kind: "sandbox", *sandbox: "pod-1"});
-            assert!(plan_of(v).is_ok());
+            v["linux"]["namespaces"] = serde_json::json!([{"type": "network"}]);
+            let p = plan_of(v).unwrap();
+            assert!(p.pod.is_none() && p.pod_sandbox);
         }
     }
 

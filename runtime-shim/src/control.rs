@@ -82,6 +82,14 @@ pub enum Request {
     Resume,
     /// Tear the VM down now (`delete` of a created container, `delete --force`).
     Destroy,
+    /// From the sandbox of another container of this pod (this container
+    /// is the pod's sandbox): run it in this VM. After the answer the
+    /// connection carries that container's agent frames, which this
+    /// sandbox relays to and from the agent.
+    Attach {
+        /// The container's id.
+        container: String,
+    },
 }
 
 /// One host process of a container, as `HostPids` reports it.

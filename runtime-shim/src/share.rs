@@ -2,18 +2,25 @@
 //!
 //! Owns the share of a container, `<root>/<id>/share`, served by one
 //! virtiofsd per VM: its layout (the root file system at
-//! [`SHARE_ROOTFS`], bind mount `N`'s source at [`SHARE_MOUNTS`]`/N`),
-//! checking bind sources before anything is made, making the binds inside
-//! the sandbox's own mount namespace (so the host's mount table never sees
-//! them, and they go when the sandbox and its children do), starting and
-//! stopping the daemon, and removing the layout without ever descending
-//! into something still mounted there.
+//! [`SHARE_ROOTFS`], bind mount `N`'s source at [`SHARE_MOUNTS`]`/N`, and
+//! the same for each further container of a pod at
+//! [`SHARE_CONTAINERS`]`/<id>/`), checking bind sources before anything is
+//! made, making the binds inside the sandbox's own mount namespace (so the
+//! host's mount table never sees them, and they go when the sandbox and its
+//! children do), starting and stopping the daemon, and removing the layout
+//! without ever descending into something still mounted there.
 //!
-//! Every source is opened once and bound from that descriptor, so a path
-//! swapped for a symlink after the check changes nothing; the host side of
-//! every bind is `nosuid,nodev` (virtiofsd never opens a host device node
-//! for a guest), and `ro` where the bundle asks for it, which a hostile
-//! guest kernel cannot undo.
+//! Every source is opened once, in the mount namespace where the bundle's
+//! paths mean what the engine meant, and cloned there as a detached mount
+//! tree (`open_tree`), which is then moved into the share, in whichever
+//! namespace that is: a path swapped for a symlink after the check changes
+//! nothing, and a pod member's mounts reach its pod's share although they
+//! were made after the pod's sandbox left the host's namespace. The host
+//! side of every bind is `nosuid,nodev` (virtiofsd never opens a host device
+//! node for a guest), and `ro` where the bundle asks for it, which a hostile
+//! guest kernel cannot undo. The share itself is a shared mount, so what a
+//! pod member adds after virtiofsd started reaches the daemon's own (slave)
+//! mount namespace.
 
 use std::fs;
 use std::io;
@@ -22,9 +29,11 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use guest_agent::proto::{MountSpec, SHARE_MOUNTS, SHARE_ROOTFS};
+use guest_agent::proto::{ContainerSpec, MountSpec, SHARE_MOUNTS, SHARE_ROOTFS};
 use rustix::fs::{FileType, Mode, OFlags};
-use rustix::mount::{MountFlags, MountPropagationFlags};
+use rustix::mount::{
+    MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::state::ContainerDir;
@@ -32,6 +41,23 @@ use crate::sys;
 
 /// Where virtiofsd finds its listening socket.
 const DAEMON_SOCKET_FD: i32 = 3;
+
+/// The directory of the share holding one entry per further container of
+/// the pod (its root at `<id>/`[`SHARE_ROOTFS`], its binds at
+/// `<id>/`[`SHARE_MOUNTS`]).
+pub const SHARE_CONTAINERS: &str = "containers";
+
+/// Points a pod member's root and bind sources at its entry of the pod's
+/// share ([`SHARE_CONTAINERS`]`/<id>/...`).
+pub fn in_pod_share(spec: &mut ContainerSpec) {
+    let prefix = format!("{SHARE_CONTAINERS}/{}", spec.id);
+    spec.root.source = format!("{prefix}/{}", spec.root.source);
+    for m in &mut spec.mounts {
+        if matches!(m.fstype.as_str(), "bind" | "rbind") {
+            m.source = format!("{prefix}/{}", m.source);
+        }
+    }
+}
 
 /// Errors sharing host directories with the guest.
 #[derive(Debug, thiserror::Error)]
@@ -237,26 +263,32 @@ pub fn open_source(bind: &HostBind) -> Result<OwnedFd, ShareError> {
     }
 }
 
-/// The path through which a descriptor of ours is bound.
-fn fd_path(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+/// A detached copy of the mount tree at the open `source` (with the mounts
+/// below it when `recursive`), made in the caller's mount namespace and
+/// movable into another.
+fn clone_tree(source: &OwnedFd, recursive: bool, what: &Path) -> Result<OwnedFd, ShareError> {
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    rustix::mount::open_tree(source, "", flags)
+        .map_err(|e| io_err("cannot clone the mount of", what)(e.into()))
 }
 
-/// Bind-mounts the open `source` at `target`, then sets the host side's
+/// Moves the detached `tree` onto `target`, then sets the host side's
 /// flags: `nosuid,nodev` always, `ro` when asked.
-fn bind(
-    source: &OwnedFd,
-    target: &Path,
-    recursive: bool,
-    readonly: bool,
-) -> Result<(), ShareError> {
-    let from = fd_path(source);
+fn attach(tree: &OwnedFd, target: &Path, readonly: bool) -> Result<(), ShareError> {
     let err = |e: rustix::io::Errno| io_err("cannot bind-mount onto", target)(e.into());
-    if recursive {
-        rustix::mount::mount_bind_recursive(&from, target).map_err(err)?;
-    } else {
-        rustix::mount::mount_bind(&from, target).map_err(err)?;
-    }
+    rustix::mount::move_mount(
+        tree,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(err)?;
     let mut flags = MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV;
     if readonly {
         flags |= MountFlags::RDONLY;
@@ -288,61 +320,67 @@ pub struct Share {
     daemon: Child,
 }
 
-impl Share {
-    /// Makes the share of `dir` as `plan` says, in a mount namespace of the
-    /// calling process's own, and starts virtiofsd on it.
-    pub fn start(dir: &ContainerDir, plan: &SharePlan) -> Result<Share, ShareError> {
-        // First: a mount of another namespace cannot be bound, so the
-        // sources are opened (and checked again) in ours.
-        own_mount_namespace()?;
+/// A share's sources, opened, checked and cloned as detached mount trees.
+struct Trees {
+    /// The root directory (kept open for its mount points) and its tree.
+    root: Option<(crate::bundle::RootDir, OwnedFd)>,
+    /// Each bind's tree, and whether its source is a directory.
+    binds: Vec<(OwnedFd, bool)>,
+}
+
+impl Trees {
+    /// Opens what `plan` shares, in the caller's mount namespace.
+    fn open(plan: &SharePlan) -> Result<Trees, ShareError> {
         let root = match &plan.root {
             Some((bundle, path)) => {
-                Some(
+                let dir =
                     crate::bundle::open_root(bundle, path).map_err(|e| ShareError::Source {
                         source_path: bundle.join(path),
                         destination: "/".into(),
                         why: e.to_string(),
-                    })?,
-                )
+                    })?;
+                // Recursive: the root directory may hold mounts of its own.
+                let tree = clone_tree(dir.fd(), true, &bundle.join(path))?;
+                Some((dir, tree))
             }
             None => None,
         };
-        let sources = plan
+        let binds = plan
             .binds
             .iter()
-            .map(open_source)
-            .collect::<Result<Vec<_>, _>>()?;
-        let share = dir.share_dir();
-        let mkdir = |p: &Path, mode| {
-            fs::DirBuilder::new()
-                .mode(mode)
-                .create(p)
-                .map_err(io_err("cannot create", p))
-        };
-        mkdir(&share, 0o700)?;
-        let mounts = share.join(SHARE_MOUNTS);
+            .map(|b| {
+                let fd = open_source(b)?;
+                let is_dir = rustix::fs::fstat(&fd)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+                Ok((clone_tree(&fd, b.recursive, &b.source)?, is_dir))
+            })
+            .collect::<Result<Vec<_>, ShareError>>()?;
+        Ok(Trees { root, binds })
+    }
+
+    /// Lays the trees out in the directory `at`: the root at
+    /// [`SHARE_ROOTFS`], bind `N` at [`SHARE_MOUNTS`]`/N`, with a read-only
+    /// root's mount points made in it first.
+    fn lay_out(self, at: &Path, plan: &SharePlan) -> Result<(), ShareError> {
+        let mounts = at.join(SHARE_MOUNTS);
         mkdir(&mounts, 0o700)?;
-        if let (Some(root), true) = (&root, plan.root_readonly) {
-            for m in &plan.mount_points {
-                let file = m.bind.and_then(|n| sources.get(n)).is_some_and(|fd| {
-                    rustix::fs::fstat(fd)
-                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::Directory)
-                });
-                make_mount_point(root.fd(), &m.destination, file)?;
+        if let Some((dir, tree)) = &self.root {
+            if plan.root_readonly {
+                for m in &plan.mount_points {
+                    let file = m
+                        .bind
+                        .and_then(|n| self.binds.get(n))
+                        .is_some_and(|(_, is_dir)| !is_dir);
+                    make_mount_point(dir.fd(), &m.destination, file)?;
+                }
             }
-        }
-        if let Some(root) = &root {
-            let target = share.join(SHARE_ROOTFS);
+            let target = at.join(SHARE_ROOTFS);
             mkdir(&target, 0o755)?;
-            // Recursive: the root directory may hold mounts of its own.
-            bind(root.fd(), &target, true, plan.root_readonly)?;
+            attach(tree, &target, plan.root_readonly)?;
         }
-        for (i, (b, fd)) in plan.binds.iter().zip(&sources).enumerate() {
+        for (i, (b, (tree, is_dir))) in plan.binds.iter().zip(&self.binds).enumerate() {
             let target = mounts.join(i.to_string());
-            let is_dir = rustix::fs::fstat(fd)
-                .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
-                .unwrap_or(false);
-            if is_dir {
+            if *is_dir {
                 mkdir(&target, 0o755)?;
             } else {
                 fs::OpenOptions::new()
@@ -353,13 +391,79 @@ impl Share {
                     .open(&target)
                     .map_err(io_err("cannot create", &target))?;
             }
-            bind(fd, &target, b.recursive, b.readonly)?;
+            attach(tree, &target, b.readonly)?;
         }
-        drop(sources);
-        drop(root);
+        Ok(())
+    }
+}
+
+fn mkdir(p: &Path, mode: u32) -> Result<(), ShareError> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(p)
+        .map_err(io_err("cannot create", p))
+}
+
+impl Share {
+    /// Makes the share of `dir` as `plan` says, in a mount namespace of the
+    /// calling process's own, and starts virtiofsd on it.
+    pub fn start(dir: &ContainerDir, plan: &SharePlan) -> Result<Share, ShareError> {
+        own_mount_namespace()?;
+        let share = dir.share_dir();
+        // The share is a mount of its own, shared: the daemon's namespace,
+        // made from ours, receives what pod members add to it later.
+        mkdir(&share, 0o700)?;
+        let err = |e: rustix::io::Errno| io_err("cannot make a shared mount of", &share)(e.into());
+        rustix::mount::mount_bind(&share, &share).map_err(err)?;
+        rustix::mount::mount_change(&share, MountPropagationFlags::SHARED).map_err(err)?;
+        mkdir(&share.join(SHARE_CONTAINERS), 0o700)?;
+        let trees = Trees::open(plan)?;
+        trees.lay_out(&share, plan)?;
         let daemon = spawn_daemon(dir, &plan.virtiofsd)?;
         Ok(Share { daemon })
     }
+}
+
+/// Shares a pod member's root and binds with its pod's guest: opens them
+/// here (the caller's namespace, where the bundle's paths are the engine's),
+/// enters the mount namespace of the pod's sandbox `pod_pid` (the caller
+/// must have one thread) and lays them out in the pod's `share` at
+/// [`SHARE_CONTAINERS`]`/<id>`, whence they reach the pod's virtiofsd. The
+/// pod's sandbox removes them ([`remove_member`]).
+pub fn attach_member(
+    pod_pid: i32,
+    share: &Path,
+    id: &str,
+    plan: &SharePlan,
+) -> Result<(), ShareError> {
+    let trees = Trees::open(plan)?;
+    let ns_path = PathBuf::from(format!("/proc/{pod_pid}/ns/mnt"));
+    let ns = fs::File::open(&ns_path).map_err(io_err("cannot open", &ns_path))?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&ns),
+        Some(rustix::thread::LinkNameSpaceType::Mount),
+    )
+    .map_err(|e| io_err("cannot enter the mount namespace", &ns_path)(e.into()))?;
+    let at = share.join(SHARE_CONTAINERS).join(id);
+    mkdir(&at, 0o700)?;
+    trees.lay_out(&at, plan)
+}
+
+/// Removes a pod member's entry from the pod's `share` (from the pod's
+/// sandbox, in whose mount namespace it is mounted): its mounts detached,
+/// then its layout removed entry by entry.
+pub fn remove_member(share: &Path, id: &str) -> Result<(), ShareError> {
+    let at = share.join(SHARE_CONTAINERS).join(id);
+    let detach = |p: &Path| {
+        let _ = rustix::mount::unmount(p, UnmountFlags::DETACH);
+    };
+    detach(&at.join(SHARE_ROOTFS));
+    if let Ok(entries) = fs::read_dir(at.join(SHARE_MOUNTS)) {
+        for entry in entries.flatten() {
+            detach(&entry.path());
+        }
+    }
+    remove_layout(&at)
 }
 
 impl Drop for Share {
@@ -448,6 +552,17 @@ pub fn remove_layout(share: &Path) -> Result<(), ShareError> {
     gone(fs::remove_dir(&mounts), &mounts)?;
     let root = share.join(SHARE_ROOTFS);
     gone(fs::remove_dir(&root), &root)?;
+    // A pod's: its members' entries (left by members that did not end
+    // cleanly), each the same layout.
+    let members = share.join(SHARE_CONTAINERS);
+    if let Ok(entries) = fs::read_dir(&members) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_layout(&entry.path())?;
+            }
+        }
+    }
+    gone(fs::remove_dir(&members), &members)?;
     gone(fs::remove_dir(share), share)
 }
 

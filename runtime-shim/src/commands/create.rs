@@ -23,9 +23,9 @@ use crate::hooks::{self, HookKind};
 use crate::logging;
 use crate::network::NetNs;
 use crate::rootfs;
-use crate::sandbox::{self, SandboxPlan};
+use crate::sandbox::{self, PodPlan, SandboxPlan};
 use crate::share::SharePlan;
-use crate::state::{ContainerDir, ContainerLock, State};
+use crate::state::{ContainerDir, ContainerLock, State, Status};
 use crate::sys;
 
 /// Default seconds a VM gets to boot and prepare the container
@@ -211,6 +211,57 @@ fn share_plan(plan: &ContainerPlan, virtiofsd: Option<PathBuf>) -> Option<ShareP
     })
 }
 
+/// The pod a container of a pod joins: its sandbox container must be
+/// there, created or running, with a VM of its own, and in the network
+/// namespace the container names.
+fn pod_of(ctx: &Ctx, sandbox: &str, plan: &ContainerPlan) -> Result<PodPlan, RunmError> {
+    let refuse = |why: String| {
+        RunmError::Usage(format!(
+            "container {} of the pod whose sandbox container is {sandbox}: {why}",
+            plan.container.id
+        ))
+    };
+    let dir = ctx.dir(sandbox)?;
+    let st = ctx
+        .load(&dir)
+        .map_err(|e| refuse(format!("cannot find the sandbox container: {e}")))?;
+    if !matches!(st.status, Status::Created | Status::Running) {
+        return Err(refuse(format!(
+            "the sandbox container is {}, not created or running",
+            st.status
+        )));
+    }
+    let Some(pid) = st.runm.sandbox.filter(|p| p.alive()).map(|p| p.pid) else {
+        return Err(refuse("the sandbox container's process is gone".into()));
+    };
+    if st.runm.vm.is_none() {
+        return Err(refuse("the sandbox container has no VM of its own".into()));
+    }
+    if plan.root_image {
+        return Err(refuse(
+            "io.runm.rootfs=image: a container of a pod shares its root with the pod's VM".into(),
+        ));
+    }
+    if let NetworkNamespace::Join(path) = &plan.network {
+        let id = |p: &std::path::Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+        };
+        let pods = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        if id(path).is_none() || id(path) != id(&pods) {
+            return Err(refuse(format!(
+                "its network namespace {} is not the sandbox container's",
+                path.display()
+            )));
+        }
+    }
+    Ok(PodPlan {
+        root: ctx.root.clone(),
+        sandbox: sandbox.to_string(),
+        sandbox_pid: pid,
+    })
+}
+
 /// A copy of `fd` numbered 10 or more, so that placing descriptors at 3
 /// and 4 in the sandbox never overwrites one still to be placed.
 fn above_placed(fd: &OwnedFd) -> Result<OwnedFd, RunmError> {
@@ -240,7 +291,12 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
     // Everything that can be checked without side effects comes first, so a
     // bad bundle or host leaves nothing behind.
     let config = Config::load()?;
-    let (plan, root_dir) = bundle::load(&req.bundle, &req.id, &config)?;
+    let (mut plan, root_dir) = bundle::load(&req.bundle, &req.id, &config)?;
+    let pod = plan
+        .pod
+        .as_deref()
+        .map(|sandbox| pod_of(ctx, sandbox, &plan))
+        .transpose()?;
     if !plan.ignored.is_empty() {
         logging::warn(&format!(
             "not applied inside the microVM (the VM is the isolation boundary): {}",
@@ -248,6 +304,8 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         ));
     }
     match &plan.network {
+        // The pod's, plumbed by its sandbox.
+        NetworkNamespace::Join(_) if pod.is_some() => {}
         NetworkNamespace::Join(path) => drop(NetNs::open_for_container(path)?),
         NetworkNamespace::Host => logging::warn(
             "config.json asks for no network namespace (the host's network), which a VM cannot share: the container has loopback only",
@@ -287,7 +345,8 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
     let choice = backend::choose(request, &KvmAccess::probe())?;
     let program = backend::find_vm_program(choice.hypervisor)?;
     let images = backend::find_guest_images()?;
-    let virtiofsd = if plan.root_image && plan.binds.is_empty() {
+    // A pod's sandbox always shares: its VM takes the pod's containers.
+    let virtiofsd = if plan.root_image && plan.binds.is_empty() && !plan.pod_sandbox {
         None
     } else {
         Some(backend::find_virtiofsd()?)
@@ -333,7 +392,11 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
     }
     state.runm.hooks = plan.hooks.clone();
     let netns = network_namespace(&plan, &dir)?;
-    state.runm.netns = netns.as_ref().map(|n| n.path().to_path_buf());
+    // A pod's container leaves its pod's namespace to the pod's sandbox.
+    state.runm.netns = netns
+        .as_ref()
+        .filter(|_| pod.is_none())
+        .map(|n| n.path().to_path_buf());
     dir.save(&state)?;
     if plan.root_image {
         // Through the directory opened when the bundle was checked, not
@@ -343,6 +406,11 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
     }
     drop(root_dir);
     let share = share_plan(&plan, virtiofsd);
+    if pod.is_some() {
+        // Its entry of the pod's share (the mount points above were worked
+        // out from the plain names).
+        crate::share::in_pod_share(&mut plan.container);
+    }
     let boot_timeout_secs = boot_timeout();
     let sb_plan = SandboxPlan {
         container: plan.container.clone(),
@@ -357,6 +425,7 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         netns: state.runm.netns.clone(),
         share,
         qemu_user: Some(config.qemu_user.clone()).filter(|u| !u.is_empty()),
+        pod,
     };
     let text = serde_json::to_vec_pretty(&sb_plan).unwrap_or_default();
     crate::state::write_atomic(&dir.plan_file(), &text)?;

@@ -25,18 +25,24 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a pending agent request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waiting {
+pub(super) enum Waiting {
     /// `Started` of this process (after `Start` or `Exec`).
     Started(u32),
     /// `Processes` (after `Ps`).
     Processes,
+    /// `Created` (a pod member's `Create`, relayed).
+    Created,
+    /// `Deleted` (a pod member's end).
+    Deleted,
 }
 
 /// The agent's answer to a pending request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Reply {
+pub(super) enum Reply {
     Started { pid: u32 },
     Processes(Vec<u32>),
+    Created,
+    Deleted,
     Error(String),
     Gone,
 }
@@ -62,6 +68,8 @@ impl Pending {
                 Reply::Started { pid: *pid }
             }
             (Waiting::Processes, Message::Processes { pids }) => Reply::Processes(pids.clone()),
+            (Waiting::Created, Message::Created) => Reply::Created,
+            (Waiting::Deleted, Message::Deleted) => Reply::Deleted,
             (_, Message::Error { message }) => Reply::Error(message.clone()),
             _ => return false,
         });
@@ -75,6 +83,11 @@ impl Pending {
         if self.waiting.is_some() {
             self.reply = Some(Reply::Gone);
         }
+    }
+
+    /// Whether the agent's channel has closed.
+    pub(super) fn closed(&self) -> bool {
+        self.closed
     }
 }
 
@@ -182,6 +195,9 @@ impl Shared {
                 process,
                 client_pid,
             } => return self.exec(conn, process, client_pid),
+            Request::Attach { container } => {
+                return super::pod::serve_member(self, conn, container)
+            }
         };
         let _ = control::write_line(&mut conn, &resp);
     }
@@ -204,19 +220,15 @@ impl Shared {
                 let (result, done, what) = match action {
                     // Under the lock: the VM cannot be reaped meanwhile, so
                     // the pid is still our child's.
-                    Action::PauseVm => (self.control.pause(self.vm_pid), Event::VmPaused, "paused"),
-                    Action::ResumeVm => (
-                        self.control.resume(self.vm_pid),
-                        Event::VmResumed,
-                        "resumed",
-                    ),
+                    Action::PauseVm => (self.machine.pause(), Event::VmPaused, "paused"),
+                    Action::ResumeVm => (self.machine.resume(), Event::VmResumed, "resumed"),
                     other => {
                         later.push(other);
                         continue;
                     }
                 };
                 if let Err(e) = result {
-                    return Response::error(e.to_string());
+                    return Response::error(e);
                 }
                 self.feed(&mut inner, done);
                 log::info!("container {}: {what}", self.dir.id);
@@ -259,7 +271,7 @@ impl Shared {
     }
 
     /// Sends `m` and waits for the answer `waiting` describes.
-    fn ask(&self, m: Message, waiting: Waiting) -> Reply {
+    pub(super) fn ask(&self, m: Message, waiting: Waiting) -> Reply {
         let _one = lock(&self.one_request);
         {
             let mut inner = lock(&self.inner);
@@ -301,9 +313,9 @@ impl Shared {
             role: HostRole::Sandbox,
             guest_pid: None,
         }];
-        if inner.life.vm_running() {
+        if let (true, Some(pid)) = (inner.life.vm_running(), self.machine.vm_pid()) {
             out.push(HostProcess {
-                pid: self.vm_pid,
+                pid,
                 role: HostRole::Vm,
                 guest_pid: None,
             });

@@ -28,8 +28,13 @@
 //!
 //! While it lives, the sandbox is the only writer of `state.json`.
 //!
+//! A container of a pod (not its sandbox) has no VM of its own: its sandbox
+//! does all of the above but 1, attaching instead to the VM of its pod's
+//! sandbox, which relays its agent channel ([`pod`]).
+//!
 //! Its parts, one concern each: [`vm`] (VM supervision: spawn, boot, exit,
-//! kill, power-off watchdog, teardown), [`network`] (the namespace's
+//! kill, power-off watchdog, teardown), [`pod`] (a pod's containers in one
+//! VM, both ends), [`network`] (the namespace's
 //! interfaces plumbed to taps for the VM, and their teardown),
 //! [`control_server`] (the control
 //! socket and the requests it puts to the agent), [`stdio`] (exec/stdio
@@ -42,8 +47,11 @@
 
 mod control_server;
 mod network;
+mod pod;
 mod stdio;
 mod vm;
+
+pub use pod::PodPlan;
 
 use std::fs;
 use std::io;
@@ -161,6 +169,9 @@ pub struct SandboxPlan {
     /// The user QEMU drops to (runm's configuration, `qemu_user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qemu_user: Option<String>,
+    /// A container of a pod: the VM it runs in is its pod's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodPlan>,
 }
 
 /// What the sandbox tells `create` on the ready pipe (one JSON line).
@@ -243,7 +254,65 @@ struct Inner {
     pending: control_server::Pending,
     /// The exec'd processes.
     execs: stdio::Execs,
+    /// The pod's further containers attached to this VM.
+    members: pod::Members,
 }
+
+/// What runs the container's guest side.
+enum Machine {
+    /// A VM of its own, the sandbox's child.
+    Vm {
+        /// Its pid.
+        pid: i32,
+        /// How it is paused and resumed.
+        control: VmControl,
+    },
+    /// The VM of its pod, reached through the pod's sandbox.
+    Pod {
+        /// The relayed agent channel.
+        channel: UnixStream,
+    },
+}
+
+impl Machine {
+    /// Ends it for the container. Only while the lifecycle says the VM has
+    /// not exited: until then it is the sandbox's unreaped child, so the
+    /// pid is still its.
+    fn kill(&self) {
+        match self {
+            Machine::Vm { pid, .. } => vm::kill(*pid),
+            // The pod's sandbox ends the container in the guest.
+            Machine::Pod { channel } => {
+                let _ = channel.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    fn pause(&self) -> Result<(), String> {
+        match self {
+            Machine::Vm { pid, control } => control.pause(*pid).map_err(|e| e.to_string()),
+            Machine::Pod { .. } => Err(POD_PAUSE.into()),
+        }
+    }
+
+    fn resume(&self) -> Result<(), String> {
+        match self {
+            Machine::Vm { pid, control } => control.resume(*pid).map_err(|e| e.to_string()),
+            Machine::Pod { .. } => Err(POD_PAUSE.into()),
+        }
+    }
+
+    /// The VM process, when it is the container's own.
+    fn vm_pid(&self) -> Option<i32> {
+        match self {
+            Machine::Vm { pid, .. } => Some(*pid),
+            Machine::Pod { .. } => None,
+        }
+    }
+}
+
+const POD_PAUSE: &str =
+    "a container of a pod cannot be paused on its own: its VM is the pod's (pause the pod's sandbox)";
 
 /// The sandbox after set-up, shared by its threads.
 struct Shared {
@@ -256,9 +325,10 @@ struct Shared {
     /// One agent request with an answer at a time, so answers (and `Error`s)
     /// belong to the request that is waiting.
     one_request: Mutex<()>,
-    vm_pid: i32,
+    machine: Machine,
     own_pid: i32,
-    control: VmControl,
+    /// The share, when this sandbox serves one (pod members join it).
+    share_dir: Option<PathBuf>,
     /// The container's process has a terminal: ours (fd 0), whose size
     /// the guest's follows.
     terminal: bool,
@@ -309,7 +379,7 @@ impl Shared {
                 Action::Save => self.save(inner),
                 // The transition gives it only while the VM has not exited:
                 // it is still our unreaped child.
-                Action::KillVm => vm::kill(self.vm_pid),
+                Action::KillVm => self.machine.kill(),
                 Action::RelayStdin => {
                     let me = Arc::clone(self);
                     std::thread::spawn(move || stdio::relay_stdin(&me));
@@ -346,6 +416,9 @@ impl Shared {
     /// Handles one frame from the agent (the reader thread); errs on
     /// protocol abuse.
     fn on_frame(self: &Arc<Self>, frame: Frame) -> Result<(), String> {
+        let Some(frame) = pod::route(self, frame) else {
+            return Ok(());
+        };
         match frame {
             Frame::Control(m) => {
                 self.on_message(*m);
@@ -401,7 +474,10 @@ impl Shared {
             Message::Exited {
                 process_id, status, ..
             } => inner.execs.exited(process_id, status),
-            Message::Started { .. } | Message::Processes { .. } => {
+            Message::Started { .. }
+            | Message::Processes { .. }
+            | Message::Created
+            | Message::Deleted => {
                 if inner.pending.answer(&m) {
                     self.changed.notify_all();
                 }
@@ -424,7 +500,8 @@ impl Shared {
 /// The sandbox after set-up.
 struct Sandbox {
     shared: Arc<Shared>,
-    vm: Child,
+    /// The VM process, unless the VM is the pod's.
+    vm: Option<Child>,
     /// Torn down when the sandbox ends, after the VM.
     network: Option<network::SandboxNetwork>,
     /// Its daemon stopped when the sandbox ends, after the VM.
@@ -489,21 +566,40 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
     if let Some(gate) = gate {
         wait_gate(&gate)?;
     }
-    let mut network = network::SandboxNetwork::plumb(plan.netns.as_deref())?;
-    if let Some(n) = &network {
-        state.runm.plumbing = Some(n.record().clone());
-        dir.save(&state)?;
-    }
-
     // Before any thread exists: the share's mounts live in a mount
-    // namespace of the sandbox's own.
-    let share = plan
-        .share
-        .as_ref()
-        .map(|p| Share::start(dir, p))
-        .transpose()?;
-
-    let booted = vm::boot(dir, &plan, network.as_mut(), share.is_some())?;
+    // namespace of the sandbox's own (or, for a pod's container, its pod's).
+    let (stream, machine, guard, network, share) = match &plan.pod {
+        Some(pod) => {
+            let stream = pod::attach(dir, &plan, pod)?;
+            let channel = stream
+                .try_clone()
+                .map_err(io_err("cannot clone the agent channel"))?;
+            (stream, Machine::Pod { channel }, None, None, None)
+        }
+        None => {
+            let mut network = network::SandboxNetwork::plumb(plan.netns.as_deref())?;
+            if let Some(n) = &network {
+                state.runm.plumbing = Some(n.record().clone());
+                dir.save(&state)?;
+            }
+            let share = plan
+                .share
+                .as_ref()
+                .map(|p| Share::start(dir, p))
+                .transpose()?;
+            let booted = vm::boot(dir, &plan, network.as_mut(), share.is_some())?;
+            let pid = booted
+                .vm
+                .process()
+                .map(|p| p.pid)
+                .ok_or_else(|| SandboxError::Start("lost its VM".into()))?;
+            let machine = Machine::Vm {
+                pid,
+                control: booted.control,
+            };
+            (booted.stream, machine, Some(booted.vm), network, share)
+        }
+    };
 
     let sock = dir.control_socket();
     let _ = fs::remove_file(&sock);
@@ -518,16 +614,15 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
         .next;
     write_status(&mut state, life);
     state.pid = own.pid;
-    state.runm.vm = booted.vm.process();
+    state.runm.vm = guard.as_ref().and_then(vm::VmGuard::process);
     dir.save(&state)?;
 
     let writer = AgentWriter::new(
-        booted
-            .stream
+        stream
             .try_clone()
             .map_err(io_err("cannot clone the agent channel"))?,
     );
-    let vm = booted.vm.keep()?;
+    let vm = guard.map(vm::VmGuard::keep).transpose()?;
     let shared = Arc::new(Shared {
         dir: dir.clone(),
         agent: writer,
@@ -536,12 +631,13 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
             state,
             pending: control_server::Pending::default(),
             execs: stdio::Execs::new(),
+            members: pod::Members::default(),
         }),
         changed: Condvar::new(),
         one_request: Mutex::new(()),
-        vm_pid: i32::try_from(vm.id()).unwrap_or(0),
+        machine,
         own_pid: own.pid,
-        control: booted.control,
+        share_dir: share.as_ref().map(|_| dir.share_dir()),
         terminal: plan.container.process.terminal,
     });
     Ok(Sandbox {
@@ -549,7 +645,7 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
         vm,
         network,
         share,
-        agent_reader: booted.stream,
+        agent_reader: stream,
         listener,
         own,
     })
@@ -599,10 +695,22 @@ impl Sandbox {
             std::thread::spawn(move || control_server::forward_signals(&shared, &set));
         }
 
-        // The VM's end is the container's end.
-        vm::wait_exited(shared.vm_pid);
+        // The VM's end is the container's end; a pod's container's, the end
+        // of its channel.
+        match shared.machine.vm_pid() {
+            Some(pid) => vm::wait_exited(pid),
+            None => {
+                let mut inner = lock(&shared.inner);
+                while !inner.pending.closed() {
+                    inner = shared
+                        .changed
+                        .wait(inner)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
         shared.feed(&mut lock(&shared.inner), Event::VmExited);
-        let vm_status = vm.wait().ok();
+        let vm_status = vm.as_mut().map(Child::wait);
         log::debug!("container {}: VM exited: {vm_status:?}", shared.dir.id);
         // The taps and filters go with the VM; the namespace stays. So does
         // the share's daemon (it would exit by itself once the VM hung up).

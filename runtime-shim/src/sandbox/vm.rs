@@ -226,7 +226,7 @@ pub(super) fn boot(
     if let Err(e) = agent_client::configure_network(&mut stream, interfaces, deadline) {
         return Err(guard.boot_error(dir, format!("configuring the guest's network: {e}")));
     }
-    if let Err(e) = agent_client::create(&mut stream, plan.container.clone(), deadline) {
+    if let Err(e) = agent_client::create(&mut stream, plan.container.clone(), None, deadline) {
         return Err(guard.boot_error(dir, e.to_string()));
     }
     Ok(Booted {
