@@ -155,7 +155,11 @@ mod tests {
 
         // ps and kill act on that container only.
         let ps = r.run(&["ps", "web"]).ok();
-        assert!(ps.stdout.lines().any(|l| l.contains("guest")), "{}", ps.stdout);
+        assert!(
+            ps.stdout.lines().any(|l| l.contains("guest")),
+            "{}",
+            ps.stdout
+        );
         r.run(&["kill", "web", "KILL"]).ok();
         r.wait_status("web", "stopped", Duration::from_secs(60));
         assert_eq!(r.state("pod")["status"], "running");

@@ -27,7 +27,9 @@
 //! `exec`, `logs`, `pause`/`unpause`, `stop -t 2` of a workload that ignores
 //! SIGTERM (SIGKILL after 2 s: 137), `kill`, `rm -f` of a running container;
 //! the default network (eth0 in 10.88.0.0/16, the bridge's gateway answers
-//! ping); `-it` through script(1). After every scenario: no process of runm,
+//! ping); `-it` through script(1); a pod (`pod create` with a busybox infra
+//! container, two `run --pod` containers in its one VM talking over localhost,
+//! `pod rm -f`). After every scenario: no process of runm,
 //! QEMU, virtiofsd or conmon naming the test directory or the container, no
 //! runm state for it, no mount naming the test directory.
 //!
@@ -674,6 +676,60 @@ mod tests {
             .trim()
             .to_string();
         p.assert_clean(&id);
+
+        // 11. A pod: its infra container (busybox sleep) boots the pod's
+        // VM, two containers run in that VM, on the pod's network, and
+        // reach each other over localhost.
+        let t = Instant::now();
+        let out = p.podman(&[
+            "--runtime",
+            "runm",
+            "pod",
+            "create",
+            "--name",
+            "runm-pod",
+            "--infra-image",
+            IMAGE,
+            "--infra-command",
+            "sleep 100000",
+        ]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let (out, server) = p.run_runm(&[
+            "-d",
+            "--pod",
+            "runm-pod",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo served-in-the-pod > /www; exec nc -ll -p 9000 -e cat /www",
+        ]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let (out, _) = p.run_runm(&[
+            "--rm",
+            "--pod",
+            "runm-pod",
+            IMAGE,
+            "sh",
+            "-c",
+            "test -e /www || echo own-root; nc 127.0.0.1 9000; ip -4 -o addr show eth0",
+        ]);
+        report("pod: two containers over localhost", &out, t.elapsed());
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.starts_with("own-root\nserved-in-the-pod\n"),
+            "{out:?}"
+        );
+        assert!(out.stdout.contains("inet 10.88."), "{out:?}");
+        let dir = p.tmp.path().to_string_lossy().into_owned();
+        let vms: Vec<String> = processes_mentioning(&dir)
+            .into_iter()
+            .filter(|l| l.contains("qemu-system"))
+            .collect();
+        assert_eq!(vms.len(), 1, "one VM for the pod: {vms:?}");
+        assert_eq!(p.inspect(&server, "{{.State.Running}}"), "true");
+        let out = p.podman(&["pod", "rm", "-f", "-t", "0", "runm-pod"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        p.assert_clean(&server);
 
         eprintln!(
             "[podman] all scenarios passed in {:.1} s ({host_kind})",
