@@ -1091,6 +1091,9 @@ fn sizing(
             }
         }
     }
+    if let Some(pod) = pod_sizing(annotations, max_mem, max_vcpus)? {
+        (mem_mib, vcpus) = pod;
+    }
     if let Some(v) = annotations.get(ANNOTATION_MEMORY) {
         mem_mib = v
             .trim()
@@ -1119,6 +1122,59 @@ fn sizing(
             })?;
     }
     Ok(VmSizing { mem_mib, vcpus })
+}
+
+/// containerd's annotations of a pod's sandbox container with the pod's
+/// resources: the sums of its containers' limits, as kubelet computes them
+/// (`PodSandboxConfig.linux.resources`).
+const CRI_SANDBOX_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
+/// See [`CRI_SANDBOX_MEMORY`].
+const CRI_SANDBOX_CPU_QUOTA: &str = "io.kubernetes.cri.sandbox-cpu-quota";
+/// See [`CRI_SANDBOX_MEMORY`].
+const CRI_SANDBOX_CPU_PERIOD: &str = "io.kubernetes.cri.sandbox-cpu-period";
+/// Guest RAM of a pod's VM beside its containers' limits: the guest kernel,
+/// the agent and the sandbox container's own process.
+pub const POD_BASE_MEM_MIB: u64 = 128;
+
+/// The size of a pod's VM from its sandbox container's [`CRI_SANDBOX_MEMORY`]
+/// and CPU annotations: [`POD_BASE_MEM_MIB`] plus the containers' memory,
+/// and as many vCPUs as their CPU quota needs, within this host's limits;
+/// `None` when the pod states neither.
+fn pod_sizing(
+    annotations: &BTreeMap<String, String>,
+    max_mem: u64,
+    max_vcpus: u8,
+) -> Result<Option<(u64, u8)>, String> {
+    let number = |key: &str| -> Result<Option<u64>, String> {
+        annotations
+            .get(key)
+            .map(|v| {
+                v.trim()
+                    .parse::<i64>()
+                    .map(|n| u64::try_from(n).unwrap_or(0))
+                    .map_err(|_| format!("annotation {key}='{v}' is not a number"))
+            })
+            .transpose()
+    };
+    let memory = number(CRI_SANDBOX_MEMORY)?.filter(|m| *m > 0);
+    let quota = number(CRI_SANDBOX_CPU_QUOTA)?.filter(|q| *q > 0);
+    let period = number(CRI_SANDBOX_CPU_PERIOD)?.filter(|p| *p > 0);
+    if memory.is_none() && quota.is_none() {
+        return Ok(None);
+    }
+    let mem_mib = match memory {
+        Some(bytes) => POD_BASE_MEM_MIB
+            .saturating_add(bytes.div_ceil(1 << 20))
+            .clamp(MIN_MEM_MIB, max_mem),
+        None => DEFAULT_MEM_MIB.min(max_mem),
+    };
+    let vcpus = match (quota, period) {
+        (Some(q), Some(p)) => {
+            u8::try_from(q.div_ceil(p).clamp(1, u64::from(max_vcpus))).unwrap_or(max_vcpus)
+        }
+        _ => DEFAULT_VCPUS,
+    };
+    Ok(Some((mem_mib, vcpus)))
 }
 
 /// Configuration runm accepts but does not apply, by JSON pointer.
@@ -1371,6 +1427,36 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("io.runm.vm.vcpus"));
+    }
+
+    #[test]
+    fn a_pods_vm_is_sized_from_its_containers_limits() {
+        let mut v = minimal();
+        v["annotations"] = serde_json::json!({
+            "io.kubernetes.cri.container-type": "sandbox",
+            "io.kubernetes.cri.sandbox-memory": (200u64 << 20).to_string(),
+            "io.kubernetes.cri.sandbox-cpu-quota": "150000",
+            "io.kubernetes.cri.sandbox-cpu-period": "100000",
+        });
+        let p = plan_of(v.clone()).unwrap();
+        assert_eq!(
+            (p.sizing.mem_mib, p.sizing.vcpus),
+            (POD_BASE_MEM_MIB + 200, 2),
+            "the base plus the containers' memory; 1.5 CPUs need 2 vCPUs"
+        );
+        // A pod asking for more than the host gives gets the largest VM.
+        v["annotations"]["io.kubernetes.cri.sandbox-memory"] = (1u64 << 50).to_string().into();
+        v["annotations"]["io.kubernetes.cri.sandbox-cpu-quota"] = "100000000".into();
+        let p = plan_of(v.clone()).unwrap();
+        let limits = Config::default().limits(4, 8192);
+        assert_eq!(p.sizing.mem_mib, limits.max_memory_mib);
+        assert_eq!(u32::from(p.sizing.vcpus), limits.max_vcpus);
+        v["annotations"]["io.kubernetes.cri.sandbox-memory"] = "lots".into();
+        let e = plan_of(v).unwrap_err().to_string();
+        assert!(
+            e.contains("sandbox-memory") && e.contains("not a number"),
+            "{e}"
+        );
     }
 
     #[test]
