@@ -792,6 +792,64 @@ pm_cleanup() {
     rm -f /dev/shm/libpod_lock
 }
 
+# A pod in one VM under runm-vmm, as containerd's CRI plugin hands it over:
+# the sandbox container boots the VM; a server and a client container join it
+# (network, IPC and UTS namespaces at /proc/<sandbox pid>/ns/...), talk over
+# the pod's loopback, keep their own roots and exit statuses; one runm-vmm.
+test_runm_oci_pod() {
+    oci_bundle '.process.args = ["sleep", "300"] | .hostname = "pod-host"'
+    trap 'oci_cleanup client web pod' EXIT
+    t0=$(date +%s)
+    mkdir -p "$T/vol"
+    for id in pod web client; do
+        mkdir -p "$T/$id"
+        cp -a "$T/bundle/." "$T/$id/"
+    done
+    jq '.annotations += {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": "pod"}' \
+        "$T/bundle/config.json" > "$T/pod/config.json" || fail "jq could not edit the pod's config.json"
+    oci "$guest_timeout" create pod --bundle "$T/pod" > "$T/create-pod.out" 2>&1 </dev/null ||
+        { show_tail "$T/create-pod.out"; fail "runm create pod failed"; }
+    oci 60 start pod > "$T/start-pod.out" 2>&1 </dev/null || fail "runm start pod: $(cat "$T/start-pod.out")"
+    oci_wait_status pod running 30 || fail "state of pod: '$(oci_status pod)'"
+    pid=$(jq -r .pid "$T/state-pod.json")
+    # member ID ARGS_JSON: a container of the pod running ARGS_JSON.
+    member() {
+        jq --arg pid "$pid" --arg vol "$T/vol" --argjson args "$2" '
+            .process.args = $args
+            | .annotations += {"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "pod"}
+            | .linux.namespaces = [{"type": "pid"}, {"type": "mount"},
+                {"type": "network", "path": "/proc/\($pid)/ns/net"},
+                {"type": "ipc", "path": "/proc/\($pid)/ns/ipc"},
+                {"type": "uts", "path": "/proc/\($pid)/ns/uts"}]
+            | .mounts += [{"destination": "/vol", "type": "bind", "source": $vol, "options": ["rbind"]}]' \
+            "$T/bundle/config.json" > "$T/$1/config.json" || fail "jq could not edit $1's config.json"
+    }
+    member web '["sh", "-c", "echo served-in-the-pod > /www; exec nc -ll -p 9000 -e cat /www"]'
+    member client '["sh", "-c", "test -e /www || echo own-root; hostname; nc 127.0.0.1 9000 > /vol/got; cat /vol/got; exit 3"]'
+    oci "$guest_timeout" create web --bundle "$T/web" > "$T/create-web.out" 2>&1 </dev/null ||
+        { show_tail "$T/create-web.out"; fail "runm create web (a container of the pod) failed"; }
+    oci 60 start web > "$T/start-web.out" 2>&1 </dev/null || fail "runm start web: $(cat "$T/start-web.out")"
+    oci "$guest_timeout" run client --bundle "$T/client" > "$T/client.out" 2> "$T/client.err" </dev/null
+    status=$?
+    out=$(tr '\n' ' ' < "$T/client.out")
+    if [ "$status" != 3 ] || [ "$out" != "own-root pod-host served-in-the-pod " ]; then
+        show_tail "$T/client.err"
+        fail "runm run client: exit status $status (expected 3), stdout '$out' (expected 'own-root pod-host served-in-the-pod ')"
+    fi
+    [ "$(cat "$T/vol/got" 2>/dev/null)" = served-in-the-pod ] || fail "the volume holds '$(cat "$T/vol/got" 2>&1)'"
+    for p in $(oci_procs); do tr '\0' ' ' < "/proc/$p/cmdline"; echo; done > "$T/procs"
+    vmms=$(cut -d' ' -f1 "$T/procs" | grep -c 'runm-vmm$')
+    [ "$vmms" = 1 ] || fail "$vmms runm-vmm processes run (expected 1 for the pod): $(tr '\n' ';' < "$T/procs")"
+    [ "$(oci_status web)" = running ] || fail "web is '$(oci_status web)' after the client's exit (expected running)"
+    oci 60 kill web KILL > "$T/kill-web.out" 2>&1 </dev/null || fail "runm kill web: $(cat "$T/kill-web.out")"
+    oci_wait_status web stopped 30 || fail "web is '$(oci_status web)' after kill (expected stopped)"
+    oci 60 delete web > "$T/delete-web.out" 2>&1 </dev/null || fail "runm delete web: $(cat "$T/delete-web.out")"
+    oci 60 delete --force pod > "$T/delete-pod.out" 2>&1 </dev/null || fail "runm delete --force pod: $(cat "$T/delete-pod.out")"
+    secs=$(( $(date +%s) - t0 ))
+    oci_nothing_left
+    pass_detail "${secs} s"
+}
+
 # Podman drives runm here as on a host with real KVM: `podman --runtime runm
 # run --rm --network none` of a busybox image imported from a tar, with the
 # image's containers.conf. Podman passes no --hypervisor: runm's automatic

@@ -34,6 +34,7 @@ mod tests {
         "runm-oci-host-dirs",
         "runm-oci-network",
         "runm-oci-bridge",
+        "runm-oci-pod",
         "runm-podman",
     ];
 

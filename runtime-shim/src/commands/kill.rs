@@ -16,7 +16,11 @@ pub fn kill(ctx: &Ctx, id: &str, signal: i32, all: bool) -> Result<(), RunmError
     let st = ctx.load(&dir)?;
     if !st.status.can_kill() {
         return Err(st
-            .wrong_status("only a created or running container can be signalled")
+            // runc's words, which containerd's shim takes for "already
+            // gone" (anything else it retries without end).
+            .wrong_status(
+                "container not running: only a created or running container can be signalled",
+            )
             .into());
     }
     control::request(
