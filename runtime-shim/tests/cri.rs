@@ -44,7 +44,8 @@ mod tests {
     use test_support::images::{oci_archive, OciImage};
 
     use crate::common::{
-        guest_images, mounts_under, need, processes_mentioning, run_tool, wait_bounded, Out, RUNM,
+        guest_images, mounts_under, need, processes_mentioning, run_tool, sha256_hex, wait_bounded,
+        Out, RUNM,
     };
 
     /// The busybox image the pod's containers run.
@@ -60,6 +61,13 @@ mod tests {
     const CNI_BIN: &str = "/usr/lib/cni";
     /// containerd 1.6 puts shim sockets here, whatever its configuration says.
     const SHIM_SOCKET_DIRS: &[&str] = &["/run/containerd/s", "/run/containerd"];
+    /// The runc shim's default state directory for containerd's `k8s.io`
+    /// namespace (a handler without `Root`), and its parents.
+    const SHIM_DEFAULT_ROOTS: &[&str] = &[
+        "/run/containerd/runc/k8s.io",
+        "/run/containerd/runc",
+        "/run/containerd",
+    ];
     /// Where containerd's CRI plugin binds pod network namespaces.
     const NETNS_DIR: &str = "/var/run/netns";
     /// The CNI library's cache (containerd 1.6 cannot move it); each entry
@@ -161,11 +169,11 @@ mod tests {
     }
 
     impl Containerd {
-        /// Starts containerd with the runtime entries (TOML) `runtimes` makes
-        /// for the temporary directory added to its configuration and `env`
-        /// in its environment (its shims and runtimes inherit it), and
-        /// imports the images.
-        fn start(runtimes: impl FnOnce(&Path) -> String, env: &[(&str, PathBuf)]) -> Self {
+        /// Starts containerd with the runtime `runc` (the system runc, the
+        /// default) and the runtime entries (TOML) `runtimes` in its
+        /// configuration and `env` in its environment (its shims and
+        /// runtimes inherit it), and imports the images.
+        fn start(runtimes: &str, env: &[(&str, PathBuf)]) -> Self {
             // SAFETY: geteuid(2) cannot fail and touches no memory.
             assert_eq!(unsafe { libc::geteuid() }, 0, "containerd needs root");
             let containerd = need(
@@ -192,6 +200,7 @@ mod tests {
             }
             let existed = SHIM_SOCKET_DIRS
                 .iter()
+                .chain(SHIM_DEFAULT_ROOTS)
                 .chain(CNI_CACHE_DIRS)
                 .map(|d| (*d, Path::new(d).exists()))
                 .collect();
@@ -208,7 +217,8 @@ mod tests {
             };
             run_tool("ip", &["-n", &netns, "link", "set", "lo", "up"]);
             let t = c.tmp.path().to_path_buf();
-            let runtimes = runtimes(&t);
+            let runc = need("runc", "apt-get install runc (scripts/setup.sh)");
+            let runc = runc_entry(&runc, &t.join("runc"));
             fs::write(
                 t.join("cni/10-runm-cri.conflist"),
                 serde_json::json!({
@@ -263,6 +273,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     bin_dir = "{CNI_BIN}"
     conf_dir = "{t}/cni"
     max_conf_num = 1
+{runc}
 {runtimes}"#,
                 t = t.display()
             );
@@ -389,9 +400,65 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         }
     }
 
+    impl Containerd {
+        /// Ids of the pods and containers containerd still knows (its CRI
+        /// store and its tasks' bundles), read from its directories.
+        fn known_ids(&self) -> Vec<String> {
+            let mut ids = Vec::new();
+            for d in [
+                "root/io.containerd.grpc.v1.cri/sandboxes",
+                "root/io.containerd.grpc.v1.cri/containers",
+                "state/io.containerd.runtime.v2.task/k8s.io",
+            ] {
+                for e in fs::read_dir(self.path(d)).into_iter().flatten().flatten() {
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            ids
+        }
+    }
+
     impl Drop for Containerd {
         fn drop(&mut self) {
+            let ids = self.known_ids();
             self.stop();
+            // What a failed scenario left of its pods outside the
+            // temporary directory: processes naming them (runm's sandboxes
+            // and VMs under the shim's default root), the handler's state
+            // (`delete --force` by runm, which also removes its taps and
+            // cgroups; then the directory), shim sockets, CNI cache entries.
+            for id in &ids {
+                for p in processes_mentioning(id) {
+                    if let Some(pid) = p.split(' ').next().and_then(|s| s.parse().ok()) {
+                        kill(pid, libc::SIGKILL);
+                    }
+                }
+                let state = Path::new(SHIM_DEFAULT_ROOTS[0]).join(id);
+                if state.exists() {
+                    let _ = Command::new(RUNM)
+                        .args(["--root", SHIM_DEFAULT_ROOTS[0], "delete", "--force", id])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                    let _ = fs::remove_dir_all(&state);
+                }
+                let key = format!("{}/k8s.io/{id}", self.path("containerd.sock").display());
+                let _ = fs::remove_file(
+                    Path::new(SHIM_SOCKET_DIRS[0]).join(sha256_hex(key.as_bytes())),
+                );
+                for e in fs::read_dir(CNI_CACHE_DIRS[0])
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if e.file_name().to_string_lossy().contains(id.as_str()) {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
             // Whatever a failure left: shims, runc or runm, VMs (each names
             // the temporary directory or the handler's root with the
             // container id) and anything living in the test's namespace.
@@ -435,14 +502,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         }
     }
 
-    /// Starts containerd with the runtime entries `runtimes` makes (given
-    /// the temporary directory), runs the scenario with `handler`, whose
-    /// state `handler_root` says where, then stops containerd. A handler
+    /// Starts containerd with the runtime entries `runtimes` (beside
+    /// `runc`), runs the scenario with `handler`, whose state
+    /// `handler_root` says where (given the temporary directory), then
+    /// stops containerd. A handler
     /// root in the temporary directory must be empty afterwards; a shared
     /// one (containerd's default) must hold nothing of the pod.
     fn pod_scenario(
         handler: &str,
-        runtimes: impl FnOnce(&Path) -> String,
+        runtimes: &str,
         handler_root: impl FnOnce(&Path) -> PathBuf,
         env: &[(&str, PathBuf)],
     ) {
@@ -482,10 +550,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     /// hold where pods are known to work.
     #[test]
     fn cri_pod_runc() {
-        let runc = need("runc", "apt-get install runc (scripts/setup.sh)");
         pod_scenario(
             "runc",
-            |t| runc_entry(&runc, &t.join("runc")),
+            "",
             // The runc shim adds containerd's namespace to `Root`.
             |t| t.join("runc/k8s.io"),
             &[],
@@ -503,7 +570,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         let config = tempfile::tempdir().unwrap();
         pod_scenario(
             "runm",
-            |_| entry,
+            &entry,
             // The README's entry sets no `Root`: the runc shim's default.
             |_| PathBuf::from("/run/containerd/runc/k8s.io"),
             // What runm gets through containerd and its shim: the guest
