@@ -19,6 +19,10 @@ packages=(
     # containerd drives runm through its runc shim (runtime-shim/tests/containerd.rs),
     # and so does Docker's daemon (runtime-shim/tests/docker.rs)
     containerd docker.io
+    # containerd's CRI plugin networks pods with these CNI plugins
+    # (runtime-shim/tests/cri.rs); the CRI client's protobuf API is
+    # generated with protoc at build time (tests/cri-client)
+    containernetworking-plugins protobuf-compiler
     # Podman with runm as its runtime (runtime-shim/tests/podman.rs); netavark
     # for its default network, which needs iptables
     podman conmon netavark iptables

@@ -41,7 +41,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use crate::common::{
-        eventually, guest_images, mounts_under, need, processes_mentioning, rootfs, sha256_hex,
+        eventually, guest_images, mounts_under, need, processes_mentioning, sha256_hex,
         wait_bounded, Out, RUNM,
     };
 
@@ -373,100 +373,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         }
     }
 
-    /// `sha256:<hex>` and size of `path`.
-    fn digest(path: &Path) -> (String, u64) {
-        let out = Command::new("sha256sum")
-            .arg(path)
-            .output()
-            .expect("sha256sum");
-        assert!(out.status.success(), "{out:?}");
-        let hex = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string();
-        (format!("sha256:{hex}"), fs::metadata(path).unwrap().len())
-    }
-
-    /// Builds an OCI image layout tarball holding one busybox layer, named
+    /// Builds an OCI image archive holding one busybox layer, named
     /// [`IMAGE`] for `ctr image import`.
     fn busybox_image(dir: &Path) -> PathBuf {
-        let root = dir.join("rootfs");
-        rootfs(&root, true);
-        let layout = dir.join("layout");
-        let blobs = layout.join("blobs/sha256");
-        fs::create_dir_all(&blobs).unwrap();
-        let add_blob = |path: &Path| {
-            let (d, size) = digest(path);
-            fs::copy(path, blobs.join(d.trim_start_matches("sha256:"))).unwrap();
-            (d, size)
-        };
-        let layer = dir.join("layer.tar");
-        let ok = Command::new("tar")
-            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-            .arg(&root)
-            .arg("-cf")
-            .arg(&layer)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let (layer_digest, layer_size) = add_blob(&layer);
-        let write_json = |name: &str, v: serde_json::Value| {
-            let p = dir.join(name);
-            fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
-            add_blob(&p)
-        };
-        let (config_digest, config_size) = write_json(
-            "config.json",
-            serde_json::json!({
-                "architecture": "amd64",
-                "os": "linux",
-                "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
-                "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-            }),
-        );
-        let (manifest_digest, manifest_size) = write_json(
-            "manifest.json",
-            serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           "digest": config_digest, "size": config_size},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                            "digest": layer_digest, "size": layer_size}],
-            }),
-        );
-        fs::write(
-            layout.join("index.json"),
-            serde_json::to_vec(&serde_json::json!({
-                "schemaVersion": 2,
-                "manifests": [{
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "digest": manifest_digest,
-                    "size": manifest_size,
-                    "annotations": {"io.containerd.image.name": IMAGE,
-                                    "org.opencontainers.image.ref.name": "test"},
-                }],
-            }))
-            .unwrap(),
-        )
-        .unwrap();
-        fs::write(
-            layout.join("oci-layout"),
-            "{\"imageLayoutVersion\":\"1.0.0\"}",
-        )
-        .unwrap();
         let tarball = dir.join("image.tar");
-        let ok = Command::new("tar")
-            .arg("-C")
-            .arg(&layout)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        let image = test_support::images::OciImage {
+            name: IMAGE,
+            cmd: &["sh"],
+        };
+        test_support::images::oci_archive(&dir.join("build"), &tarball, &[image])
+            .expect("the OCI image archive");
         tarball
     }
 

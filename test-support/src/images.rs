@@ -1,6 +1,7 @@
 //! Small guest images built from the host's static busybox: a busybox
 //! tree (a bundle's root file system, or the contents of a disk), an
-//! initramfs with an `/init` script, and an ext4 image of a tree.
+//! initramfs with an `/init` script, an ext4 image of a tree, and an OCI
+//! image archive for containerd (no registry).
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -226,6 +227,126 @@ pub fn busybox_tar(scratch: &Path, out: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// One image of an [`oci_archive`]: its name (what `ctr images import`
+/// tags it as) and the command its configuration runs.
+pub struct OciImage<'a> {
+    /// `registry/name:tag`, e.g. `localhost/busybox:test`.
+    pub name: &'a str,
+    /// The configuration's `Cmd`.
+    pub cmd: &'a [&'a str],
+}
+
+/// The `sha256:<hex>` digest and size of a file (`sha256sum`: busybox has
+/// it too, so this also works in the test host image).
+fn blob_digest(path: &Path) -> Result<(String, u64)> {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .map_err(|e| ImageError::Tool {
+            tool: "sha256sum",
+            detail: e.to_string(),
+        })?;
+    let hex = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if !out.status.success() || hex.len() != 64 {
+        return Err(ImageError::Tool {
+            tool: "sha256sum",
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let size = fs::metadata(path).map_err(io(path))?.len();
+    Ok((format!("sha256:{hex}"), size))
+}
+
+/// An OCI image archive `out` (a tar of an OCI image layout: `oci-layout`,
+/// `index.json`, `blobs/sha256/...`) holding `images`, all with the same
+/// single uncompressed layer, a busybox tree with every applet, each with
+/// its own configuration (`PATH=/bin` and its `Cmd`). `ctr images import`
+/// takes it without a registry; several images share the one layer (a
+/// pause image and a busybox image, say). Built in `scratch` (which must
+/// not exist yet).
+pub fn oci_archive(scratch: &Path, out: &Path, images: &[OciImage<'_>]) -> Result<()> {
+    let root = scratch.join("rootfs");
+    busybox_tree(&root, Applets::All)?;
+    let blobs = scratch.join("layout/blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(io(&blobs))?;
+    let add_blob = |path: &Path| -> Result<(String, u64)> {
+        let (digest, size) = blob_digest(path)?;
+        let dest = blobs.join(digest.trim_start_matches("sha256:"));
+        fs::copy(path, &dest).map_err(io(&dest))?;
+        Ok((digest, size))
+    };
+    let tar = |dir: &Path, dest: &Path| -> Result<()> {
+        let out = Command::new("tar")
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+            .arg(dir)
+            .arg("-cf")
+            .arg(dest)
+            .arg(".")
+            .output()
+            .map_err(|e| ImageError::Tool {
+                tool: "tar",
+                detail: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(ImageError::Tool {
+                tool: "tar",
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    };
+    let layer = scratch.join("layer.tar");
+    tar(&root, &layer)?;
+    let (layer_digest, layer_size) = add_blob(&layer)?;
+    let mut manifests = Vec::new();
+    for (i, image) in images.iter().enumerate() {
+        let write_blob = |name: String, v: serde_json::Value| -> Result<(String, u64)> {
+            let p = scratch.join(name);
+            fs::write(&p, v.to_string()).map_err(io(&p))?;
+            add_blob(&p)
+        };
+        let (config_digest, config_size) = write_blob(
+            format!("config.{i}.json"),
+            serde_json::json!({
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Env": ["PATH=/bin"], "Cmd": image.cmd},
+                "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+            }),
+        )?;
+        let (manifest_digest, manifest_size) = write_blob(
+            format!("manifest.{i}.json"),
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": config_digest, "size": config_size},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                            "digest": layer_digest, "size": layer_size}],
+            }),
+        )?;
+        let tag = image.name.rsplit_once(':').map_or("latest", |(_, t)| t);
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "annotations": {"io.containerd.image.name": image.name,
+                            "org.opencontainers.image.ref.name": tag},
+        }));
+    }
+    let layout = scratch.join("layout");
+    let index = layout.join("index.json");
+    let v = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
+    fs::write(&index, v.to_string()).map_err(io(&index))?;
+    let marker = layout.join("oci-layout");
+    fs::write(&marker, r#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io(&marker))?;
+    tar(&layout, out)
 }
 
 #[cfg(test)]

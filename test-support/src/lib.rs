@@ -6,7 +6,7 @@
 //!   variables.
 //! - [`cpio`]: a newc cpio writer for initramfs images.
 //! - [`images`]: small guest images from the host's static busybox: a
-//!   root tree, an initramfs, an ext4 disk.
+//!   root tree, an initramfs, an ext4 disk, an OCI image archive.
 //! - [`vmm`]: runm-vmm as a child process under test, and the guest whose
 //!   init prints a marker.
 //! - [`virtiofsd`]: a real virtiofsd serving a temporary directory.
