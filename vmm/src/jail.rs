@@ -21,7 +21,7 @@
 //! process that becomes PID 1 of the new namespace must build the VM itself.
 
 use std::ffi::OsString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -34,8 +34,15 @@ use rustix::thread::{CapabilitySet, CapabilitySets, UnshareFlags};
 use crate::config::{Console, JailConfig, VmConfig};
 
 /// The hidden flag telling runm-vmm it is the jailed child in the new PID
-/// namespace (its parent added it).
+/// namespace (its parent added it, with the descriptor of [`PARENT_ALIVE`]'s
+/// pipe as its value).
 pub const CHILD_FLAG: &str = "--jail-pid-ns-child";
+
+/// In the jailed child: the read end of a pipe whose only write end its
+/// waiting parent holds, so that it hangs up when the parent is gone.
+/// Changing uid clears the parent-death signal; re-armed after that, it
+/// would miss a parent that died in between, which this pipe shows.
+static PARENT_ALIVE: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
 
 /// Errors entering the jail.
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +207,28 @@ pub fn enter(plan: &JailPlan) -> Result<(), JailError> {
     let last_cap = last_capability()?;
     enter_mount_namespace(plan)?;
     set_limits(plan)?;
-    drop_privileges(&plan.config, last_cap)
+    drop_privileges(&plan.config, last_cap)?;
+    rearm_parent_death()
+}
+
+/// The parent-death signal again (the uid change cleared it), then whether
+/// the waiting parent died before it was armed: then this process ends too.
+fn rearm_parent_death() -> Result<(), JailError> {
+    let Some(pipe) = PARENT_ALIVE.get() else {
+        return Ok(());
+    };
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(step("set the parent-death signal again"))?;
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(pipe, PollFlags::IN)];
+    let _ = rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default()));
+    if fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR) {
+        return Err(JailError::Child {
+            what: "stay with its waiting parent",
+            source: std::io::Error::other("the parent is gone"),
+        });
+    }
+    Ok(())
 }
 
 /// The highest capability number this kernel knows.
@@ -375,11 +403,17 @@ pub fn spawn_in_new_pid_ns(
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
         .map_err(step("make a PID namespace"))?;
     let exe = std::env::current_exe().map_err(child_err("find its own executable"))?;
-    let mut child = Command::new(exe)
-        .arg(CHILD_FLAG)
+    // The child inherits the read end; the write end is this process's only.
+    let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(step("make the parent-alive pipe"))?;
+    rustix::io::fcntl_setfd(&alive_r, rustix::io::FdFlags::empty())
+        .map_err(step("pass the parent-alive pipe on"))?;
+    let spawned = Command::new(exe)
+        .arg(format!("{CHILD_FLAG}={}", alive_r.as_raw_fd()))
         .args(args)
-        .spawn()
-        .map_err(child_err("start it"))?;
+        .spawn();
+    drop(alive_r);
+    let mut child = spawned.map_err(child_err("start it"))?;
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(-1)).ok_or_else(
         || JailError::Child {
             what: "read its pid",
@@ -417,6 +451,7 @@ pub fn spawn_in_new_pid_ns(
             }
         }
         if child_done {
+            drop(alive_w);
             let status = child.wait().map_err(child_err("collect its status"))?;
             use std::os::unix::process::ExitStatusExt;
             return Ok(status
@@ -428,10 +463,23 @@ pub fn spawn_in_new_pid_ns(
 }
 
 /// In the child: checks it is PID 1 of its namespace and makes it die with
-/// its waiting parent.
-pub fn child_setup() -> Result<(), JailError> {
+/// its waiting parent, whose pipe it got as descriptor `parent_alive`.
+pub fn child_setup(parent_alive: i32) -> Result<(), JailError> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(step("set the parent-death signal"))?;
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if parent_alive < 3 || unsafe { libc::fcntl(parent_alive, libc::F_GETFD) } < 0 {
+        return Err(JailError::Child {
+            what: "find the parent-alive pipe",
+            source: std::io::Error::other(format!("descriptor {parent_alive} is not open")),
+        });
+    }
+    // SAFETY: the descriptor is open (checked) and was inherited for this
+    // alone, before runm-vmm opened anything of its own.
+    let pipe = unsafe { std::os::fd::OwnedFd::from_raw_fd(parent_alive) };
+    rustix::io::fcntl_setfd(&pipe, rustix::io::FdFlags::CLOEXEC)
+        .map_err(step("keep the parent-alive pipe to itself"))?;
+    let _ = PARENT_ALIVE.set(pipe);
     // Outside a new PID namespace the flag was passed by hand.
     if rustix::process::getpid().as_raw_nonzero().get() != 1 {
         return Err(JailError::Child {
