@@ -519,7 +519,7 @@ oci_wait_status() {
 # oci_procs: pids of processes left by this test: runm-vmm, or anything naming $T.
 oci_procs() {
     for _d in /proc/[0-9]*; do
-        _c=$(tr '\0' ' ' < "$_d/cmdline" 2>/dev/null) || continue
+        _c=$(tr '\0' ' ' 2>/dev/null < "$_d/cmdline") || continue
         case "$_c" in
             "timeout "*) ;; # busybox timeout's watcher, gone within a second of its command
             *runm-vmm*|*"$T/"*) echo "${_d#/proc/}" ;;
