@@ -71,6 +71,14 @@ pub enum BackendError {
         #[source]
         source: io::Error,
     },
+    /// The user runm's configuration names for the VM process.
+    #[error("vm_user '{user}' (runm's configuration): {why}")]
+    VmUser {
+        /// The name.
+        user: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The agent channel could not be opened in time.
     #[error("cannot connect to the guest agent: {0}")]
     Connect(String),
@@ -353,7 +361,8 @@ pub struct VmSpec<'a> {
     pub share: Option<PathBuf>,
     /// The guest's NICs: taps the VM process inherits as descriptors.
     pub nets: &'a [NetConfig],
-    /// The user QEMU drops to.
+    /// The user the VM process drops to (runm's configuration, `vm_user`):
+    /// QEMU's `-runas`, runm-vmm's jail; `None`: it stays root, unjailed.
     pub qemu_user: Option<&'a str>,
 }
 
@@ -413,8 +422,18 @@ pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launc
             },
         }),
         Hypervisor::RunmVmm => {
+            let jail = vm
+                .qemu_user
+                .map(|user| vmm_jail(vm.dir, user))
+                .transpose()?;
+            let control = if jail.is_some() {
+                // The VM process is the jail's waiting parent.
+                crate::vmctl::VmControl::JailSignals
+            } else {
+                crate::vmctl::VmControl::Signals
+            };
             let path = vm.dir.vm_config();
-            let text = runm_vmm_config(vm).to_json()?;
+            let text = runm_vmm_config(vm, jail).to_json()?;
             std::fs::write(&path, text).map_err(|source| BackendError::Write {
                 path: path.clone(),
                 source,
@@ -427,10 +446,53 @@ pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launc
                     port: guest_agent::proto::AGENT_VSOCK_PORT,
                 },
                 // runm-vmm has no control API (yet): the process is stopped.
-                control: crate::vmctl::VmControl::Signals,
+                control,
             })
         }
     }
+}
+
+/// runm-vmm's jail for a VM of `dir` run as `user` (a name from
+/// `/etc/passwd`, its uid and primary gid): its root is an empty directory
+/// of the container's, made here and removed with it; the VMM gets its own
+/// mount and PID namespaces, no capabilities, and the vsock socket (named
+/// relative to its working directory, the container's directory) stays
+/// reachable inside.
+fn vmm_jail(dir: &ContainerDir, user: &str) -> Result<vm_spec::JailConfig, BackendError> {
+    let passwd = Path::new("/etc/passwd");
+    let text = std::fs::read_to_string(passwd).map_err(|e| BackendError::VmUser {
+        user: user.to_string(),
+        why: format!("cannot read {}: {e}", passwd.display()),
+    })?;
+    let (uid, gid) = passwd_ids(&text, user).ok_or_else(|| BackendError::VmUser {
+        user: user.to_string(),
+        why: format!("no such user in {}", passwd.display()),
+    })?;
+    if uid == 0 || gid == 0 {
+        return Err(BackendError::VmUser {
+            user: user.to_string(),
+            why: format!("it is uid {uid} gid {gid}; the VMM's user must not be root (\"\" runs it unjailed)"),
+        });
+    }
+    let root = dir.vmm_jail();
+    match std::fs::create_dir(&root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => return Err(BackendError::Write { path: root, source }),
+    }
+    Ok(vm_spec::JailConfig::new(root, uid, gid))
+}
+
+/// The uid and primary gid of `user` in the text of an `/etc/passwd`.
+fn passwd_ids(passwd: &str, user: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != user {
+            return None;
+        }
+        let _password = f.next()?;
+        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    })
 }
 
 /// What runm asks of every guest's command line: a quiet boot (the boot
@@ -493,8 +555,9 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
     .args()
 }
 
-/// runm-vmm's `vm.json`: the agent on vsock, the NICs on inherited taps.
-pub fn runm_vmm_config(vm: &VmSpec<'_>) -> VmConfig {
+/// runm-vmm's `vm.json`: the agent on vsock, the NICs on inherited taps,
+/// in `jail` when it has one.
+pub fn runm_vmm_config(vm: &VmSpec<'_>, jail: Option<vm_spec::JailConfig>) -> VmConfig {
     VmConfig {
         kernel: vm.images.kernel.clone(),
         initrd: Some(vm.images.initrd.clone()),
@@ -516,7 +579,7 @@ pub fn runm_vmm_config(vm: &VmSpec<'_>) -> VmConfig {
         rng: false,
         fs: share(vm),
         console_max_bytes: vm_spec::config::DEFAULT_CONSOLE_MAX_BYTES,
-        jail: None,
+        jail,
     }
 }
 
@@ -726,7 +789,8 @@ mod tests {
             qemu_user: None,
             nets: &[],
         };
-        let c = runm_vmm_config(&vm);
+        let c = runm_vmm_config(&vm, None);
+        assert_eq!(c.jail, None);
         assert_eq!(c.mem_mib, 300);
         let vsock = c.vsock.as_ref().unwrap();
         assert_eq!(vsock.cid, 3);
@@ -764,7 +828,7 @@ mod tests {
             dir: &dir,
             root_image: Some(true),
             share: None,
-            qemu_user: None,
+            qemu_user: Some("nobody"),
             nets: &nets,
         };
         let choice = Choice {
@@ -778,10 +842,56 @@ mod tests {
             [OsString::from("--config"), dir.vm_config().into()]
         );
         let read = VmConfig::from_file(&dir.vm_config()).unwrap();
-        assert_eq!(read, runm_vmm_config(&vm));
+        let jail = read.jail.clone().expect("runm-vmm is jailed");
+        assert_eq!(read, runm_vmm_config(&vm, Some(jail.clone())));
+        // nobody, as this host's passwd has it; an empty root in the
+        // container's directory; its own PID namespace, so pausing goes
+        // through the waiting parent.
+        let nobody = passwd_ids(&std::fs::read_to_string("/etc/passwd").unwrap(), "nobody");
+        assert_eq!(Some((jail.uid, jail.gid)), nobody);
+        assert_eq!(jail.root, dir.vmm_jail());
+        assert!(std::fs::read_dir(&jail.root).unwrap().next().is_none());
+        assert!(jail.new_pid_ns);
+        assert_eq!(launch.control, crate::vmctl::VmControl::JailSignals);
+        let unjailed = VmSpec {
+            qemu_user: None,
+            ..vm.clone()
+        };
+        let launch = prepare(&choice, Path::new("/bin/runm-vmm"), &unjailed).unwrap();
+        assert_eq!(launch.control, crate::vmctl::VmControl::Signals);
+        assert_eq!(VmConfig::from_file(&dir.vm_config()).unwrap().jail, None);
+        let root = VmSpec {
+            qemu_user: Some("root"),
+            ..vm.clone()
+        };
+        let e = prepare(&choice, Path::new("/bin/runm-vmm"), &root)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("vm_user 'root'") && e.contains("must not be root"),
+            "{e}"
+        );
+        let unknown = VmSpec {
+            qemu_user: Some("no-such-user-here"),
+            ..vm.clone()
+        };
+        let e = prepare(&choice, Path::new("/bin/runm-vmm"), &unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no such user in /etc/passwd"), "{e}");
         assert!(read.disks[0].read_only);
         assert_eq!(read.vcpus, 2);
         assert_eq!(read.nets, nets);
+    }
+
+    #[test]
+    fn passwd_lines_give_uid_and_primary_gid() {
+        let text =
+            "root:x:0:0:root:/root:/bin/bash\nrunm-vm:x:1234:1235::/:/bin/false\nbad:x:y:1:::\n";
+        assert_eq!(passwd_ids(text, "runm-vm"), Some((1234, 1235)));
+        assert_eq!(passwd_ids(text, "root"), Some((0, 0)));
+        assert_eq!(passwd_ids(text, "runm"), None);
+        assert_eq!(passwd_ids(text, "bad"), None);
     }
 
     #[test]

@@ -43,9 +43,15 @@
 //!   gets its cgroup (`<default_parent>/<id>-<hash of the runtime root>`;
 //!   relative: below runm's own cgroup, on cgroup v2 below its parent).
 //! - `cgroup.pids_max`: the host `pids.max` of a container's cgroup.
-//! - `qemu_user`: the user QEMU drops to once it has opened its files and
-//!   sockets (`-runas`; default `nobody`; `""` keeps root). QEMU also runs
-//!   with its seccomp filter (`-sandbox on`) always.
+//! - `vm_user` (also read under its old name `qemu_user`): the user the VM
+//!   process runs the guest as, a name from `/etc/passwd` (default
+//!   `nobody`). QEMU drops to it once it has opened its files and sockets
+//!   (`-runas`); runm-vmm runs jailed as its uid and primary gid: its own
+//!   mount namespace whose root is an empty tmpfs, its own PID namespace, no
+//!   capabilities, resource limits (runm must run as root for that). `""`
+//!   keeps the VM process root and runm-vmm unjailed (debugging only). QEMU
+//!   also runs with its seccomp filter (`-sandbox on`), runm-vmm with its
+//!   per-thread filters, always.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -93,8 +99,9 @@ pub struct Config {
     pub max_host_overhead_mib: u64,
     /// Host cgroups.
     pub cgroup: CgroupConfig,
-    /// The user QEMU drops to (empty: none).
-    pub qemu_user: String,
+    /// The user the VM process runs as (empty: root, and runm-vmm unjailed).
+    #[serde(alias = "qemu_user")]
+    pub vm_user: String,
     /// Where it was read from (for error messages).
     #[serde(skip)]
     pub source: PathBuf,
@@ -123,7 +130,7 @@ impl Default for Config {
             max_memory_mib: None,
             max_vcpus: None,
             max_host_overhead_mib: 4096,
-            qemu_user: "nobody".into(),
+            vm_user: "nobody".into(),
             cgroup: CgroupConfig::default(),
             source: PathBuf::from(DEFAULT_PATH),
         }
@@ -347,6 +354,15 @@ mod tests {
         assert_eq!(c.max_memory_mib, Some(512));
         assert_eq!(c.cgroup.pids_max, 10);
         assert_eq!(c.cgroup.default_parent, "runm", "section defaults kept");
+        assert_eq!(c.vm_user, "nobody");
+        for (text, user) in [
+            (r#"{"vm_user": "runm-vm"}"#, "runm-vm"),
+            (r#"{"qemu_user": "qemu"}"#, "qemu"),
+            (r#"{"vm_user": ""}"#, ""),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            assert_eq!(Config::load_from(&p).unwrap().vm_user, user, "{text}");
+        }
         for (bad, why) in [
             (r#"{"max_memory": 5}"#, "unknown field"),
             (r#"{"max_vcpus": 0}"#, "at least 1"),

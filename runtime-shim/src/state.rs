@@ -363,6 +363,11 @@ impl ContainerDir {
     pub fn vm_config(&self) -> PathBuf {
         self.path.join("vm.json")
     }
+    /// The empty directory runm-vmm mounts its jail's root on (the mount
+    /// exists only in the VMM's own mount namespace).
+    pub fn vmm_jail(&self) -> PathBuf {
+        self.path.join("vmm-jail")
+    }
     /// QEMU's virtio-serial agent socket.
     pub fn agent_socket(&self) -> PathBuf {
         self.path.join("agent.sock")

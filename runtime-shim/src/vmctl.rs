@@ -6,7 +6,11 @@
 //!   and the guest's clocks do not jump when it continues.
 //! - runm-vmm: it has no control API yet, so the VM process is sent
 //!   `SIGSTOP` and `SIGCONT`. That stops the event loop with the vCPUs;
-//!   whatever the host sends meanwhile waits in socket buffers.
+//!   whatever the host sends meanwhile waits in socket buffers. A jailed
+//!   runm-vmm runs in its own PID namespace below a waiting parent, the VM
+//!   process runm knows: stopping that parent would not stop the VM, so it
+//!   is sent `SIGTSTP`, which it turns into `SIGSTOP` of the jailed VMM,
+//!   and `SIGCONT`, which it passes on.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -59,6 +63,9 @@ pub enum VmControl {
     },
     /// `SIGSTOP`/`SIGCONT` to the VM process.
     Signals,
+    /// `SIGTSTP`/`SIGCONT` to a jailed runm-vmm's waiting parent, which
+    /// stops and continues the jailed VMM.
+    JailSignals,
 }
 
 impl VmControl {
@@ -67,6 +74,7 @@ impl VmControl {
         match self {
             VmControl::Qmp { socket } => qmp(socket, "stop"),
             VmControl::Signals => signal(vm_pid, libc::SIGSTOP),
+            VmControl::JailSignals => signal(vm_pid, libc::SIGTSTP),
         }
     }
 
@@ -74,7 +82,7 @@ impl VmControl {
     pub fn resume(&self, vm_pid: i32) -> Result<(), VmCtlError> {
         match self {
             VmControl::Qmp { socket } => qmp(socket, "cont"),
-            VmControl::Signals => signal(vm_pid, libc::SIGCONT),
+            VmControl::Signals | VmControl::JailSignals => signal(vm_pid, libc::SIGCONT),
         }
     }
 }

@@ -225,6 +225,12 @@ if [ "$runm" != none ]; then
     add "$config" bundles/busybox/config.json
     add "$(echo "root:x:0:0:root:/:/bin/sh" | cached_file bundle-passwd)" bundles/busybox/rootfs/etc/passwd
     add "$busybox" bundles/busybox/rootfs/bin/busybox
+    # The host's users, as on any host: runm's VM process runs as its
+    # configuration's vm_user (nobody by default); runm-vm is the one
+    # test_runm_oci_vmm_jail configures.
+    add "$(printf '%s\n' 'root:x:0:0:root:/:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' \
+        'runm-vm:x:2345:2346:runm VMs:/nonexistent:/bin/false' | cached_file host-passwd)" etc/passwd
+    add "$(printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' 'runm-vm:x:2346:' | cached_file host-group)" etc/group
     # Podman drives runm here as on any host: podman and conmon with their
     # libraries, and runtime-shim/README.md's containers.conf with runm at
     # /usr/bin/runm. conmon gives runm an environment of its own (no RUNM_*),

@@ -17,6 +17,9 @@
 #   runm.testhost.only=a,b         run only these tests
 #   runm.testhost.force_fail=a,b   report these tests as failed (checks the runner)
 #   runm.testhost.guest_timeout=S  seconds one inner guest may take (default 180)
+#   runm.testhost.test_timeout=S   seconds one test may take (default 3 x guest_timeout);
+#                                  past it, it fails with the end of its logs, what it
+#                                  started is killed, and the run goes on
 #   runm.testhost.verbose=1        also show the inner guests' consoles as they run
 #
 # What is in this image (build-image.sh): /usr/bin/runm-vmm (when built),
@@ -64,12 +67,14 @@ QEMU_GUEST_CMDLINE="console=ttyS0 reboot=t panic=1"
 only=
 force_fail=
 guest_timeout=180
+test_timeout=
 read -r cmdline < /proc/cmdline
 for arg in $cmdline; do
     case "$arg" in
         runm.testhost.only=*) only=${arg#*=} ;;
         runm.testhost.force_fail=*) force_fail=${arg#*=} ;;
         runm.testhost.guest_timeout=*) guest_timeout=${arg#*=} ;;
+        runm.testhost.test_timeout=*) test_timeout=${arg#*=} ;;
         runm.testhost.verbose=*) verbose=${arg#*=} ;;
     esac
 done
@@ -514,7 +519,7 @@ oci_wait_status() {
 # oci_procs: pids of processes left by this test: runm-vmm, or anything naming $T.
 oci_procs() {
     for _d in /proc/[0-9]*; do
-        _c=$(tr '\0' ' ' < "$_d/cmdline" 2>/dev/null) || continue
+        _c=$(tr '\0' ' ' 2>/dev/null < "$_d/cmdline") || continue
         case "$_c" in
             "timeout "*) ;; # busybox timeout's watcher, gone within a second of its command
             *runm-vmm*|*"$T/"*) echo "${_d#/proc/}" ;;
@@ -540,7 +545,15 @@ oci_nothing_left() {
     esac
     files=$(ls -A "$T/state" 2>/dev/null)
     [ -z "$files" ] || fail "left under --root after delete: $(echo $files)"
+    # A jailed runm-vmm ends a moment after its waiting parent, the VM
+    # process runm kills and waits for (its parent-death signal).
     procs=$(oci_procs)
+    _i=0
+    while [ -n "$procs" ] && [ "$_i" -lt 5 ]; do
+        sleep 1
+        _i=$((_i + 1))
+        procs=$(oci_procs)
+    done
     [ -z "$procs" ] || fail "processes left after delete: $(for p in $procs; do echo "$p: $(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null);"; done)"
 }
 
@@ -589,6 +602,78 @@ test_runm_oci_lifecycle() {
     pass_detail "${secs} s"
 }
 
+# runm-vmm as runm runs it, jailed: while a container runs (with a volume, so
+# virtiofs and its vhost-user watchdog thread are there too), the VMM (PID 1 of
+# its own PID namespace, below the waiting parent runm started) runs as the
+# vm_user runm's configuration names (runm-vm, 2345:2346) with no capabilities,
+# every thread of it and its parent under a seccomp filter, in mount and PID
+# namespaces that are not the host's, with a root holding only the way to the
+# container's directory. runm pause stops it, runm resume continues it.
+test_runm_oci_vmm_jail() {
+    mkdir -p "$T/vol"
+    oci_bundle ".process.args = [\"sleep\", \"300\"]
+        | .mounts += [{\"destination\": \"/vol\", \"type\": \"bind\", \"source\": \"$T/vol\", \"options\": [\"rbind\"]}]"
+    echo '{"vm_user": "runm-vm"}' > "$T/runm-config.json"
+    export RUNM_CONFIG="$T/runm-config.json"
+    trap 'oci_cleanup j1' EXIT
+    t0=$(date +%s)
+    oci "$guest_timeout" create j1 --bundle "$T/bundle" > "$T/create.out" 2> "$T/create.err" </dev/null ||
+        { show_tail "$T/create.err"; fail "runm create failed with status $?"; }
+    oci 60 start j1 > "$T/start.out" 2>&1 </dev/null || fail "runm start: status $?: $(cat "$T/start.out")"
+    oci_wait_status j1 running 30 || fail "state after start: '$(oci_status j1)' (expected running)"
+    vmm= parent=
+    for p in $(oci_procs); do
+        case "$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null)" in
+            *runm-vmm" --jail-pid-ns-child="*) vmm=$p ;;
+            *runm-vmm" --config "*) parent=$p ;;
+        esac
+    done
+    [ -n "$vmm" ] && [ -n "$parent" ] ||
+        fail "no jailed runm-vmm (pid '$vmm') below a waiting parent (pid '$parent'): $(for p in $(oci_procs); do tr '\0' ' ' < "/proc/$p/cmdline"; echo ';'; done)"
+    grep -E '^(Uid|Gid|CapPrm|CapEff|CapBnd|NoNewPrivs|NSpid|Seccomp):' "/proc/$vmm/status" > "$T/vmm.status"
+    for t in "/proc/$vmm"/task/* "/proc/$parent"/task/*; do
+        echo "$(cat "$t/comm") $(sed -n 's/^Seccomp:.//p' "$t/status")"
+    done > "$T/threads"
+    mnt=$(readlink "/proc/$vmm/ns/mnt") pidns=$(readlink "/proc/$vmm/ns/pid")
+    root=$(ls -A "/proc/$vmm/root" 2>&1 | tr '\n' ' ')
+    st=$(tr '\n' ' ' < "$T/vmm.status")
+    grep -q '^Uid:.2345.2345.2345.2345$' "$T/vmm.status" || fail "not uid 2345 (runm-vm): $st"
+    grep -q '^Gid:.2346.2346.2346.2346$' "$T/vmm.status" || fail "not gid 2346 (runm-vm): $st"
+    for cap in CapPrm CapEff CapBnd; do
+        grep -q "^$cap:.0000000000000000$" "$T/vmm.status" || fail "$cap is not empty: $st"
+    done
+    grep -q '^NoNewPrivs:.1$' "$T/vmm.status" || fail "no_new_privs is not set: $st"
+    grep -q '^Seccomp:.2$' "$T/vmm.status" || fail "the VMM's main thread has no seccomp filter: $st"
+    grep -q '^NSpid:.[0-9]*.1$' "$T/vmm.status" || fail "not PID 1 of its own PID namespace: $st"
+    unfiltered=$(grep -v '^kvm-' "$T/threads" | grep -v ' 2$')
+    [ -z "$unfiltered" ] || fail "threads without a seccomp filter: $(echo $unfiltered)"
+    for thread in vcpu0 event-loop vhost-user-wd; do
+        grep -q "^$thread 2$" "$T/threads" || fail "no filtered $thread thread: $(tr '\n' ' ' < "$T/threads")"
+    done
+    [ "$mnt" != "$(readlink /proc/self/ns/mnt)" ] || fail "the VMM shares the host's mount namespace ($mnt)"
+    [ "$pidns" != "$(readlink /proc/self/ns/pid)" ] || fail "the VMM shares the host's PID namespace ($pidns)"
+    [ "$root" = "tmp " ] || fail "the VMM's root holds '$root', expected only tmp (the way to the container's directory)"
+    [ -z "$(ls -A "$T/state/j1/vmm-jail")" ] || fail "the jail's directory is not empty as the host sees it"
+
+    # Pause and resume reach the jailed VMM through its waiting parent.
+    vmm_state() { sed 's/.*) //' "/proc/$vmm/stat" | cut -d' ' -f1; }
+    oci 30 pause j1 > "$T/pause.out" 2>&1 </dev/null || fail "runm pause: status $?: $(cat "$T/pause.out")"
+    _i=0
+    while [ "$(vmm_state)" != T ] && [ "$_i" -lt 10 ]; do sleep 1; _i=$((_i + 1)); done
+    [ "$(vmm_state)" = T ] || fail "runm pause: the jailed VMM is in state '$(vmm_state)' (expected T, stopped)"
+    [ "$(oci_status j1)" = paused ] || fail "state after pause: '$(oci_status j1)' (expected paused)"
+    oci 30 resume j1 > "$T/resume.out" 2>&1 </dev/null || fail "runm resume: status $?: $(cat "$T/resume.out")"
+    _i=0
+    while [ "$(vmm_state)" = T ] && [ "$_i" -lt 10 ]; do sleep 1; _i=$((_i + 1)); done
+    [ "$(vmm_state)" != T ] || fail "runm resume: the jailed VMM is still stopped"
+    out=$(oci 60 exec j1 -- sh -c 'echo resumed > /vol/after; cat /vol/after' 2>"$T/exec.err" </dev/null)
+    [ "$out" = resumed ] || fail "runm exec after resume: '$out' (expected resumed; stderr $(tr '\n' ' ' < "$T/exec.err"))"
+    oci 60 delete --force j1 > "$T/delete.out" 2>&1 </dev/null || fail "runm delete --force j1: $(cat "$T/delete.out")"
+    secs=$(( $(date +%s) - t0 ))
+    oci_nothing_left
+    pass_detail "${secs} s, VMM uid 2345 gid 2346, seccomp on $(wc -l < "$T/threads") threads, own mnt and pid namespaces, paused and resumed"
+}
+
 # Two containers at once, each in its own VM: both created and started, both
 # running (and each answers exec with its own hostname), both deleted.
 test_runm_oci_two_containers() {
@@ -620,8 +705,9 @@ test_runm_oci_two_containers() {
     n=$(oci 30 list --format json </dev/null | jq '[.[] | select(.status == "running")] | length')
     [ "$n" = 2 ] || fail "runm list shows $n running containers (expected 2): $(oci 30 list </dev/null 2>&1)"
     for p in $(oci_procs); do tr '\0' ' ' < "/proc/$p/cmdline"; echo; done > "$T/procs"
-    vmms=$(cut -d' ' -f1 "$T/procs" | grep -c 'runm-vmm$')
-    [ "$vmms" = 2 ] || fail "$vmms runm-vmm processes run (expected 2): $(tr '\n' ';' < "$T/procs")"
+    # Each VM: a jailed runm-vmm below its waiting parent.
+    vmms=$(grep -c '^[^ ]*runm-vmm --jail-pid-ns-child=' "$T/procs")
+    [ "$vmms" = 2 ] || fail "$vmms jailed runm-vmm processes run (expected 2): $(tr '\n' ';' < "$T/procs")"
     for id in a1 a2; do
         oci 60 delete --force "$id" > "$T/delete-$id.out" 2>&1 </dev/null || fail "runm delete --force $id: $(cat "$T/delete-$id.out")"
     done
@@ -838,8 +924,9 @@ test_runm_oci_pod() {
     fi
     [ "$(cat "$T/vol/got" 2>/dev/null)" = served-in-the-pod ] || fail "the volume holds '$(cat "$T/vol/got" 2>&1)'"
     for p in $(oci_procs); do tr '\0' ' ' < "/proc/$p/cmdline"; echo; done > "$T/procs"
-    vmms=$(cut -d' ' -f1 "$T/procs" | grep -c 'runm-vmm$')
-    [ "$vmms" = 1 ] || fail "$vmms runm-vmm processes run (expected 1 for the pod): $(tr '\n' ';' < "$T/procs")"
+    # The VM: a jailed runm-vmm below its waiting parent.
+    vmms=$(grep -c '^[^ ]*runm-vmm --jail-pid-ns-child=' "$T/procs")
+    [ "$vmms" = 1 ] || fail "$vmms jailed runm-vmm processes run (expected 1 for the pod): $(tr '\n' ';' < "$T/procs")"
     [ "$(oci_status web)" = running ] || fail "web is '$(oci_status web)' after the client's exit (expected running)"
     oci 60 kill web KILL > "$T/kill-web.out" 2>&1 </dev/null || fail "runm kill web: $(cat "$T/kill-web.out")"
     oci_wait_status web stopped 30 || fail "web is '$(oci_status web)' after kill (expected stopped)"
@@ -929,9 +1016,63 @@ listed() { # listed NAME LIST: NAME is in the comma-separated LIST
     return 1
 }
 
+# children_of PID: the pids whose parent is PID.
+children_of() {
+    for _s in /proc/[0-9]*/stat; do
+        _l=$(cat "$_s" 2>/dev/null) || continue
+        [ "$(echo "${_l##*) }" | cut -d' ' -f2)" = "$1" ] || continue
+        _p=${_s#/proc/}
+        echo "${_p%/stat}"
+    done
+}
+
+# kill_tree PID: stop PID (so it starts nothing more), then kill its
+# descendants and it.
+kill_tree() {
+    kill -STOP "$1" 2>/dev/null
+    for _c in $(children_of "$1"); do kill_tree "$_c"; done
+    kill -KILL "$1" 2>/dev/null
+}
+
+# run_test FN: run test FN in a subshell, at most $test_timeout seconds; sets
+# $ok. A test past its time fails with the end of its logs, and what it left
+# running (its processes, and anything naming its directory, such as runm's
+# sandboxes, which leave its process tree) is killed: one stuck test (seen
+# under load) must not stall the whole run.
+run_test() {
+    ( "$1" ) &
+    _test_pid=$!
+    rm -f "$T/.done" "$T/.timed-out"
+    (
+        _i=0
+        while [ ! -e "$T/.done" ] && [ "$_i" -lt "$test_timeout" ]; do
+            sleep 1
+            _i=$((_i + 1))
+        done
+        if [ ! -e "$T/.done" ]; then
+            : > "$T/.timed-out"
+            kill_tree "$_test_pid"
+        fi
+    ) &
+    _watch_pid=$!
+    wait "$_test_pid"
+    ok=$?
+    : > "$T/.done"
+    wait "$_watch_pid"
+    if [ -e "$T/.timed-out" ]; then
+        for _p in $(oci_procs); do kill -9 "$_p" 2>/dev/null; done
+        for _f in $(find "$T" -name '*.txt' -o -name 'console*' -o -name '*.err' -o -name '*.log' 2>/dev/null); do
+            [ -f "$_f" ] && show_tail "$_f"
+        done
+        echo "timed out after $test_timeout s (runm.testhost.test_timeout)" > "$T/reason"
+        ok=1
+    fi
+}
+
 echo "testhost: kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB," \
     "clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 dmesg | grep -i -e 'kvm[_:]' -e svm | sed 's/^/testhost: dmesg: /'
+[ -n "$test_timeout" ] || test_timeout=$((guest_timeout * 3))
 passed=0
 failed=0
 tests=$(sed -n 's/^\(test_[a-z0-9_]*\)() {$/\1/p' /init)
@@ -947,8 +1088,7 @@ for fn in $tests; do
         echo "forced to fail by runm.testhost.force_fail" > "$T/reason"
         ok=1
     else
-        ( "$fn" )
-        ok=$?
+        run_test "$fn"
     fi
     if [ "$ok" -eq 0 ]; then
         passed=$((passed + 1))

@@ -12,6 +12,8 @@
 # --force-fail A,B    report these tests as FAIL (shows that the runner catches failures)
 # --timeout SECS      whole run, boot included (default $RUNM_TESTHOST_TIMEOUT or 600)
 # --guest-timeout S   one inner guest run (default 180)
+# --test-timeout S    one test (default 3 x the guest timeout); past it the test fails
+#                     with the end of its logs and the run goes on
 # --kernel FILE       test host kernel (default: guest-kernel-config/build.sh --flavor testhost)
 # --initrd FILE       test host initramfs (default: tests/testhost/build-image.sh)
 # --log FILE          keep the serial console log in FILE (default: a temporary file)
@@ -29,6 +31,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 timeout=${RUNM_TESTHOST_TIMEOUT:-600}
 guest_timeout=180
+test_timeout=
 image_args=()
 only=
 force_fail=
@@ -44,6 +47,7 @@ while [ $# -gt 0 ]; do
         --force-fail) force_fail=${2:?}; shift 2 ;;
         --timeout) timeout=${2:?}; shift 2 ;;
         --guest-timeout) guest_timeout=${2:?}; shift 2 ;;
+        --test-timeout) test_timeout=${2:?}; shift 2 ;;
         --kernel) kernel=${2:?}; shift 2 ;;
         --initrd) initrd=${2:?}; shift 2 ;;
         --log) keep_log=${2:?}; shift 2 ;;
@@ -106,6 +110,7 @@ else
 fi
 [ "$verbose" = 0 ] || append+=" runm.testhost.verbose=1"
 [ -z "$only" ] || append+=" runm.testhost.only=$only"
+[ -z "$test_timeout" ] || append+=" runm.testhost.test_timeout=$test_timeout"
 [ -z "$force_fail" ] || append+=" runm.testhost.force_fail=$force_fail"
 
 say "booting the test host (software emulation; kernel $kernel, initramfs $(( $(stat -c %s "$initrd") / 1048576 )) MiB, timeout ${timeout} s)"

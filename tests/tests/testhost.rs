@@ -29,6 +29,7 @@ mod tests {
         "runm-oci-run-exit-status",
         "runm-oci-config",
         "runm-oci-lifecycle",
+        "runm-oci-vmm-jail",
         "runm-oci-two-containers",
         "runm-oci-linux",
         "runm-oci-host-dirs",

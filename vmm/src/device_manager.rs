@@ -173,6 +173,9 @@ pub struct DeviceManager {
     pub subscribers: Vec<Subscriber>,
     /// `virtio_mmio.device=` entries for the kernel command line.
     pub cmdline_entries: Vec<String>,
+    /// The virtio-fs devices, whose watchdog threads start once the VMM
+    /// is jailed ([`DeviceManager::start_fs_watchdogs`]).
+    fs: Vec<Arc<Mutex<Fs>>>,
     virtio_count: u32,
 }
 
@@ -215,6 +218,7 @@ impl DeviceManager {
             console_watch,
             subscribers: Vec::new(),
             cmdline_entries: Vec::new(),
+            fs: Vec::new(),
             virtio_count: 0,
         })
     }
@@ -278,7 +282,24 @@ impl DeviceManager {
             let device_config = devices::virtio::fs::FsConfig::new(&f.tag, &f.socket);
             let fs = Fs::new(&device_config, mem).map_err(backend(format!("fs {}", f.tag)))?;
             let id = fs.id().to_owned();
-            self.add_virtio(vm, mem, &id, Arc::new(Mutex::new(fs)))?;
+            let fs = Arc::new(Mutex::new(fs));
+            self.add_virtio(vm, mem, &id, fs.clone())?;
+            self.fs.push(fs);
+        }
+        Ok(())
+    }
+
+    /// Starts each virtio-fs device's watchdog thread, `setup` running first
+    /// on each (it installs the thread's seccomp filter). Not done while
+    /// building: the VMM enters its jail single-threaded, after the build.
+    pub fn start_fs_watchdogs(
+        &self,
+        setup: impl Fn() -> devices::virtio::fs::WatchdogSetup,
+    ) -> Result<(), DeviceError> {
+        for fs in &self.fs {
+            let mut fs = devices::bus::lock(fs);
+            let id = fs.id().to_owned();
+            fs.start_watchdog(Some(setup())).map_err(backend(id))?;
         }
         Ok(())
     }

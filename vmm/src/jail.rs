@@ -7,7 +7,11 @@
 //! - its own mount namespace, whose root is a fresh tmpfs mounted on
 //!   [`JailConfig::root`] (so the host's directory stays empty and nothing is
 //!   left behind) holding only the paths the VM still reaches by name: the
-//!   vsock socket's directory, bind-mounted at the same path; then read-only;
+//!   vsock socket's directory, bind-mounted at the same path; then read-only.
+//!   A relative socket path (runm names its sockets relative to the VMM's
+//!   working directory, to keep long paths within a socket address's
+//!   limit) is resolved against that directory, which is then bound and
+//!   stays the jailed VMM's working directory;
 //! - the resource limits `RLIMIT_NOFILE` and `RLIMIT_FSIZE`;
 //! - the unprivileged uid/gid, no supplementary groups, every capability set
 //!   empty (bounding and ambient included) and no_new_privs.
@@ -17,9 +21,10 @@
 //! process that becomes PID 1 of the new namespace must build the VM itself.
 
 use std::ffi::OsString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
@@ -29,8 +34,15 @@ use rustix::thread::{CapabilitySet, CapabilitySets, UnshareFlags};
 use crate::config::{Console, JailConfig, VmConfig};
 
 /// The hidden flag telling runm-vmm it is the jailed child in the new PID
-/// namespace (its parent added it).
+/// namespace (its parent added it, with the descriptor of [`PARENT_ALIVE`]'s
+/// pipe as its value).
 pub const CHILD_FLAG: &str = "--jail-pid-ns-child";
+
+/// In the jailed child: the read end of a pipe whose only write end its
+/// waiting parent holds, so that it hangs up when the parent is gone.
+/// Changing uid clears the parent-death signal; re-armed after that, it
+/// would miss a parent that died in between, which this pipe shows.
+static PARENT_ALIVE: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
 
 /// Errors entering the jail.
 #[derive(Debug, thiserror::Error)]
@@ -75,21 +87,41 @@ pub struct JailPlan {
     pub config: JailConfig,
     /// Host directories bind-mounted at the same path inside the jail.
     pub binds: Vec<PathBuf>,
+    /// The working directory to keep inside the jail (bound too), when a
+    /// path the VM reaches by name is relative to it.
+    pub cwd: Option<PathBuf>,
     /// `RLIMIT_FSIZE`.
     pub max_file_size: u64,
 }
 
 impl JailPlan {
     /// The plan for `config`'s jail, if it has one.
-    pub fn of(config: &VmConfig) -> Option<Self> {
-        let jail = config.jail.clone()?;
+    pub fn of(config: &VmConfig) -> Result<Option<Self>, JailError> {
+        let Some(jail) = config.jail.clone() else {
+            return Ok(None);
+        };
         // The vsock device connects to `<uds>_<port>` when the guest dials
         // the host: that directory must stay reachable by its path.
-        let binds = config
-            .vsock
-            .iter()
-            .filter_map(|v| v.uds.parent().map(Path::to_path_buf))
-            .collect();
+        let mut binds = Vec::new();
+        let mut cwd = None;
+        for uds in config.vsock.iter().map(|v| &v.uds) {
+            let dir = uds.parent().unwrap_or(Path::new(""));
+            if uds.is_absolute() {
+                binds.push(dir.to_path_buf());
+                continue;
+            }
+            let here = std::env::current_dir().map_err(|e| JailError::Step {
+                what: format!(
+                    "find the working directory the socket {} is relative to",
+                    uds.display()
+                ),
+                source: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+            })?;
+            binds.push(here.clone());
+            cwd = Some(here);
+        }
+        binds.sort();
+        binds.dedup();
         let max_file_size = jail.max_file_size.unwrap_or_else(|| {
             let console = match config.console {
                 Console::File(_) => config.console_max_bytes,
@@ -105,11 +137,12 @@ impl JailPlan {
                 .unwrap_or(0);
             console.max(disks).max(stdio_limit(config)).max(1)
         });
-        Some(JailPlan {
+        Ok(Some(JailPlan {
             config: jail,
             binds,
+            cwd,
             max_file_size,
-        })
+        }))
     }
 }
 
@@ -150,17 +183,52 @@ fn thread_count() -> Result<usize, JailError> {
         })
 }
 
+/// Checks the process has one thread. A thread joined a moment ago (the
+/// virtio-fs handshake's watchdog) is listed until the kernel finishes its
+/// exit, which comes after the join returns: allow it a moment.
+fn single_threaded() -> Result<(), JailError> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let n = thread_count()?;
+        if n == 1 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(JailError::Threads(n));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Enters the jail of `plan`. Call once the VM is built and before any other
 /// thread starts; on success the process is jailed for good.
 pub fn enter(plan: &JailPlan) -> Result<(), JailError> {
-    let n = thread_count()?;
-    if n != 1 {
-        return Err(JailError::Threads(n));
-    }
+    single_threaded()?;
     let last_cap = last_capability()?;
     enter_mount_namespace(plan)?;
     set_limits(plan)?;
-    drop_privileges(&plan.config, last_cap)
+    drop_privileges(&plan.config, last_cap)?;
+    rearm_parent_death()
+}
+
+/// The parent-death signal again (the uid change cleared it), then whether
+/// the waiting parent died before it was armed: then this process ends too.
+fn rearm_parent_death() -> Result<(), JailError> {
+    let Some(pipe) = PARENT_ALIVE.get() else {
+        return Ok(());
+    };
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(step("set the parent-death signal again"))?;
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(pipe, PollFlags::IN)];
+    let _ = rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default()));
+    if fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR) {
+        return Err(JailError::Child {
+            what: "stay with its waiting parent",
+            source: std::io::Error::other("the parent is gone"),
+        });
+    }
+    Ok(())
 }
 
 /// The highest capability number this kernel knows.
@@ -235,6 +303,10 @@ fn enter_mount_namespace(plan: &JailPlan) -> Result<(), JailError> {
     rustix::process::chdir("/").map_err(step("chdir to the jail's /"))?;
     rustix::mount::mount_remount("/", MountFlags::BIND | MountFlags::RDONLY | hardened, c"")
         .map_err(step("make the jail's root read-only"))?;
+    // Relative socket paths keep meaning what they meant outside.
+    if let Some(cwd) = &plan.cwd {
+        rustix::process::chdir(cwd).map_err(step(format!("chdir to {}", cwd.display())))?;
+    }
     Ok(())
 }
 
@@ -300,6 +372,12 @@ fn drop_privileges(jail: &JailConfig, last_cap: u32) -> Result<(), JailError> {
 /// (its own arguments) and [`CHILD_FLAG`], and waits for it: SIGINT and
 /// SIGTERM are forwarded, and its exit status becomes this process's. The
 /// child is killed if this process dies (it sets its parent-death signal).
+///
+/// Pausing: SIGSTOP cannot be caught, and stopping this process would not
+/// stop the VM. So SIGTSTP pauses the VM (the child gets SIGSTOP) and
+/// SIGCONT continues it (passed on). Whoever pauses a jailed VMM sends
+/// those to this process (runm does); both are blocked here, so they never
+/// stop this process itself, in whatever process group it runs.
 pub fn spawn_in_new_pid_ns(
     args: &[OsString],
     seccomp: crate::seccomp::SeccompMode,
@@ -310,8 +388,14 @@ pub fn spawn_in_new_pid_ns(
     let child_err = |what| move |source| JailError::Child { what, source };
     // Block SIGINT/SIGTERM first: one arriving while the child starts is
     // still forwarded. The child's mask is reset by the spawn.
-    let signals = crate::signal::TermSignals::new().map_err(|e| JailError::Child {
-        what: "watch SIGINT/SIGTERM",
+    let signals = crate::signal::TermSignals::of(&[
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGTSTP,
+        libc::SIGCONT,
+    ])
+    .map_err(|e| JailError::Child {
+        what: "watch SIGINT, SIGTERM, SIGTSTP and SIGCONT",
         source: std::io::Error::other(e),
     })?;
     // SAFETY: CLONE_NEWPID only decides the namespace of this process's
@@ -319,11 +403,17 @@ pub fn spawn_in_new_pid_ns(
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
         .map_err(step("make a PID namespace"))?;
     let exe = std::env::current_exe().map_err(child_err("find its own executable"))?;
-    let mut child = Command::new(exe)
-        .arg(CHILD_FLAG)
+    // The child inherits the read end; the write end is this process's only.
+    let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(step("make the parent-alive pipe"))?;
+    rustix::io::fcntl_setfd(&alive_r, rustix::io::FdFlags::empty())
+        .map_err(step("pass the parent-alive pipe on"))?;
+    let spawned = Command::new(exe)
+        .arg(format!("{CHILD_FLAG}={}", alive_r.as_raw_fd()))
         .args(args)
-        .spawn()
-        .map_err(child_err("start it"))?;
+        .spawn();
+    drop(alive_r);
+    let mut child = spawned.map_err(child_err("start it"))?;
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(-1)).ok_or_else(
         || JailError::Child {
             what: "read its pid",
@@ -350,12 +440,18 @@ pub fn spawn_in_new_pid_ns(
         let signalled = !fds[1].revents().is_empty();
         if signalled {
             if let Some(sig) = signals.read() {
+                let sig = if sig == libc::SIGTSTP {
+                    libc::SIGSTOP
+                } else {
+                    sig
+                };
                 if let Some(sig) = rustix::process::Signal::from_named_raw(sig) {
                     let _ = rustix::process::kill_process(pid, sig);
                 }
             }
         }
         if child_done {
+            drop(alive_w);
             let status = child.wait().map_err(child_err("collect its status"))?;
             use std::os::unix::process::ExitStatusExt;
             return Ok(status
@@ -367,10 +463,23 @@ pub fn spawn_in_new_pid_ns(
 }
 
 /// In the child: checks it is PID 1 of its namespace and makes it die with
-/// its waiting parent.
-pub fn child_setup() -> Result<(), JailError> {
+/// its waiting parent, whose pipe it got as descriptor `parent_alive`.
+pub fn child_setup(parent_alive: i32) -> Result<(), JailError> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(step("set the parent-death signal"))?;
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if parent_alive < 3 || unsafe { libc::fcntl(parent_alive, libc::F_GETFD) } < 0 {
+        return Err(JailError::Child {
+            what: "find the parent-alive pipe",
+            source: std::io::Error::other(format!("descriptor {parent_alive} is not open")),
+        });
+    }
+    // SAFETY: the descriptor is open (checked) and was inherited for this
+    // alone, before runm-vmm opened anything of its own.
+    let pipe = unsafe { std::os::fd::OwnedFd::from_raw_fd(parent_alive) };
+    rustix::io::fcntl_setfd(&pipe, rustix::io::FdFlags::CLOEXEC)
+        .map_err(step("keep the parent-alive pipe to itself"))?;
+    let _ = PARENT_ALIVE.set(pipe);
     // Outside a new PID namespace the flag was passed by hand.
     if rustix::process::getpid().as_raw_nonzero().get() != 1 {
         return Err(JailError::Child {
@@ -393,7 +502,7 @@ mod tests {
         let disk = dir.path().join("d.img");
         std::fs::write(&disk, vec![0u8; 3 << 20]).unwrap();
         let mut cfg = VmConfig::new("/k");
-        assert!(JailPlan::of(&cfg).is_none());
+        assert!(JailPlan::of(&cfg).unwrap().is_none());
         cfg.jail = Some(JailConfig::new(dir.path(), 1000, 1000));
         cfg.vsock = Some(
             format!("3,{}/s/v.sock", dir.path().display())
@@ -403,17 +512,30 @@ mod tests {
         cfg.disks
             .push(format!("{},rw", disk.display()).parse().unwrap());
         cfg.console = Console::File("/c".into());
-        let plan = JailPlan::of(&cfg).unwrap();
+        let plan = JailPlan::of(&cfg).unwrap().unwrap();
         assert_eq!(plan.binds, vec![dir.path().join("s")]);
+        assert_eq!(plan.cwd, None);
         // At least the disk; more if this test's stdout or stderr is a file.
         assert_eq!(plan.max_file_size, (3 << 20u64).max(stdio_limit(&cfg)));
         cfg.disks[0].read_only = true;
         assert_eq!(
-            JailPlan::of(&cfg).unwrap().max_file_size,
+            JailPlan::of(&cfg).unwrap().unwrap().max_file_size,
             cfg.console_max_bytes.max(stdio_limit(&cfg))
         );
         cfg.jail.as_mut().unwrap().max_file_size = Some(77);
-        assert_eq!(JailPlan::of(&cfg).unwrap().max_file_size, 77);
+        assert_eq!(JailPlan::of(&cfg).unwrap().unwrap().max_file_size, 77);
+    }
+
+    #[test]
+    fn a_relative_socket_binds_and_keeps_the_working_directory() {
+        // As runm names it: relative to the VMM's working directory.
+        let mut cfg = VmConfig::new("/k");
+        cfg.jail = Some(JailConfig::new("/j", 1000, 1000));
+        cfg.vsock = Some("3,vsock.sock".parse().unwrap());
+        let here = std::env::current_dir().unwrap();
+        let plan = JailPlan::of(&cfg).unwrap().unwrap();
+        assert_eq!(plan.binds, vec![here.clone()]);
+        assert_eq!(plan.cwd, Some(here));
     }
 
     #[test]

@@ -324,6 +324,18 @@ impl Vmm {
 
         vcpu::install_kick_handler()?;
         let mode = self.options.seccomp;
+        // The virtio-fs watchdogs, each under its own filter: this is after
+        // the jail (see `run`), before any vCPU can send a request.
+        let watchdog_filter = seccomp::filter(ThreadKind::VhostUserWatchdog, mode)?;
+        self.devices.start_fs_watchdogs(|| {
+            let filter = watchdog_filter.clone();
+            Box::new(move || match &filter {
+                Some(f) => {
+                    seccomp::install(ThreadKind::VhostUserWatchdog, f).map_err(|e| e.to_string())
+                }
+                None => Ok(()),
+            })
+        })?;
         let loop_filter = seccomp::filter(ThreadKind::EventLoop, mode)?;
         let main_filter = seccomp::filter(ThreadKind::Main, mode)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -421,7 +433,7 @@ pub fn run(config: &VmConfig, options: RunOptions) -> Result<ExitReport, VmmErro
     config.validate()?;
     // Before anything of runm-vmm's own is opened (see InheritedTaps).
     let taps = InheritedTaps::claim(config)?;
-    let plan = jail::JailPlan::of(config);
+    let plan = jail::JailPlan::of(config)?;
     if plan.is_some() {
         jail::precheck()?;
     }

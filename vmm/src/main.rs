@@ -86,9 +86,10 @@ struct Cli {
     /// Jail: stay in the host's PID namespace.
     #[arg(long = "jail-no-pid-ns", requires = "jail_root")]
     jail_no_pid_ns: bool,
-    /// Set by runm-vmm on the copy of itself it starts in a new PID namespace.
-    #[arg(long = "jail-pid-ns-child", hide = true)]
-    jail_pid_ns_child: bool,
+    /// Set by runm-vmm on the copy of itself it starts in a new PID
+    /// namespace, naming the pipe that tells it its parent is alive.
+    #[arg(long = "jail-pid-ns-child", hide = true, value_name = "FD")]
+    jail_pid_ns_child: Option<i32>,
     /// Log level on stderr: error, warn, info, debug.
     #[arg(long = "log-level", default_value = "warn", value_name = "LEVEL", value_parser = parse_level)]
     log_level: log::LevelFilter,
@@ -166,8 +167,8 @@ fn main() -> ExitCode {
         Err(e) => return fail(&vmm::VmmError::from(e)),
     };
     let in_pid_ns = config.jail.as_ref().is_some_and(|j| j.new_pid_ns);
-    if cli.jail_pid_ns_child {
-        if let Err(e) = vmm::jail::child_setup() {
+    if let Some(parent_alive) = cli.jail_pid_ns_child {
+        if let Err(e) = vmm::jail::child_setup(parent_alive) {
             return fail(&e.into());
         }
     } else if in_pid_ns {

@@ -8,7 +8,7 @@
 //! last). The lists below say why each call is there; a device that needs a
 //! new call adds it to the list of the thread it runs on, next to its reason.
 //!
-//! What the three threads run:
+//! What the threads run:
 //! - vCPU: `KVM_RUN` and its exits, i.e. the port and MMIO devices (serial
 //!   console writes, the i8042 reset eventfd, virtio-mmio register accesses,
 //!   which activate or reset a device and so duplicate and signal eventfds,
@@ -17,7 +17,9 @@
 //!   writes, fsync; net: tap reads and writes; vsock: Unix sockets; rng:
 //!   getrandom) and the controller (signalfd, eventfds);
 //! - main: waits for the event loop, kicks the vCPUs out of `KVM_RUN`, joins
-//!   them and frees the VM.
+//!   them and frees the VM;
+//! - vhost-user watchdog (one per virtio-fs device, started once the VMM is
+//!   jailed): shuts a backend's socket down when a request overruns.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -87,6 +89,9 @@ pub enum ThreadKind {
     /// The parent a jailed VMM leaves in the host's PID namespace: it only
     /// forwards signals and waits ([`crate::jail::spawn_in_new_pid_ns`]).
     Waiter,
+    /// A virtio-fs device's vhost-user watchdog: it waits on a condition
+    /// variable and shuts the backend's socket down when a request overruns.
+    VhostUserWatchdog,
 }
 
 impl std::fmt::Display for ThreadKind {
@@ -96,6 +101,7 @@ impl std::fmt::Display for ThreadKind {
             ThreadKind::EventLoop => "event loop",
             ThreadKind::Vcpu => "vCPU",
             ThreadKind::Waiter => "jail parent",
+            ThreadKind::VhostUserWatchdog => "vhost-user watchdog",
         })
     }
 }
@@ -273,7 +279,8 @@ fn main_thread() -> Rules {
 }
 
 /// The jailed VMM's waiting parent: poll its pidfd and the signalfd, forward
-/// SIGINT/SIGTERM, reap it.
+/// SIGINT/SIGTERM, turn SIGTSTP into SIGSTOP and pass SIGCONT on (pausing),
+/// reap it.
 fn waiter() -> Rules {
     vec![
         any(libc::SYS_poll),
@@ -282,11 +289,23 @@ fn waiter() -> Rules {
         arg_in(
             libc::SYS_kill,
             1,
-            &[as_u64(libc::SIGINT), as_u64(libc::SIGTERM)],
+            &[
+                as_u64(libc::SIGINT),
+                as_u64(libc::SIGTERM),
+                as_u64(libc::SIGSTOP),
+                as_u64(libc::SIGCONT),
+            ],
         ),
         any(libc::SYS_wait4),
         any(libc::SYS_waitid),
     ]
+}
+
+/// A vhost-user watchdog (devices' `virtio::fs` frontend): past a request's
+/// deadline it shuts the backend's socket down; the rest is [`common`]
+/// (futex waits with a timeout, the clock).
+fn vhost_user_watchdog() -> Rules {
+    vec![any(libc::SYS_shutdown)]
 }
 
 /// Dropping the devices: the vsock device removes its listening socket if it
@@ -307,6 +326,7 @@ fn rules(kind: ThreadKind) -> BTreeMap<i64, Vec<SeccompRule>> {
         ThreadKind::EventLoop => [event_loop(), device_teardown()].concat(),
         ThreadKind::Vcpu => vcpu(),
         ThreadKind::Waiter => waiter(),
+        ThreadKind::VhostUserWatchdog => vhost_user_watchdog(),
     };
     let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let mut outright = std::collections::BTreeSet::new();
@@ -364,6 +384,7 @@ mod tests {
             ThreadKind::EventLoop,
             ThreadKind::Vcpu,
             ThreadKind::Waiter,
+            ThreadKind::VhostUserWatchdog,
         ] {
             assert!(filter(kind, SeccompMode::On).unwrap().is_some());
             assert!(filter(kind, SeccompMode::Log).unwrap().is_some());
@@ -390,5 +411,8 @@ mod tests {
         let e = rules(ThreadKind::EventLoop);
         assert_eq!(e[&libc::SYS_socket].len(), 1);
         assert!(!rules(ThreadKind::Main).contains_key(&libc::SYS_ioctl));
+        let w = rules(ThreadKind::VhostUserWatchdog);
+        assert!(w[&libc::SYS_shutdown].is_empty());
+        assert!(!w.contains_key(&libc::SYS_ioctl) && !w.contains_key(&libc::SYS_sendmsg));
     }
 }

@@ -24,14 +24,21 @@ impl TermSignals {
     /// Blocks SIGINT and SIGTERM in the calling thread (threads spawned later
     /// inherit the mask) and opens a signalfd for them.
     pub fn new() -> Result<Self, SignalError> {
+        Self::of(&[libc::SIGINT, libc::SIGTERM])
+    }
+
+    /// Like [`TermSignals::new`] for the given signals (the jail's waiting
+    /// parent also takes SIGTSTP and SIGCONT, to pass them on).
+    pub fn of(signals: &[libc::c_int]) -> Result<Self, SignalError> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
         // SAFETY: `set` is a valid sigset_t; the calls only modify it and the
         // thread's signal mask.
         let rc = unsafe {
             libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
+            for &sig in signals {
+                libc::sigaddset(&mut set, sig);
+            }
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
         };
         if rc != 0 {

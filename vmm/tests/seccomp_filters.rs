@@ -231,8 +231,42 @@ mod tests {
                     libc::SYS_kill,
                     [0x7fff_fff0, libc::SIGTERM as _, 0],
                 ),
+                call(
+                    "kill SIGSTOP (a pause)",
+                    libc::SYS_kill,
+                    [0x7fff_fff0, libc::SIGSTOP as _, 0],
+                ),
+                call(
+                    "kill SIGCONT",
+                    libc::SYS_kill,
+                    [0x7fff_fff0, libc::SIGCONT as _, 0],
+                ),
                 call("wait4", libc::SYS_wait4, [-1, 0, libc::WNOHANG as _]),
                 call("poll", libc::SYS_poll, [0, 0, 0]),
+            ],
+            &forbidden,
+        );
+    }
+
+    #[test]
+    fn vhost_user_watchdog_only_shuts_sockets_down() {
+        let mut forbidden = common_forbidden();
+        forbidden.extend([
+            call("ioctl", libc::SYS_ioctl, [-1, KVM_RUN, 0]),
+            call("socket", libc::SYS_socket, [libc::AF_UNIX as _, 1, 0]),
+            call("sendmsg", libc::SYS_sendmsg, [-1, 0, 0]),
+            call("read", libc::SYS_read, [-1, 0, 0]),
+        ]);
+        check(
+            ThreadKind::VhostUserWatchdog,
+            &[
+                // A bad descriptor: allowed, fails with EBADF.
+                call(
+                    "shutdown",
+                    libc::SYS_shutdown,
+                    [-1, libc::SHUT_RDWR as _, 0],
+                ),
+                call("futex", libc::SYS_futex, [0, 0, 0]),
             ],
             &forbidden,
         );

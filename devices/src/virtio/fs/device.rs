@@ -16,7 +16,7 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::vhost_user::{memory_regions, Backend, Vring};
+use super::vhost_user::{memory_regions, Backend, Vring, WatchdogSetup};
 use super::{FsConfig, FsError, TAG_LEN};
 use crate::interrupt::VirtioInterrupt;
 use crate::virtio::{
@@ -70,6 +70,9 @@ impl Fs {
         let regions = memory_regions(mem)?;
         let mut backend = Backend::connect(&config.socket, queues, config.timeout)?;
         backend.set_mem_table(&regions)?;
+        // The handshake's watchdog thread ends here; the running device's
+        // starts with `start_watchdog`, once the VMM is jailed.
+        backend.end_handshake();
         let avail_features = backend.features() & PASSED_FEATURES;
         let call_evts = (0..queues)
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
@@ -91,6 +94,13 @@ impl Fs {
             active: None,
             watching_socket: false,
         })
+    }
+
+    /// Starts the thread that bounds the requests `activate` and `reset`
+    /// send (without it they are refused); `on_start` runs first on it.
+    /// Call once the VMM is jailed: no thread may run before that.
+    pub fn start_watchdog(&mut self, on_start: Option<WatchdogSetup>) -> Result<(), FsError> {
+        self.backend.start_watchdog(on_start)
     }
 
     /// The device's name in logs (`fs:TAG`).

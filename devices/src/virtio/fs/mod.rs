@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use device::Fs;
+pub use vhost_user::WatchdogSetup;
 
 /// Longest tag the configuration space holds (virtio 1.2, 5.11.4).
 pub const TAG_LEN: usize = 36;
@@ -149,6 +150,14 @@ pub enum FsError {
         /// The socket.
         socket: PathBuf,
         /// What is missing.
+        what: String,
+    },
+    /// The thread that bounds requests could not start, or was not started.
+    #[error("virtio-fs backend at {socket}: watchdog: {what}")]
+    Watchdog {
+        /// The socket.
+        socket: PathBuf,
+        /// What went wrong.
         what: String,
     },
     /// An earlier request failed, so the connection's state is unknown.

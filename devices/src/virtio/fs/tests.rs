@@ -55,9 +55,17 @@ fn connect(vfs: &Virtiofsd, mem: &GuestMemory) -> Fs {
 }
 
 fn connect_with(config: FsConfig, vfs: &Virtiofsd, mem: &GuestMemory) -> Fs {
+    let mut fs = connect_unstarted(&config, vfs, mem);
+    // As the VMM does once jailed.
+    fs.start_watchdog(None).expect("start the watchdog");
+    fs
+}
+
+/// A device as the VMM has it before its jail: no watchdog thread yet.
+fn connect_unstarted(config: &FsConfig, vfs: &Virtiofsd, mem: &GuestMemory) -> Fs {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        match Fs::new(&config, mem) {
+        match Fs::new(config, mem) {
             Ok(fs) => return fs,
             Err(FsError::Connect { source, .. })
                 if source.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline =>
@@ -619,6 +627,47 @@ fn a_backend_that_stops_answering_costs_a_vcpu_at_most_the_timeout() {
     g.setup_queue(1, &request);
     assert_ne!(g.driver_ok() & status::DEVICE_NEEDS_RESET, 0);
     assert!(start.elapsed() < Duration::from_millis(200));
+}
+
+#[test]
+fn requests_wait_for_the_watchdog_whose_setup_runs_on_its_own_thread() {
+    let mem = shared_memory(&[(0, 16 << 20)]);
+    let vfs = Virtiofsd::spawn_in_temp_dir();
+    let fs = connect_unstarted(&FsConfig::new("share", vfs.socket()), &vfs, &mem);
+    // Before its watchdog starts, activating the device is refused rather
+    // than left unbounded.
+    let mut g = Guest::new(fs, &mem);
+    let hiprio = TestQueue::new(&mem, GuestAddress(HIPRIO_AT), QUEUE_SIZE);
+    let request = TestQueue::new(&mem, GuestAddress(REQUEST_AT), QUEUE_SIZE);
+    g.negotiate();
+    g.setup_queue(0, &hiprio);
+    g.setup_queue(1, &request);
+    assert_ne!(g.driver_ok() & status::DEVICE_NEEDS_RESET, 0);
+    g.reset();
+
+    // A setup that fails fails the start; one that works runs on the
+    // watchdog's thread, and then the device works.
+    let e =
+        g.fs.lock()
+            .unwrap()
+            .start_watchdog(Some(Box::new(|| Err("no filter".into()))))
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("watchdog") && e.contains("no filter"), "{e}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let main = std::thread::current().id();
+    g.fs.lock()
+        .unwrap()
+        .start_watchdog(Some(Box::new(move || {
+            tx.send(std::thread::current().id() != main).unwrap();
+            Ok(())
+        })))
+        .unwrap();
+    assert!(rx.recv().unwrap(), "the setup ran on the caller's thread");
+    g.negotiate();
+    g.setup_queue(0, &hiprio);
+    g.setup_queue(1, &request);
+    assert_eq!(g.driver_ok() & status::DEVICE_NEEDS_RESET, 0);
 }
 
 #[test]

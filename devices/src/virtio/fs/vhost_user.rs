@@ -6,6 +6,11 @@
 //! would only make it spin), so a [`Watchdog`] bounds each round trip: past
 //! the deadline it shuts the socket down, which fails the blocked call. A
 //! backend that stops answering thus costs a vCPU thread at most the timeout.
+//! The handshake runs under a watchdog thread of its own that ends with it:
+//! the VMM must be single-threaded when it enters its jail, after the
+//! device is built. The watchdog that serves the running device is started
+//! by [`Backend::start_watchdog`] once the VMM is jailed, and requests
+//! before that are refused rather than left unbounded.
 //! After the first failure the connection's state is unknown (a late reply
 //! would be taken for the answer to the next request), so it refuses all
 //! further work.
@@ -56,7 +61,11 @@ pub struct Backend {
     vu: Frontend,
     socket: PathBuf,
     timeout: Duration,
-    watchdog: Watchdog,
+    // Running during the handshake and after `start_watchdog`; `None` in
+    // between.
+    watchdog: Option<Watchdog>,
+    // A handle on the socket for the watchdog to shut down.
+    shutter: UnixStream,
     // A second handle on the socket: the event loop watches it to learn that
     // the backend went away.
     watch: UnixStream,
@@ -76,15 +85,17 @@ impl Backend {
         };
         let stream = UnixStream::connect(socket).map_err(connect_err)?;
         let watch = stream.try_clone().map_err(connect_err)?;
-        let watchdog = stream
+        let shutter = stream.try_clone().map_err(connect_err)?;
+        let watchdog = shutter
             .try_clone()
-            .and_then(Watchdog::new)
+            .and_then(|s| Watchdog::new(s, None))
             .map_err(connect_err)?;
         let mut backend = Backend {
             vu: Frontend::from_stream(stream, queues as u64),
             socket: socket.to_path_buf(),
             timeout,
-            watchdog,
+            watchdog: Some(watchdog),
+            shutter,
             watch,
             features: 0,
             broken: false,
@@ -126,6 +137,33 @@ impl Backend {
             self.features,
             acked.bits()
         );
+        Ok(())
+    }
+
+    /// Ends the handshake's watchdog thread (joined before this returns):
+    /// from here until [`Backend::start_watchdog`] every request is refused.
+    pub fn end_handshake(&mut self) {
+        self.watchdog = None;
+    }
+
+    /// Starts the watchdog thread that bounds the running device's requests;
+    /// `on_start` runs first on that thread (the VMM installs its seccomp
+    /// filter there) and its failure ends the thread and is returned. Call
+    /// from the thread that builds the VM, once it is jailed.
+    pub fn start_watchdog(&mut self, on_start: Option<WatchdogSetup>) -> Result<(), FsError> {
+        if self.watchdog.is_some() {
+            return Ok(());
+        }
+        let err = |what: String| FsError::Watchdog {
+            socket: self.socket.clone(),
+            what,
+        };
+        let socket = self
+            .shutter
+            .try_clone()
+            .map_err(|e| err(format!("cannot duplicate the socket: {e}")))?;
+        let watchdog = Watchdog::new(socket, on_start).map_err(|e| err(e.to_string()))?;
+        self.watchdog = Some(watchdog);
         Ok(())
     }
 
@@ -219,10 +257,17 @@ impl Backend {
                 socket: self.socket.clone(),
             });
         }
-        self.watchdog.arm(self.timeout);
+        let Some(watchdog) = &self.watchdog else {
+            // Unbounded, a backend that stops answering would hold the vCPU.
+            return Err(FsError::Watchdog {
+                socket: self.socket.clone(),
+                what: format!("not started; {request} refused"),
+            });
+        };
+        watchdog.arm(self.timeout);
         let result = f(&mut self.vu);
         // A deadline that passed shut the socket, even if the reply made it.
-        if self.watchdog.disarm() {
+        if watchdog.disarm() {
             self.broken = true;
             return Err(FsError::Timeout {
                 socket: self.socket.clone(),
@@ -309,10 +354,15 @@ fn vring_config(
     })
 }
 
+/// What a watchdog thread runs before it serves (e.g. installing its seccomp
+/// filter); an error ends the thread and fails its start with the message.
+pub type WatchdogSetup = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 /// Bounds the round trips on a socket: armed before a request, disarmed
 /// after it; if the deadline passes in between, its thread shuts the socket
 /// down, so the blocked send or receive returns with an error. One thread per
-/// connection, made with it (not per request: vCPU threads spawn nothing).
+/// connection at a time (not per request: vCPU threads spawn nothing); it
+/// only waits on a condition variable and shuts the socket down.
 struct Watchdog {
     shared: Arc<(Mutex<WatchdogState>, Condvar)>,
     thread: Option<JoinHandle<()>>,
@@ -326,16 +376,35 @@ struct WatchdogState {
 }
 
 impl Watchdog {
-    fn new(socket: UnixStream) -> std::io::Result<Self> {
+    /// Starts the thread; returns once `setup` (if any) ran on it.
+    fn new(socket: UnixStream, setup: Option<WatchdogSetup>) -> std::io::Result<Self> {
         let shared = Arc::new((Mutex::new(WatchdogState::default()), Condvar::new()));
         let theirs = shared.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name("vhost-user-watchdog".into())
-            .spawn(move || Self::run(&theirs, &socket))?;
-        Ok(Watchdog {
+            .name("vhost-user-wd".into())
+            .spawn(move || {
+                let ready = setup.map_or(Ok(()), |f| f());
+                let ok = ready.is_ok();
+                let _ = ready_tx.send(ready);
+                if ok {
+                    Self::run(&theirs, &socket);
+                }
+            })?;
+        let ready = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err("its thread ended before it started".into()));
+        let watchdog = Watchdog {
             shared,
             thread: Some(thread),
-        })
+        };
+        match ready {
+            Ok(()) => Ok(watchdog),
+            // Dropping it joins the thread, which has ended.
+            Err(e) => Err(std::io::Error::other(format!(
+                "cannot set up the watchdog thread: {e}"
+            ))),
+        }
     }
 
     fn run(shared: &(Mutex<WatchdogState>, Condvar), socket: &UnixStream) {
