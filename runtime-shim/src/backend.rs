@@ -363,7 +363,7 @@ pub struct VmSpec<'a> {
     pub nets: &'a [NetConfig],
     /// The user the VM process drops to (runm's configuration, `vm_user`):
     /// QEMU's `-runas`, runm-vmm's jail; `None`: it stays root, unjailed.
-    pub qemu_user: Option<&'a str>,
+    pub vm_user: Option<&'a str>,
 }
 
 /// The VM program for `hypervisor`: `$RUNM_QEMU` or `qemu-system-x86_64` on
@@ -422,10 +422,7 @@ pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launc
             },
         }),
         Hypervisor::RunmVmm => {
-            let jail = vm
-                .qemu_user
-                .map(|user| vmm_jail(vm.dir, user))
-                .transpose()?;
+            let jail = vm.vm_user.map(|user| vmm_jail(vm.dir, user)).transpose()?;
             let control = if jail.is_some() {
                 // The VM process is the jail's waiting parent.
                 crate::vmctl::VmControl::JailSignals
@@ -550,7 +547,7 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
         }),
         qmp: Some(vm.dir.local(vm.dir.qmp_socket())),
         seccomp: true,
-        run_as: vm.qemu_user.map(str::to_owned),
+        run_as: vm.vm_user.map(str::to_owned),
     }
     .args()
 }
@@ -746,7 +743,7 @@ mod tests {
             dir: &dir,
             root_image: Some(true),
             share: None,
-            qemu_user: Some("nobody"),
+            vm_user: Some("nobody"),
             nets: &[],
         };
         let args: Vec<String> = qemu_args(Accel::Tcg, &vm)
@@ -786,7 +783,7 @@ mod tests {
             dir: &dir,
             root_image: Some(false),
             share: None,
-            qemu_user: None,
+            vm_user: None,
             nets: &[],
         };
         let c = runm_vmm_config(&vm, None);
@@ -828,7 +825,7 @@ mod tests {
             dir: &dir,
             root_image: Some(true),
             share: None,
-            qemu_user: Some("nobody"),
+            vm_user: Some("nobody"),
             nets: &nets,
         };
         let choice = Choice {
@@ -854,14 +851,14 @@ mod tests {
         assert!(jail.new_pid_ns);
         assert_eq!(launch.control, crate::vmctl::VmControl::JailSignals);
         let unjailed = VmSpec {
-            qemu_user: None,
+            vm_user: None,
             ..vm.clone()
         };
         let launch = prepare(&choice, Path::new("/bin/runm-vmm"), &unjailed).unwrap();
         assert_eq!(launch.control, crate::vmctl::VmControl::Signals);
         assert_eq!(VmConfig::from_file(&dir.vm_config()).unwrap().jail, None);
         let root = VmSpec {
-            qemu_user: Some("root"),
+            vm_user: Some("root"),
             ..vm.clone()
         };
         let e = prepare(&choice, Path::new("/bin/runm-vmm"), &root)
@@ -872,7 +869,7 @@ mod tests {
             "{e}"
         );
         let unknown = VmSpec {
-            qemu_user: Some("no-such-user-here"),
+            vm_user: Some("no-such-user-here"),
             ..vm.clone()
         };
         let e = prepare(&choice, Path::new("/bin/runm-vmm"), &unknown)

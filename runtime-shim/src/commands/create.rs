@@ -424,7 +424,7 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         host_overhead_mib,
         netns: state.runm.netns.clone(),
         share,
-        qemu_user: Some(config.vm_user.clone()).filter(|u| !u.is_empty()),
+        vm_user: Some(config.vm_user.clone()).filter(|u| !u.is_empty()),
         pod,
     };
     let text = serde_json::to_vec_pretty(&sb_plan).unwrap_or_default();

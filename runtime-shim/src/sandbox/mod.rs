@@ -166,9 +166,9 @@ pub struct SandboxPlan {
     /// The host directories the guest sees through virtio-fs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<SharePlan>,
-    /// The user QEMU drops to (runm's configuration, `qemu_user`).
+    /// The user the VM process runs as (runm's configuration, `vm_user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qemu_user: Option<String>,
+    pub vm_user: Option<String>,
     /// A container of a pod: the VM it runs in is its pod's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodPlan>,

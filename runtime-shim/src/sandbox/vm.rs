@@ -156,7 +156,7 @@ pub(super) fn boot(
             .then_some(plan.container.root.readonly),
         share: shared.then(|| dir.local(dir.virtiofs_socket())),
         nets: &nets,
-        qemu_user: plan.qemu_user.as_deref(),
+        vm_user: plan.vm_user.as_deref(),
     };
     let launch = backend::prepare(&plan.choice, &plan.program, &vm_spec)?;
     let vmm_log = fs::File::create(dir.vmm_log()).map_err(io_err("cannot create the VM log"))?;
