@@ -873,7 +873,11 @@ pub fn linux_spec(l: &Linux) -> Result<LinuxSpec, String> {
         .map_err(|e| e.to_string())?;
     Ok(LinuxSpec {
         user_namespace,
-        cgroup_namespace: has(LinuxNamespaceType::Cgroup),
+        // Always: the guest's cgroup2 hierarchy is the VM's, not the host's,
+        // and a container mounting it sees its own cgroup (and limits) at
+        // the root, as runc's containers do (a bind of their cgroup on v1
+        // hosts, a cgroup namespace on v2 ones).
+        cgroup_namespace: true,
         uid_mappings,
         gid_mappings,
         masked_paths: absolute_paths(l.masked_paths().as_ref(), "maskedPaths")?,

@@ -513,7 +513,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         runtimes: &str,
         handler_root: impl FnOnce(&Path) -> PathBuf,
         env: &[(&str, PathBuf)],
-    ) {
+    ) -> cri_client::ScenarioReport {
         // One containerd at a time: they share the host's shim socket and
         // CNI cache directories, whose leftovers each run checks.
         static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -548,13 +548,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             report.pod_ip,
             started.elapsed().as_secs_f64()
         );
+        report
     }
 
     /// The pod under the system runc: shows the harness and the scenario
     /// hold where pods are known to work.
     #[test]
     fn cri_pod_runc() {
-        pod_scenario(
+        let _ = pod_scenario(
             "runc",
             "",
             // The runc shim adds containerd's namespace to `Root`.
@@ -571,7 +572,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         let entry = runtime_entry_from_readme();
         let (kernel, initrd) = guest_images();
         let config = tempfile::tempdir().unwrap();
-        pod_scenario(
+        let report = pod_scenario(
             "runm",
             &entry,
             // The README's entry sets no `Root`: the runc shim's default.
@@ -587,5 +588,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 ("RUNM_BOOT_TIMEOUT", "180".into()),
             ],
         );
+        // The pod's VM is sized from the sandbox's resources (kubelet's
+        // sums: 2 x 96 MiB, 2 x 0.75 CPU): 128 MiB + 192 MiB of RAM, more
+        // than the 256 MiB a VM gets by default, and 2 vCPUs, not 1.
+        let (mem_kib, cpus) = report.kernel_view;
+        assert!(
+            mem_kib > 256 << 10 && mem_kib <= 320 << 10,
+            "the pod's guest has MemTotal {mem_kib} KiB (expected 256 to 320 MiB)"
+        );
+        assert_eq!(cpus, 2, "the pod's guest's CPUs");
     }
 }

@@ -56,7 +56,14 @@ mod tests {
             .ok();
         r.run(&["start", "pod"]).ok();
         let pid = r.state("pod")["pid"].as_i64().unwrap() as i32;
-        let vms = || processes_mentioning("qemu-system");
+        // This test's VMs: QEMU processes naming its directory.
+        let dir = r.tmp.path().to_string_lossy().into_owned();
+        let vms = || -> Vec<String> {
+            processes_mentioning("qemu-system")
+                .into_iter()
+                .filter(|p| p.contains(&dir))
+                .collect()
+        };
         assert_eq!(vms().len(), 1, "{:?}", vms());
 
         // A server in one container, reached over the pod's loopback from

@@ -80,6 +80,9 @@ pub struct ScenarioReport {
     pub pod_ip: Ipv4Addr,
     /// Each step and its time.
     pub steps: Vec<(&'static str, Duration)>,
+    /// What the pod's kernel offers its containers: MemTotal (KiB) and
+    /// online CPUs.
+    pub kernel_view: (u64, u32),
 }
 
 /// Why the scenario failed: the step, and what went wrong there.
@@ -139,6 +142,7 @@ pub fn run_pod_scenario(s: &PodScenario) -> Result<ScenarioReport, ScenarioError
         steps: Vec::new(),
         pod: None,
         containers: Vec::new(),
+        kernel_view: None,
     };
     let result = run.all();
     if result.is_err() {
@@ -156,6 +160,8 @@ struct Run<'a> {
     steps: Vec<(&'static str, Duration)>,
     pod: Option<String>,
     containers: Vec<String>,
+    /// MemTotal (KiB) and CPUs the server container sees.
+    kernel_view: Option<(u64, u32)>,
 }
 
 /// Host processes and files that must be gone once the pod is removed.
@@ -333,6 +339,28 @@ impl Run<'_> {
         )?;
         self.done();
 
+        self.begin("each container's memory limit");
+        let limit_of = "cat /sys/fs/cgroup/memory.max 2>/dev/null \
+             || cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+        for c in [&server, &client] {
+            let l = self.exec_ok(c, &["sh", "-c", limit_of])?;
+            self.check(l.trim() == CONTAINER_MEMORY.to_string(), || {
+                format!("{c}: memory limit {l:?} (expected {CONTAINER_MEMORY})")
+            })?;
+        }
+        // What the pod's kernel offers (the VM's size under a VM runtime,
+        // the host's under runc): for the caller to judge.
+        let mem = self.exec_ok(&server, &["sh", "-c", "grep MemTotal /proc/meminfo"])?;
+        let cpus = self.exec_ok(&server, &["nproc"])?;
+        self.kernel_view = Some((
+            mem.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse().ok())
+                .unwrap_or(0),
+            cpus.trim().parse().unwrap_or(0),
+        ));
+        self.done();
+
         self.begin("volume shared both ways");
         self.exec_ok(
             &server,
@@ -490,6 +518,7 @@ impl Run<'_> {
             pod_id: pod,
             pod_ip,
             steps: std::mem::take(&mut self.steps),
+            kernel_view: self.kernel_view.unwrap_or_default(),
         })
     }
 
@@ -646,11 +675,25 @@ fn pod_config(log_dir: &Path) -> api::PodSandboxConfig {
                 namespace_options: Some(namespaces()),
                 ..Default::default()
             }),
+            // kubelet's sums of the containers' limits (two containers).
+            resources: Some(api::LinuxContainerResources {
+                memory_limit_in_bytes: 2 * CONTAINER_MEMORY,
+                cpu_quota: 2 * CONTAINER_CPU_QUOTA,
+                cpu_period: CPU_PERIOD,
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
     }
 }
+
+/// Each container's memory limit (bytes).
+const CONTAINER_MEMORY: i64 = 96 << 20;
+/// Each container's CPU quota per [`CPU_PERIOD`] (0.75 CPU).
+const CONTAINER_CPU_QUOTA: i64 = 75_000;
+/// The CPU period (µs).
+const CPU_PERIOD: i64 = 100_000;
 
 /// kubelet's default: network and IPC per pod, PID per container.
 fn namespaces() -> api::NamespaceOption {
@@ -690,7 +733,12 @@ fn container_config(
                 namespace_options: Some(namespaces()),
                 ..Default::default()
             }),
-            ..Default::default()
+            resources: Some(api::LinuxContainerResources {
+                memory_limit_in_bytes: CONTAINER_MEMORY,
+                cpu_quota: CONTAINER_CPU_QUOTA,
+                cpu_period: CPU_PERIOD,
+                ..Default::default()
+            }),
         }),
         ..Default::default()
     }
