@@ -456,21 +456,7 @@ pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launc
 /// relative to its working directory, the container's directory) stays
 /// reachable inside.
 fn vmm_jail(dir: &ContainerDir, user: &str) -> Result<vm_spec::JailConfig, BackendError> {
-    let passwd = Path::new("/etc/passwd");
-    let text = std::fs::read_to_string(passwd).map_err(|e| BackendError::VmUser {
-        user: user.to_string(),
-        why: format!("cannot read {}: {e}", passwd.display()),
-    })?;
-    let (uid, gid) = passwd_ids(&text, user).ok_or_else(|| BackendError::VmUser {
-        user: user.to_string(),
-        why: format!("no such user in {}", passwd.display()),
-    })?;
-    if uid == 0 || gid == 0 {
-        return Err(BackendError::VmUser {
-            user: user.to_string(),
-            why: format!("it is uid {uid} gid {gid}; the VMM's user must not be root (\"\" runs it unjailed)"),
-        });
-    }
+    let (uid, gid) = vm_ids(user)?;
     let root = dir.vmm_jail();
     match std::fs::create_dir(&root) {
         Ok(()) => {}
@@ -478,6 +464,39 @@ fn vmm_jail(dir: &ContainerDir, user: &str) -> Result<vm_spec::JailConfig, Backe
         Err(source) => return Err(BackendError::Write { path: root, source }),
     }
     Ok(vm_spec::JailConfig::new(root, uid, gid))
+}
+
+/// The uid and gid of the VM's `user`: numeric `uid:gid` (as QEMU's
+/// `-runas` takes it, what a per-VM uid is given as), or a name from
+/// `/etc/passwd` with its primary gid. Never root.
+fn vm_ids(user: &str) -> Result<(u32, u32), BackendError> {
+    let numeric = user
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)));
+    let (uid, gid) = match numeric {
+        Some(ids) => ids,
+        None => passwd_user(user)?,
+    };
+    if uid == 0 || gid == 0 {
+        return Err(BackendError::VmUser {
+            user: user.to_string(),
+            why: format!("it is uid {uid} gid {gid}; the VMM's user must not be root (\"\" runs it unjailed)"),
+        });
+    }
+    Ok((uid, gid))
+}
+
+/// `user`'s uid and primary gid from `/etc/passwd`.
+fn passwd_user(user: &str) -> Result<(u32, u32), BackendError> {
+    let passwd = Path::new("/etc/passwd");
+    let text = std::fs::read_to_string(passwd).map_err(|e| BackendError::VmUser {
+        user: user.to_string(),
+        why: format!("cannot read {}: {e}", passwd.display()),
+    })?;
+    passwd_ids(&text, user).ok_or_else(|| BackendError::VmUser {
+        user: user.to_string(),
+        why: format!("no such user in {}", passwd.display()),
+    })
 }
 
 /// The uid and primary gid of `user` in the text of an `/etc/passwd`.
@@ -876,6 +895,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no such user in /etc/passwd"), "{e}");
+        // A per-VM uid comes as uid:gid.
+        let per_vm = VmSpec {
+            vm_user: Some("200007:200007"),
+            ..vm.clone()
+        };
+        prepare(&choice, Path::new("/bin/runm-vmm"), &per_vm).unwrap();
+        let jail = VmConfig::from_file(&dir.vm_config()).unwrap().jail.unwrap();
+        assert_eq!((jail.uid, jail.gid), (200007, 200007));
+        let e = vm_ids("0:5").unwrap_err().to_string();
+        assert!(e.contains("must not be root"), "{e}");
         assert!(read.disks[0].read_only);
         assert_eq!(read.vcpus, 2);
         assert_eq!(read.nets, nets);

@@ -52,6 +52,11 @@
 //!   keeps the VM process root and runm-vmm unjailed (debugging only). QEMU
 //!   also runs with its seccomp filter (`-sandbox on`), runm-vmm with its
 //!   per-thread filters, always.
+//! - `vm_uid_range` (`"FIRST-LAST"`, default off): each VM process runs as a
+//!   uid and gid of its own from the range instead of `vm_user`'s (the
+//!   sandbox holds a lock on its uid for its life, see `vm_uid`); pick a
+//!   range no account uses. virtiofsd stays root in its own namespaces: it
+//!   must act as the shared files' owners.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -102,6 +107,9 @@ pub struct Config {
     /// The user the VM process runs as (empty: root, and runm-vmm unjailed).
     #[serde(alias = "qemu_user")]
     pub vm_user: String,
+    /// `FIRST-LAST`: each VM process runs as a uid (and gid) of its own
+    /// from this range instead of `vm_user`'s; empty: off.
+    pub vm_uid_range: String,
     /// Where it was read from (for error messages).
     #[serde(skip)]
     pub source: PathBuf,
@@ -131,6 +139,7 @@ impl Default for Config {
             max_vcpus: None,
             max_host_overhead_mib: 4096,
             vm_user: "nobody".into(),
+            vm_uid_range: String::new(),
             cgroup: CgroupConfig::default(),
             source: PathBuf::from(DEFAULT_PATH),
         }
@@ -217,7 +226,32 @@ impl Config {
                 "cgroup.default_parent must not contain '..'".into(),
             ));
         }
+        c.vm_uids().map_err(malformed)?;
         Ok(c)
+    }
+
+    /// `vm_uid_range` as its first and last uid, `None` when it is off.
+    pub fn vm_uids(&self) -> Result<Option<(u32, u32)>, String> {
+        let r = self.vm_uid_range.trim();
+        if r.is_empty() {
+            return Ok(None);
+        }
+        let bad = |why: &str| format!("vm_uid_range '{r}': {why}");
+        let (first, last) = r
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)))
+            .ok_or_else(|| bad("give FIRST-LAST, two uids"))?;
+        if first == 0 || first > last || last == u32::MAX {
+            return Err(bad(
+                "the range must be non-empty, without uid 0 or 4294967295",
+            ));
+        }
+        if self.vm_user.is_empty() {
+            return Err(bad(
+                "vm_user is \"\" (VMs run as root): a per-VM uid needs it set",
+            ));
+        }
+        Ok(Some((first, last)))
     }
 
     /// True if the bundle may set annotation `name`.
@@ -374,6 +408,28 @@ mod tests {
             let e = Config::load_from(&p).unwrap_err().to_string();
             assert!(e.contains(why) && e.contains("config.json"), "{bad}: {e}");
         }
+    }
+    #[test]
+    fn the_per_vm_uid_range_is_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.json");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Config::load_from(&p)
+        };
+        assert_eq!(load("{}").unwrap().vm_uids(), Ok(None));
+        let c = load(r#"{"vm_uid_range": "200000-200999"}"#).unwrap();
+        assert_eq!(c.vm_uids(), Ok(Some((200000, 200999))));
+        for bad in ["0-5", "9-3", "x-y", "7", "1-4294967295"] {
+            let e = load(&format!(r#"{{"vm_uid_range": "{bad}"}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("vm_uid_range"), "{bad}: {e}");
+        }
+        let e = load(r#"{"vm_uid_range": "100-200", "vm_user": ""}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs it set"), "{e}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod share;
 mod signal;
 mod state;
 mod sys;
+mod vm_uid;
 mod vmctl;
 
 use clap::Parser;

@@ -263,6 +263,12 @@ mod tests {
     #[test]
     fn two_containers_at_once() {
         let (_g, r) = vm_runm();
+        // Each VM as a uid of its own, from a range of two.
+        fs::write(
+            r.tmp.path().join("runm-config.json"),
+            r#"{"vm_uid_range": "301000-301001"}"#,
+        )
+        .unwrap();
         let mut handles = Vec::new();
         let r = std::sync::Arc::new(r);
         for id in ["twin-a", "twin-b"] {
@@ -295,6 +301,34 @@ mod tests {
         let pa = r.state("twin-a")["pid"].as_i64().unwrap();
         let pb = r.state("twin-b")["pid"].as_i64().unwrap();
         assert_ne!(pa, pb);
+        let vm_uid = |sandbox: i64| -> String {
+            let children = fs::read_to_string(format!("/proc/{sandbox}/task/{sandbox}/children"))
+                .unwrap_or_default();
+            let qemu = children
+                .split_whitespace()
+                .find(|c| read_comm(c) == "qemu-system-x86")
+                .unwrap_or_else(|| panic!("no QEMU below sandbox {sandbox}: {children:?}"))
+                .to_string();
+            let status = fs::read_to_string(format!("/proc/{qemu}/status")).unwrap();
+            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+            uid.split_whitespace().nth(1).unwrap().to_string()
+        };
+        let mut uids = [vm_uid(pa), vm_uid(pb)];
+        uids.sort();
+        assert_eq!(uids, ["301000", "301001"], "a uid of its own for each VM");
+        // The range is used up: a third VM is refused, with nothing left.
+        let third = r.tmp.path().join("third");
+        bundle(&third, &["true"], true, |_| {});
+        r.run(&[
+            "--hypervisor",
+            "qemu",
+            "create",
+            "third",
+            "--bundle",
+            s(&third),
+        ])
+        .fails_with("in use by a running VM");
+        assert!(!r.root.join("third").exists());
         r.run(&["delete", "--force", "twin-a"]).ok();
         assert_eq!(
             r.state("twin-b")["status"],

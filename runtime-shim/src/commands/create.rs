@@ -425,6 +425,7 @@ pub fn create(ctx: &Ctx, req: CreateRequest) -> Result<Created, RunmError> {
         netns: state.runm.netns.clone(),
         share,
         vm_user: Some(config.vm_user.clone()).filter(|u| !u.is_empty()),
+        vm_uids: config.vm_uids().map_err(RunmError::Usage)?,
         pod,
     };
     let text = serde_json::to_vec_pretty(&sb_plan).unwrap_or_default();

@@ -114,6 +114,9 @@ pub enum SandboxError {
     /// The network namespace could not be plumbed.
     #[error("cannot give the container its network: {0}")]
     Network(#[from] crate::network::NetworkError),
+    /// No uid of its own for the VM.
+    #[error(transparent)]
+    VmUid(#[from] crate::vm_uid::VmUidError),
     /// The host cgroups could not be joined.
     #[error("cannot join the container's cgroups: {0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
@@ -169,6 +172,9 @@ pub struct SandboxPlan {
     /// The user the VM process runs as (runm's configuration, `vm_user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_user: Option<String>,
+    /// `vm_uid_range`: the VM runs as a uid of its own from it instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_uids: Option<(u32, u32)>,
     /// A container of a pod: the VM it runs in is its pod's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodPlan>,
@@ -506,6 +512,8 @@ struct Sandbox {
     network: Option<network::SandboxNetwork>,
     /// Its daemon stopped when the sandbox ends, after the VM.
     share: Option<Share>,
+    /// The VM's own uid, released when the sandbox ends.
+    vm_uid: Option<crate::vm_uid::VmUid>,
     agent_reader: UnixStream,
     listener: UnixListener,
     own: ProcessRef,
@@ -538,7 +546,7 @@ fn wait_gate(gate: &OwnedFd) -> Result<(), SandboxError> {
 
 fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxError> {
     let plan_path = dir.plan_file();
-    let plan: SandboxPlan = fs::read(&plan_path)
+    let mut plan: SandboxPlan = fs::read(&plan_path)
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_slice(&t).map_err(|e| e.to_string()))
         .map_err(|why| SandboxError::Plan {
@@ -568,13 +576,13 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
     }
     // Before any thread exists: the share's mounts live in a mount
     // namespace of the sandbox's own (or, for a pod's container, its pod's).
-    let (stream, machine, guard, network, share) = match &plan.pod {
+    let (stream, machine, guard, network, share, vm_uid) = match &plan.pod {
         Some(pod) => {
             let stream = pod::attach(dir, &plan, pod)?;
             let channel = stream
                 .try_clone()
                 .map_err(io_err("cannot clone the agent channel"))?;
-            (stream, Machine::Pod { channel }, None, None, None)
+            (stream, Machine::Pod { channel }, None, None, None, None)
         }
         None => {
             let mut network = network::SandboxNetwork::plumb(plan.netns.as_deref())?;
@@ -587,6 +595,17 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
                 .as_ref()
                 .map(|p| Share::start(dir, p))
                 .transpose()?;
+            // Held (locked) for the sandbox's life.
+            let vm_uid = plan
+                .vm_uids
+                .map(|(first, last)| {
+                    crate::vm_uid::take(Path::new(crate::vm_uid::LOCK_DIR), first, last, &dir.id)
+                })
+                .transpose()?;
+            if let Some(u) = &vm_uid {
+                plan.vm_user = Some(u.user());
+                log::debug!("container {}: its VM runs as uid {}", dir.id, u.uid);
+            }
             let booted = vm::boot(dir, &plan, network.as_mut(), share.is_some())?;
             let pid = booted
                 .vm
@@ -597,7 +616,14 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
                 pid,
                 control: booted.control,
             };
-            (booted.stream, machine, Some(booted.vm), network, share)
+            (
+                booted.stream,
+                machine,
+                Some(booted.vm),
+                network,
+                share,
+                vm_uid,
+            )
         }
     };
 
@@ -645,6 +671,7 @@ fn setup(dir: &ContainerDir, gate: Option<OwnedFd>) -> Result<Sandbox, SandboxEr
         vm,
         network,
         share,
+        vm_uid,
         agent_reader: stream,
         listener,
         own,
@@ -658,6 +685,7 @@ impl Sandbox {
             mut vm,
             network,
             share,
+            vm_uid,
             mut agent_reader,
             listener,
             own: _,
@@ -716,6 +744,7 @@ impl Sandbox {
         // the share's daemon (it would exit by itself once the VM hung up).
         drop(network);
         drop(share);
+        drop(vm_uid);
         // The channel ends with the VM; give the reader a moment to write the
         // last output (and take the last report) before we finish.
         let until = Instant::now() + Duration::from_secs(3);
