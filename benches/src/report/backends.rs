@@ -239,14 +239,14 @@ impl Env {
 
     /// Starts the workload under `backend`.
     pub fn start(&self, backend: Backend, spec: &RunSpec) -> Result<Instance> {
-        if let Some(why) = self.missing(backend) {
-            return Err(ReportError::Refused(format!("{}: {why}", backend.label())));
-        }
         if spec.pod.is_some() && !matches!(backend, Backend::Runc | Backend::RunmQemu) {
             return Err(ReportError::Refused(format!(
                 "{}: pods are measured with runc and runm's QEMU backend only",
                 backend.label()
             )));
+        }
+        if let Some(why) = self.missing(backend) {
+            return Err(ReportError::Refused(format!("{}: {why}", backend.label())));
         }
         let t = &self.tools;
         let what = format!("{} {}", backend.label(), spec.args.join(" "));
@@ -629,6 +629,35 @@ mod tests {
 
     fn l(ms: f64, t: &str) -> TimedLine {
         TimedLine::new(ms, t)
+    }
+
+    #[test]
+    fn pods_are_refused_where_there_is_no_runtime_to_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::new(
+            Tools::default(),
+            dir.path().to_path_buf(),
+            dir.path().join("rootfs"),
+            dir.path().join("i.cpio"),
+        );
+        let spec = RunSpec {
+            pod: Some(PodRole::Sandbox),
+            ..RunSpec::args(&["sleep", "1"])
+        };
+        for b in [Backend::Bare, Backend::QemuDirect] {
+            match env.start(b, &spec) {
+                Err(ReportError::Refused(why)) => {
+                    assert!(why.contains("pods are measured"), "{why}")
+                }
+                Err(e) => panic!("{b:?}: {e}"),
+                Ok(_) => panic!("{b:?}: a pod started as a plain process"),
+            }
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written for a refused pod"
+        );
     }
 
     #[test]
