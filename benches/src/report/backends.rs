@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 use vm_spec::{Console, HostKvm, Phase, QemuAccel, QemuMicrovm, Reset};
 
-use super::bundle::{self, BundleSpec};
+use super::bundle::{self, BundleSpec, PodBundle};
 use super::error::{ReportError, Result};
 use super::marks::{self, TimedLine};
 use super::model::{Backend, HostKind};
@@ -73,6 +73,23 @@ pub struct RunSpec {
     pub netns: Option<PathBuf>,
     /// runm: the root on virtio-blk (an ext4 image) instead of virtio-fs.
     pub root_image: bool,
+    /// runc and runm: a container of a pod.
+    pub pod: Option<PodRole>,
+}
+
+/// A container's place in a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodRole {
+    /// The pod's sandbox container (its id is the pod's).
+    Sandbox,
+    /// A container joining the sandbox container `sandbox_id`, whose
+    /// runtime reported `sandbox_pid`.
+    Member {
+        /// The sandbox container's id.
+        sandbox_id: String,
+        /// Its pid as its runtime's `state` reports it.
+        sandbox_pid: i32,
+    },
 }
 
 impl RunSpec {
@@ -84,6 +101,7 @@ impl RunSpec {
             reboot_k: false,
             netns: None,
             root_image: false,
+            pod: None,
         }
     }
 }
@@ -195,6 +213,19 @@ impl Env {
                 memory_limit: spec.memory_limit,
                 netns: spec.netns.clone(),
                 root_image: spec.root_image,
+                pod: spec.pod.as_ref().map(|role| match role {
+                    PodRole::Sandbox => PodBundle {
+                        sandbox_id: id.to_string(),
+                        sandbox_pid: None,
+                    },
+                    PodRole::Member {
+                        sandbox_id,
+                        sandbox_pid,
+                    } => PodBundle {
+                        sandbox_id: sandbox_id.clone(),
+                        sandbox_pid: Some(*sandbox_pid),
+                    },
+                }),
             },
             "runm-bench",
         );
@@ -208,6 +239,12 @@ impl Env {
 
     /// Starts the workload under `backend`.
     pub fn start(&self, backend: Backend, spec: &RunSpec) -> Result<Instance> {
+        if spec.pod.is_some() && !matches!(backend, Backend::Runc | Backend::RunmQemu) {
+            return Err(ReportError::Refused(format!(
+                "{}: pods are measured with runc and runm's QEMU backend only",
+                backend.label()
+            )));
+        }
         if let Some(why) = self.missing(backend) {
             return Err(ReportError::Refused(format!("{}: {why}", backend.label())));
         }
@@ -504,6 +541,14 @@ impl Instance {
         serde_json::from_str(&out).ok()
     }
 
+    /// The runtime's id of the container, if it is one.
+    pub fn container_id(&self) -> Option<&str> {
+        match &self.container {
+            Container::Runc { id, .. } | Container::Runm { id, .. } => Some(id),
+            Container::None => None,
+        }
+    }
+
     /// The container's pid as its runtime's `state` reports it.
     pub fn state_pid(&self) -> Option<i32> {
         self.state()?["pid"]
@@ -584,6 +629,35 @@ mod tests {
 
     fn l(ms: f64, t: &str) -> TimedLine {
         TimedLine::new(ms, t)
+    }
+
+    #[test]
+    fn pods_are_refused_where_there_is_no_runtime_to_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::new(
+            Tools::default(),
+            dir.path().to_path_buf(),
+            dir.path().join("rootfs"),
+            dir.path().join("i.cpio"),
+        );
+        let spec = RunSpec {
+            pod: Some(PodRole::Sandbox),
+            ..RunSpec::args(&["sleep", "1"])
+        };
+        for b in [Backend::Bare, Backend::QemuDirect] {
+            match env.start(b, &spec) {
+                Err(ReportError::Refused(why)) => {
+                    assert!(why.contains("pods are measured"), "{why}")
+                }
+                Err(e) => panic!("{b:?}: {e}"),
+                Ok(_) => panic!("{b:?}: a pod started as a plain process"),
+            }
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written for a refused pod"
+        );
     }
 
     #[test]

@@ -120,6 +120,25 @@ pub struct BundleSpec {
     /// runm: the root copied into an ext4 image on virtio-blk
     /// (`io.runm.rootfs=image`) instead of shared over virtio-fs.
     pub root_image: bool,
+    /// A container of a pod: the CRI annotations and, for a container
+    /// joining the pod's sandbox, its namespaces.
+    pub pod: Option<PodBundle>,
+}
+
+/// Annotation naming a CRI container's kind (`sandbox` or `container`).
+pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// Annotation naming the id of a CRI container's pod sandbox.
+pub const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// A pod's container, as containerd's CRI plugin writes its bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodBundle {
+    /// The id of the pod's sandbox container (its own id for the sandbox).
+    pub sandbox_id: String,
+    /// For a container joining the pod: the sandbox container's host pid,
+    /// whose network, IPC and UTS namespaces it joins by path. `None` for
+    /// the sandbox container itself.
+    pub sandbox_pid: Option<i32>,
 }
 
 /// A config.json like `runc spec`'s default (namespaces, mounts, masked and
@@ -185,8 +204,33 @@ pub fn config_json(rootfs: &Path, spec: &BundleSpec, hostname: &str) -> Value {
             ]
         }
     });
+    let mut annotations = serde_json::Map::new();
     if spec.root_image {
-        config["annotations"] = json!({"io.runm.rootfs": "image"});
+        annotations.insert("io.runm.rootfs".into(), "image".into());
+    }
+    if let Some(pod) = &spec.pod {
+        let kind = if pod.sandbox_pid.is_some() {
+            "container"
+        } else {
+            "sandbox"
+        };
+        annotations.insert(CRI_CONTAINER_TYPE.into(), kind.into());
+        annotations.insert(CRI_SANDBOX_ID.into(), pod.sandbox_id.clone().into());
+        if let Some(pid) = pod.sandbox_pid {
+            let ns = |t: &str, n: &str| json!({"type": t, "path": format!("/proc/{pid}/ns/{n}")});
+            config["linux"]["namespaces"] = json!([
+                {"type": "pid"}, {"type": "mount"},
+                ns("network", "net"), ns("ipc", "ipc"), ns("uts", "uts")
+            ]);
+            // The UTS namespace and its hostname are the sandbox's; runc
+            // refuses to set a hostname in a namespace it did not make.
+            if let Some(c) = config.as_object_mut() {
+                c.remove("hostname");
+            }
+        }
+    }
+    if !annotations.is_empty() {
+        config["annotations"] = Value::Object(annotations);
     }
     config
 }
@@ -234,8 +278,7 @@ mod tests {
         let spec = BundleSpec {
             args: vec!["bench".into(), "10".into()],
             memory_limit: Some(32 << 20),
-            netns: None,
-            root_image: false,
+            ..BundleSpec::default()
         };
         let c = config_json(Path::new("/b/rootfs"), &spec, "rb");
         assert_eq!(
@@ -261,6 +304,54 @@ mod tests {
         };
         let c = config_json(Path::new("/r"), &image, "h");
         assert_eq!(c["annotations"]["io.runm.rootfs"], json!("image"));
+    }
+
+    #[test]
+    fn pod_bundles_carry_cri_annotations_and_join_the_sandbox() {
+        let sandbox = BundleSpec {
+            pod: Some(PodBundle {
+                sandbox_id: "pod1".into(),
+                sandbox_pid: None,
+            }),
+            ..BundleSpec::default()
+        };
+        let c = config_json(Path::new("/r"), &sandbox, "h");
+        assert_eq!(c["annotations"][CRI_CONTAINER_TYPE], json!("sandbox"));
+        assert_eq!(c["annotations"][CRI_SANDBOX_ID], json!("pod1"));
+        assert_eq!(c["hostname"], json!("h"));
+        assert!(c["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n.get("path").is_none()));
+
+        let member = BundleSpec {
+            pod: Some(PodBundle {
+                sandbox_id: "pod1".into(),
+                sandbox_pid: Some(4242),
+            }),
+            root_image: true,
+            ..BundleSpec::default()
+        };
+        let c = config_json(Path::new("/r"), &member, "h");
+        assert_eq!(c["annotations"][CRI_CONTAINER_TYPE], json!("container"));
+        assert_eq!(c["annotations"][CRI_SANDBOX_ID], json!("pod1"));
+        assert_eq!(c["annotations"]["io.runm.rootfs"], json!("image"));
+        assert!(
+            c.get("hostname").is_none(),
+            "the UTS namespace is the pod's"
+        );
+        let ns = c["linux"]["namespaces"].as_array().unwrap();
+        let path = |t: &str| {
+            ns.iter()
+                .find(|n| n["type"] == t)
+                .map(|n| n.get("path").cloned())
+        };
+        assert_eq!(path("network"), Some(Some(json!("/proc/4242/ns/net"))));
+        assert_eq!(path("ipc"), Some(Some(json!("/proc/4242/ns/ipc"))));
+        assert_eq!(path("uts"), Some(Some(json!("/proc/4242/ns/uts"))));
+        assert_eq!(path("pid"), Some(None), "its own PID namespace");
+        assert_eq!(path("mount"), Some(None), "its own mount namespace");
     }
 
     #[test]

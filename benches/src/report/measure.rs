@@ -8,12 +8,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::backends::{Env, Instance, Outcome, RunSpec};
+use super::backends::{Env, Instance, Outcome, PodRole, RunSpec};
 use super::error::{ReportError, Result};
 use super::marks::{self, WorkloadLine};
 use super::model::{
     Backend, BackendResult, CrashOutcome, DensityPoint, HostInfo, HostKind, IsolationFacts,
-    Measurements, MemoryLimitOutcome, Phase, WorkloadSizes,
+    Measurements, MemoryLimitOutcome, Phase, PodResult, PodShape, WorkloadSizes,
 };
 use super::net::{self, NetPair};
 use super::probes::{self, HostView};
@@ -165,6 +165,7 @@ pub fn measure(env: &Env, host: HostInfo, plan: &Plan) -> Measurements {
         backends: Vec::new(),
         isolation: Vec::new(),
         network: Vec::new(),
+        pods: Vec::new(),
         notes: Vec::new(),
     };
     for backend in Backend::ALL {
@@ -220,6 +221,8 @@ pub fn measure(env: &Env, host: HostInfo, plan: &Plan) -> Measurements {
         say(&format!("== {}", r.backend.label()));
         measure_runm_vmm(env, plan, r);
     }
+    say("== pods: a sandbox and two containers");
+    m.pods = pod_runs(env, plan);
     m.isolation = isolation(env, plan, &mut m.notes);
     say("== network: TCP to a peer namespace");
     network_runs(env, plan, &active, &mut m);
@@ -312,6 +315,7 @@ fn bench_run(env: &Env, plan: &Plan, i: usize, r: &mut BackendResult) {
         reboot_k: false,
         netns: None,
         root_image: false,
+        pod: None,
     };
     if matches!(b, Backend::RunmQemu | Backend::RunmOwnVmm) {
         let blk = RunSpec {
@@ -489,6 +493,144 @@ fn idle_memory(env: &Env, plan: &Plan, b: Backend, n: usize) -> Result<DensityPo
         total_pss_kib: pss as f64,
         guest_touched_kib: guest as f64,
     })
+}
+
+/// One pod sample: start-up and idle memory.
+#[derive(Debug, Clone)]
+struct PodSample {
+    /// First start command to the last workload container's `ready`, ms.
+    startup_ms: f64,
+    /// All of the shape's host processes, idle.
+    memory: DensityPoint,
+}
+
+/// When the `ready` line of `inst` reached the harness, on the clock of
+/// spawns (CLOCK_MONOTONIC, ns).
+fn ready_at_ns(inst: &Instance) -> Option<u64> {
+    inst.run
+        .stdout
+        .iter()
+        .find(|l| marks::workload_line(&l.text) == Some(WorkloadLine::Ready))
+        .map(|l| inst.run.t0_ns + (l.ms * 1e6) as u64)
+}
+
+/// Starts `shape` with idle workloads the way an engine does (a pod's
+/// sandbox first, its containers once it runs), times it from the first
+/// start command to both workload containers' `ready`, lets it settle and
+/// reads the memory of all its host processes (as [`idle_memory`] does).
+fn pod_sample(env: &Env, plan: &Plan, shape: PodShape) -> Result<PodSample> {
+    let b = shape.backend();
+    let idle = RunSpec::args(&["sleep", "900"]);
+    // Dropped in reverse: the containers before the sandbox they joined.
+    let mut sandbox: Option<Instance> = None;
+    let mut workloads: Vec<Instance> = Vec::new();
+    let t0_ns;
+    if shape.is_pod() {
+        let mut sb = env.start(
+            b,
+            &RunSpec {
+                pod: Some(PodRole::Sandbox),
+                ..idle.clone()
+            },
+        )?;
+        t0_ns = sb.run.t0_ns;
+        sb.wait_ready(timeout(b, false))?;
+        let pid = sb.state_pid().ok_or_else(|| ReportError::Output {
+            what: format!("{} pod sandbox", b.label()),
+            detail: "`state` shows no pid".into(),
+        })?;
+        let member = RunSpec {
+            pod: Some(PodRole::Member {
+                sandbox_id: sb.container_id().unwrap_or_default().to_string(),
+                sandbox_pid: pid,
+            }),
+            ..idle.clone()
+        };
+        sandbox = Some(sb);
+        for _ in 0..2 {
+            workloads.push(env.start(b, &member)?);
+        }
+    } else {
+        for _ in 0..2 {
+            workloads.push(env.start(b, &idle)?);
+        }
+        t0_ns = workloads[0].run.t0_ns;
+    }
+    for w in &mut workloads {
+        w.wait_ready(timeout(b, false))?;
+    }
+    let ready_ns = workloads
+        .iter()
+        .map(ready_at_ns)
+        .collect::<Option<Vec<u64>>>()
+        .and_then(|v| v.into_iter().max())
+        .ok_or_else(|| ReportError::Output {
+            what: shape.label().into(),
+            detail: "a `ready` line went missing".into(),
+        })?;
+    std::thread::sleep(plan.settle);
+    let mut pids: BTreeSet<i32> = BTreeSet::new();
+    for inst in workloads.iter().chain(sandbox.iter()) {
+        pids.extend(inst.pids());
+    }
+    let (pss, guest) = procs::memory_of(&pids, env.vm_mem_mib);
+    drop(workloads);
+    drop(sandbox);
+    Ok(PodSample {
+        startup_ms: ready_ns.saturating_sub(t0_ns) as f64 / 1e6,
+        memory: DensityPoint {
+            instances: shape.containers(),
+            total_pss_kib: pss as f64,
+            guest_touched_kib: guest as f64,
+        },
+    })
+}
+
+/// The pod shapes, `runs` times, round-robin like the other timed runs;
+/// a shape whose backend was not asked for or cannot run is listed with why.
+fn pod_runs(env: &Env, plan: &Plan) -> Vec<PodResult> {
+    let kind = super::host::kind();
+    let mut out: Vec<PodResult> = PodShape::ALL
+        .into_iter()
+        .map(|shape| {
+            let b = shape.backend();
+            let mut r = PodResult::new(shape, execution(b, kind));
+            if !plan.backends.contains(&b) {
+                r.unavailable = Some(format!("{} not asked for (--only)", b.short()));
+            } else if let Some(why) = env.missing(b) {
+                r.unavailable = Some(why);
+            }
+            r
+        })
+        .collect();
+    for i in 0..plan.runs {
+        for r in out.iter_mut().filter(|r| r.unavailable.is_none()) {
+            let shape = r.shape;
+            match pod_sample(env, plan, shape) {
+                Ok(p) => {
+                    say(&format!(
+                        "{} {}/{}: start-up {} ms; PSS {:.1} MiB, guest RAM touched {:.1} MiB",
+                        shape.label(),
+                        i + 1,
+                        plan.runs,
+                        fmt_num(p.startup_ms),
+                        p.memory.total_pss_kib / 1024.0,
+                        p.memory.guest_touched_kib / 1024.0
+                    ));
+                    r.startup_ms.push(p.startup_ms);
+                    r.pss_kib.push(p.memory.total_pss_kib);
+                    if shape.vms() > 0 {
+                        r.guest_touched_kib.push(p.memory.guest_touched_kib);
+                    }
+                }
+                Err(e) => {
+                    say(&format!("{}: run {}: {e}", shape.label(), i + 1));
+                    r.notes.push(format!("run {}: {e}", i + 1));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// When runm-vmm's memory is read: this long after its first KVM_RUN.

@@ -243,6 +243,101 @@ impl BackendResult {
     }
 }
 
+/// The shapes of the pod measurement: a sandbox container and two
+/// containers joining its network, IPC and UTS namespaces, as Kubernetes
+/// and Podman run a pod; and, to compare, two containers of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodShape {
+    /// runc: the sandbox container and two containers joining its
+    /// namespaces by `/proc/<pid>/ns/...` paths, on the host kernel.
+    RuncPod,
+    /// runm: the sandbox container boots the pod's VM; the two containers
+    /// run inside that VM.
+    RunmPod,
+    /// runm: two containers on their own, a VM each (no pod).
+    RunmTwoVms,
+}
+
+impl PodShape {
+    /// Every shape, in the order of the report's table.
+    pub const ALL: [PodShape; 3] = [PodShape::RuncPod, PodShape::RunmPod, PodShape::RunmTwoVms];
+
+    /// Its name in the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            PodShape::RuncPod => "runc pod (sandbox + 2 containers)",
+            PodShape::RunmPod => "runm pod, one VM (sandbox + 2 containers)",
+            PodShape::RunmTwoVms => "runm, 2 containers in 2 VMs (no pod)",
+        }
+    }
+
+    /// The backend that runs it.
+    pub fn backend(self) -> Backend {
+        match self {
+            PodShape::RuncPod => Backend::Runc,
+            PodShape::RunmPod | PodShape::RunmTwoVms => Backend::RunmQemu,
+        }
+    }
+
+    /// Whether it is a pod (a sandbox container the two others join).
+    pub fn is_pod(self) -> bool {
+        self != PodShape::RunmTwoVms
+    }
+
+    /// How many containers it starts, sandbox included.
+    pub fn containers(self) -> usize {
+        if self.is_pod() {
+            3
+        } else {
+            2
+        }
+    }
+
+    /// How many VMs it boots.
+    pub fn vms(self) -> usize {
+        match self {
+            PodShape::RuncPod => 0,
+            PodShape::RunmPod => 1,
+            PodShape::RunmTwoVms => 2,
+        }
+    }
+}
+
+/// The figures of one pod shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodResult {
+    /// Which shape.
+    pub shape: PodShape,
+    /// How its code runs here (as [`BackendResult::execution`]).
+    pub execution: String,
+    /// Why it was not measured, when it was not.
+    pub unavailable: Option<String>,
+    /// From the first container's start command to both workload
+    /// containers printing `ready`, ms per run.
+    pub startup_ms: Vec<f64>,
+    /// PSS of all the shape's host processes, idle, KiB per run.
+    pub pss_kib: Vec<f64>,
+    /// Guest RAM its VMM processes touched, KiB per run (VMs only).
+    pub guest_touched_kib: Vec<f64>,
+    /// What people should know about these figures.
+    pub notes: Vec<String>,
+}
+
+impl PodResult {
+    /// An empty result for `shape`.
+    pub fn new(shape: PodShape, execution: impl Into<String>) -> Self {
+        PodResult {
+            shape,
+            execution: execution.into(),
+            unavailable: None,
+            startup_ms: Vec::new(),
+            pss_kib: Vec::new(),
+            guest_touched_kib: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// How a memory limit showed itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemoryLimitOutcome {
@@ -372,6 +467,10 @@ pub struct Measurements {
     /// The network path of each backend to the peer namespace, or why
     /// there is none (the figures are in [`BackendResult`]).
     pub network: Vec<(Backend, String)>,
+    /// The pod shapes, in [`PodShape::ALL`] order (empty in reports made
+    /// before pods were measured).
+    #[serde(default)]
+    pub pods: Vec<PodResult>,
     /// Report-wide notes (steps that failed, with why).
     pub notes: Vec<String>,
 }
@@ -382,8 +481,35 @@ impl Measurements {
         self.backends.iter().find(|b| b.backend == backend)
     }
 
+    /// The result of pod shape `shape`, if it was part of the run.
+    pub fn pod(&self, shape: PodShape) -> Option<&PodResult> {
+        self.pods.iter().find(|p| p.shape == shape)
+    }
+
     /// The isolation facts of `backend`, if probed.
     pub fn isolation(&self, backend: Backend) -> Option<&IsolationFacts> {
         self.isolation.iter().find(|f| f.backend == backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_shapes_count_their_containers_and_vms() {
+        let facts: Vec<(Backend, bool, usize, usize)> = PodShape::ALL
+            .iter()
+            .map(|s| (s.backend(), s.is_pod(), s.containers(), s.vms()))
+            .collect();
+        assert_eq!(
+            facts,
+            vec![
+                (Backend::Runc, true, 3, 0),
+                (Backend::RunmQemu, true, 3, 1),
+                (Backend::RunmQemu, false, 2, 2),
+            ]
+        );
+        assert!(PodShape::RunmPod.label().contains("one VM"));
     }
 }

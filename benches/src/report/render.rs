@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::doc::{self, Block, Table};
 use super::error::{ReportError, Result};
-use super::model::{Backend, BackendResult, HostKind, IsolationFacts, Measurements};
+use super::model::{Backend, BackendResult, HostKind, IsolationFacts, Measurements, PodShape};
 use super::plots;
 use super::probes::{limit_text, mount_is_readonly};
 use super::summary::{fmt_num, fmt_ratio, fmt_spread, kib_to_mib, median_ratio};
@@ -26,6 +26,22 @@ const TIMELINES: [Backend; 5] = [
     Backend::RunmVmm,
     Backend::Runc,
 ];
+
+/// What the pods section measures and why it matters.
+const POD_TEXT: &str = "Kubernetes and Podman run containers in pods: a sandbox container \
+     (CRI's \"pause\", Podman's infra container) holds the pod's network, IPC and UTS \
+     namespaces, and the pod's containers join them. With runc the pod shares the host kernel \
+     like every container; the containers join the sandbox's namespaces by \
+     `/proc/<pid>/ns/...` paths. runm gives the pod one VM: the sandbox container boots it, and \
+     each further container runs inside it (its own root and PID namespace, the pod's network, \
+     IPC and UTS namespaces, and a small host process of its own), so the pod's containers \
+     share one guest kernel and are isolated from other pods by the VM. The last row is the \
+     same two containers without a pod, a VM each. Each shape runs the idle `sleep` workload \
+     in every container, the sandbox's included, started the way an engine starts them (the \
+     sandbox first, its containers once it runs). Start-up: from the first start command to \
+     the `ready` line of both workload containers (the sandbox's is not counted); memory: \
+     summed PSS of every host process of all its containers once they are idle, read as the \
+     density figures are.";
 
 /// The caption every table carries.
 fn caption(m: &Measurements) -> String {
@@ -244,6 +260,83 @@ fn density_table(m: &Measurements) -> Table {
         t.rows.push(row);
     }
     t
+}
+
+/// The pod shapes side by side: start-up and idle host memory, as
+/// multiples of the runc pod's.
+fn pods_table(m: &Measurements) -> Table {
+    let mut t = Table::new(&[
+        "shape",
+        "containers / VMs",
+        "execution",
+        "start-up: first start to both workloads ready",
+        "× runc pod",
+        "host memory, idle (PSS of all its host processes)",
+        "guest RAM touched",
+        "× runc pod",
+    ]);
+    let runc = m.pod(PodShape::RuncPod).filter(|r| r.unavailable.is_none());
+    let base =
+        |f: fn(&super::model::PodResult) -> &Vec<f64>| runc.map(f).cloned().unwrap_or_default();
+    let (base_start, base_pss) = (base(|r| &r.startup_ms), base(|r| &r.pss_kib));
+    for r in m.pods.iter().filter(|r| r.unavailable.is_none()) {
+        let s = r.shape;
+        t.row(vec![
+            s.label().into(),
+            format!("{} / {}", s.containers(), s.vms()),
+            r.execution.clone(),
+            fmt_spread(&r.startup_ms, "ms"),
+            fmt_ratio(median_ratio(&r.startup_ms, &base_start)),
+            fmt_spread(&kib_to_mib(&r.pss_kib), "MiB"),
+            if s.vms() > 0 {
+                fmt_spread(&kib_to_mib(&r.guest_touched_kib), "MiB")
+            } else {
+                "-".into()
+            },
+            fmt_ratio(median_ratio(&r.pss_kib, &base_pss)),
+        ]);
+    }
+    t
+}
+
+/// What one VM per pod saves against a VM per container, in words, from
+/// the medians (and the density runs' two VMs, measured apart), or `None`
+/// when either runm shape is missing.
+pub fn pod_saving_text(m: &Measurements) -> Option<String> {
+    let med = |s: PodShape, f: fn(&super::model::PodResult) -> &Vec<f64>| {
+        m.pod(s)
+            .filter(|r| r.unavailable.is_none())
+            .and_then(|r| stats::median(f(r)))
+    };
+    let pod_pss = med(PodShape::RunmPod, |r| &r.pss_kib)?;
+    let two_pss = med(PodShape::RunmTwoVms, |r| &r.pss_kib)?;
+    let pod_start = med(PodShape::RunmPod, |r| &r.startup_ms)?;
+    let two_start = med(PodShape::RunmTwoVms, |r| &r.startup_ms)?;
+    let mut text = format!(
+        "On this host ({}; {}), the pod's one VM holds {} MiB of host memory against {} MiB for \
+         two VMs: {} MiB less (×{}), with a third container (the sandbox) in it. Its start-up \
+         takes {} ms against {} ms: the pod's containers wait for the sandbox's VM to boot and \
+         then start inside it, while the two VMs boot side by side, sharing the host's CPUs.",
+        m.host.kind.label(),
+        m.pod(PodShape::RunmPod)
+            .map_or("", |r| r.execution.as_str()),
+        mib(pod_pss),
+        mib(two_pss),
+        mib(two_pss - pod_pss),
+        fmt_num(pod_pss / two_pss),
+        fmt_num(pod_start),
+        fmt_num(two_start),
+    );
+    if let Some(p) = m
+        .backend(Backend::RunmQemu)
+        .and_then(|r| r.density.iter().find(|p| p.instances == 2))
+    {
+        text.push_str(&format!(
+            " The density runs' two idle runm microVMs at once, measured apart: {} MiB.",
+            mib(p.total_pss_kib)
+        ));
+    }
+    Some(text)
 }
 
 fn workloads_table(m: &Measurements) -> Table {
@@ -616,6 +709,14 @@ fn missing(m: &Measurements) -> Vec<String> {
             v.push(format!("{}: {n}", r.backend.label()));
         }
     }
+    for r in &m.pods {
+        if let Some(why) = &r.unavailable {
+            v.push(format!("{}: not measured: {why}", r.shape.label()));
+        }
+        for n in &r.notes {
+            v.push(format!("{}: {n}", r.shape.label()));
+        }
+    }
     v.push(
         "phases inside runm's guest: runm boots its guest with `quiet`, so the console has no \
          `Run /init` line; the agent's first console line marks /init instead, and kernel entry \
@@ -726,6 +827,15 @@ pub fn document(m: &Measurements) -> Result<Document> {
         plots::density(m)?,
         format!("N idle instances at once; {}", m.host.banner()),
     );
+    b.push(Block::Heading(
+        3,
+        "Pods: one VM for several containers".into(),
+    ));
+    b.push(Block::Para(POD_TEXT.into()));
+    b.push(Block::Table(pods_table(m), cap.clone()));
+    if let Some(t) = pod_saving_text(m) {
+        b.push(Block::Para(t));
+    }
     b.push(Block::Heading(2, "Workloads".into()));
     b.push(Block::Para(
         "Times measured inside the workload (its own clock), so start-up is not in them. The \
@@ -799,6 +909,7 @@ pub fn key_tables(m: &Measurements) -> String {
         Block::Table(phases_table(m), cap.clone()),
         Block::Table(memory_table(m), cap.clone()),
         Block::Table(density_table(m), cap.clone()),
+        Block::Table(pods_table(m), cap.clone()),
         Block::Table(workloads_table(m), cap.clone()),
         Block::Table(isolation_table(m), cap.clone()),
         Block::Table(models_table(m), cap),
@@ -971,12 +1082,107 @@ pub mod tests {
             },
             backends: vec![bare, runc, runm, own, vmm],
             isolation: vec![f_bare, f_runc, f_runm],
+            pods: pods_fixture(),
             network: vec![
                 (Backend::Bare, "veth".into()),
                 (Backend::RunmQemu, "tap and mirred".into()),
             ],
             notes: vec![],
         }
+    }
+
+    /// The three pod shapes: the runc pod, the runm pod measured, the two
+    /// VMs with one failed run, one shape not measured.
+    fn pods_fixture() -> Vec<PodResult> {
+        let mut runc = PodResult::new(
+            PodShape::RuncPod,
+            "namespaces and cgroups on the host kernel",
+        );
+        runc.startup_ms = vec![100.0, 120.0, 80.0];
+        runc.pss_kib = vec![30720.0, 30720.0, 30720.0];
+        let mut pod = PodResult::new(PodShape::RunmPod, "QEMU TCG: software emulation");
+        pod.startup_ms = vec![6000.0, 6500.0, 5500.0];
+        pod.pss_kib = vec![184320.0, 184320.0, 184320.0];
+        pod.guest_touched_kib = vec![122880.0, 122880.0, 122880.0];
+        let mut two = PodResult::new(PodShape::RunmTwoVms, "QEMU TCG: software emulation");
+        two.startup_ms = vec![5000.0, 5000.0];
+        two.pss_kib = vec![266240.0, 266240.0];
+        two.guest_touched_kib = vec![204800.0, 204800.0];
+        two.notes = vec!["run 3: timed out".into()];
+        vec![runc, pod, two]
+    }
+
+    #[test]
+    fn pods_table_snapshot() {
+        let m = fixture();
+        let md = doc::markdown(&[Block::Table(pods_table(&m), String::new())]);
+        assert_eq!(
+            md,
+            "| shape | containers / VMs | execution | start-up: first start to both workloads ready | × runc pod | host memory, idle (PSS of all its host processes) | guest RAM touched | × runc pod |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- |\n\
+             | runc pod (sandbox + 2 containers) | 3 / 0 | namespaces and cgroups on the host kernel | 100 ms (80.0-120) | ×1.00 | 30.0 MiB | - | ×1.00 |\n\
+             | runm pod, one VM (sandbox + 2 containers) | 3 / 1 | QEMU TCG: software emulation | 6000 ms (5500-6500) | ×60.0 | 180 MiB | 120 MiB | ×6.00 |\n\
+             | runm, 2 containers in 2 VMs (no pod) | 2 / 2 | QEMU TCG: software emulation | 5000 ms | ×50.0 | 260 MiB | 200 MiB | ×8.67 |\n\n"
+        );
+        // A shape that was not measured has no row, but is listed with why.
+        let mut m = fixture();
+        m.pods[0].unavailable = Some("runc not found".into());
+        let md = doc::markdown(&[Block::Table(pods_table(&m), String::new())]);
+        assert!(!md.contains("runc pod (sandbox"), "{md}");
+        assert!(md.contains("| runm pod, one VM (sandbox + 2 containers) | 3 / 1 | QEMU TCG: software emulation | 6000 ms (5500-6500) | - |"), "{md}");
+        let notes = missing(&m);
+        assert!(
+            notes.contains(
+                &"runc pod (sandbox + 2 containers): not measured: runc not found".to_string()
+            ),
+            "{notes:?}"
+        );
+        assert!(
+            notes.contains(&"runm, 2 containers in 2 VMs (no pod): run 3: timed out".to_string()),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn pod_saving_names_host_and_density() {
+        let m = fixture();
+        let t = pod_saving_text(&m).unwrap();
+        assert!(
+            t.starts_with("On this host (PVM KVM; QEMU TCG: software emulation)"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "holds 180 MiB of host memory against 260 MiB for two VMs: 80.0 MiB less (×0.692)"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("takes 6000 ms against 5000 ms"), "{t}");
+        assert!(
+            t.ends_with("two idle runm microVMs at once, measured apart: 256 MiB."),
+            "{t}"
+        );
+        let mut m = fixture();
+        m.pods[2].unavailable = Some("not asked for".into());
+        assert_eq!(pod_saving_text(&m), None, "nothing to compare with");
+        let Document { blocks, .. } = document(&fixture()).unwrap();
+        let md = doc::markdown(&blocks);
+        assert!(md.contains("### Pods: one VM for several containers"));
+        assert!(
+            md.contains("the pod shares the host kernel")
+                || md.contains("With runc the pod shares the host kernel")
+        );
+        assert!(md.contains("80.0 MiB less"));
+    }
+
+    #[test]
+    fn measurements_without_pods_still_load() {
+        let mut v = serde_json::to_value(fixture()).unwrap();
+        v.as_object_mut().unwrap().remove("pods");
+        let m: Measurements = serde_json::from_value(v).unwrap();
+        assert!(m.pods.is_empty());
+        assert!(document(&m).is_ok());
+        assert_eq!(pod_saving_text(&m), None);
     }
 
     #[test]
