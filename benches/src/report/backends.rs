@@ -75,6 +75,9 @@ pub struct RunSpec {
     pub root_image: bool,
     /// runc and runm: a container of a pod.
     pub pod: Option<PodRole>,
+    /// The crash probe: `/proc/sysrq-trigger` writable, as in a privileged
+    /// container (every other run has it read-only, as runc's default).
+    pub sysrq: bool,
 }
 
 /// A container's place in a pod.
@@ -102,6 +105,7 @@ impl RunSpec {
             netns: None,
             root_image: false,
             pod: None,
+            sysrq: false,
         }
     }
 }
@@ -213,6 +217,7 @@ impl Env {
                 memory_limit: spec.memory_limit,
                 netns: spec.netns.clone(),
                 root_image: spec.root_image,
+                sysrq: spec.sysrq,
                 pod: spec.pod.as_ref().map(|role| match role {
                     PodRole::Sandbox => PodBundle {
                         sandbox_id: id.to_string(),

@@ -123,6 +123,8 @@ pub struct BundleSpec {
     /// A container of a pod: the CRI annotations and, for a container
     /// joining the pod's sandbox, its namespaces.
     pub pod: Option<PodBundle>,
+    /// `/proc/sysrq-trigger` left writable (the crash probe).
+    pub sysrq: bool,
 }
 
 /// Annotation naming a CRI container's kind (`sandbox` or `container`).
@@ -152,6 +154,10 @@ pub fn config_json(rootfs: &Path, spec: &BundleSpec, hostname: &str) -> Value {
     let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
     if let Some(limit) = spec.memory_limit {
         resources["memory"] = json!({ "limit": limit });
+    }
+    let mut readonly = vec!["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"];
+    if !spec.sysrq {
+        readonly.push("/proc/sysrq-trigger");
     }
     let network = match &spec.netns {
         Some(path) => json!({"type": "network", "path": path}),
@@ -199,9 +205,7 @@ pub fn config_json(rootfs: &Path, spec: &BundleSpec, hostname: &str) -> Value {
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
                 "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
             ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ]
+            "readonlyPaths": readonly
         }
     });
     let mut annotations = serde_json::Map::new();
@@ -292,6 +296,13 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!("/proc/sysrq-trigger")));
+        let crash = BundleSpec {
+            sysrq: true,
+            ..BundleSpec::default()
+        };
+        let c = config_json(Path::new("/r"), &crash, "h");
+        let ro = c["linux"]["readonlyPaths"].as_array().unwrap();
+        assert!(!ro.contains(&json!("/proc/sysrq-trigger")) && ro.contains(&json!("/proc/sys")));
         let c = config_json(Path::new("/r"), &BundleSpec::default(), "h");
         assert!(c["linux"]["resources"].get("memory").is_none());
         assert!(

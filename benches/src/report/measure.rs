@@ -316,6 +316,7 @@ fn bench_run(env: &Env, plan: &Plan, i: usize, r: &mut BackendResult) {
         netns: None,
         root_image: false,
         pod: None,
+        sysrq: false,
     };
     if matches!(b, Backend::RunmQemu | Backend::RunmOwnVmm) {
         let blk = RunSpec {
@@ -898,7 +899,10 @@ fn crash_probe(env: &Env, b: Backend) -> Result<CrashOutcome> {
     // host's boot id; the harness passes the id so it can check.
     let o = env.run(
         b,
-        &RunSpec::args(&["crash-kernel", &boot_before]),
+        &RunSpec {
+            sysrq: true,
+            ..RunSpec::args(&["crash-kernel", &boot_before])
+        },
         timeout(b, false),
     )?;
     let refused = o
