@@ -45,7 +45,7 @@ mod tests {
 
     use crate::common::{
         guest_images, mounts_under, need, processes_mentioning, run_tool, sha256_hex, wait_bounded,
-        Out, RUNM,
+        wait_for_daemon, DaemonProbe, Out, RUNM,
     };
 
     /// The busybox image the pod's containers run.
@@ -288,25 +288,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 .stderr(fs::File::create(t.join("containerd.err")).unwrap())
                 .envs(env.iter().map(|(k, v)| (*k, v)));
             c.child = Some(cmd.spawn().expect("containerd starts"));
-            let until = Instant::now() + Duration::from_secs(60);
-            loop {
+            wait_for_daemon("containerd", || {
                 let out = c.ctr(&["version"], Duration::from_secs(10));
                 if out.code == 0 && out.stdout.contains("Server:") {
-                    break;
+                    DaemonProbe::Answers
+                } else if let Ok(Some(e)) = c.child.as_mut().unwrap().try_wait() {
+                    DaemonProbe::Exited(format!("{e}\n{}", c.log()))
+                } else {
+                    DaemonProbe::Not(format!("{out:?}\n{}", c.log()))
                 }
-                let exited = c.child.as_mut().unwrap().try_wait().unwrap();
-                assert!(
-                    exited.is_none(),
-                    "containerd exited ({exited:?}):\n{}",
-                    c.log()
-                );
-                assert!(
-                    Instant::now() < until,
-                    "containerd did not answer within 60 s: {out:?}\n{}",
-                    c.log()
-                );
-                std::thread::sleep(Duration::from_millis(300));
-            }
+            });
             let archive = t.join("images.tar");
             oci_archive(
                 &t.join("image-build"),

@@ -46,7 +46,7 @@ mod tests {
 
     use crate::common::{
         eventually, guest_images, mounts_under, need, processes_mentioning, run_tool, sha256_hex,
-        wait_bounded, Out, RUNM,
+        wait_bounded, wait_for_daemon, DaemonProbe, Out, RUNM,
     };
 
     /// How long one `docker` call may take (a container's create boots its VM).
@@ -215,25 +215,16 @@ mod tests {
                 baseline_mounts: Vec::new(),
                 trust_key_existed,
             };
-            let until = Instant::now() + Duration::from_secs(60);
-            loop {
+            wait_for_daemon("dockerd", || {
                 let out = d.docker_timeout(&["version"], Duration::from_secs(10));
                 if out.code == 0 && out.stdout.contains("Server:") {
-                    break;
+                    DaemonProbe::Answers
+                } else if let Ok(Some(e)) = d.child.as_mut().unwrap().try_wait() {
+                    DaemonProbe::Exited(format!("{e}\n{}", d.log()))
+                } else {
+                    DaemonProbe::Not(format!("{out:?}\n{}", d.log()))
                 }
-                let exited = d.child.as_mut().unwrap().try_wait().unwrap();
-                assert!(
-                    exited.is_none(),
-                    "dockerd exited ({exited:?}):\n{}",
-                    d.log()
-                );
-                assert!(
-                    Instant::now() < until,
-                    "dockerd did not answer within 60 s: {out:?}\n{}",
-                    d.log()
-                );
-                std::thread::sleep(Duration::from_millis(300));
-            }
+            });
             let config = d.path("exec/containerd/containerd.toml");
             let found = processes_mentioning(&config.to_string_lossy());
             assert_eq!(found.len(), 1, "dockerd's containerd: {found:?}");

@@ -377,3 +377,30 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// What a daemon a test started looks like while the test waits for it.
+pub enum DaemonProbe {
+    /// It answers its clients.
+    Answers,
+    /// Not yet (what the last try said).
+    Not(String),
+    /// It exited (with its log).
+    Exited(String),
+}
+
+/// Waits up to 60 s until `probe` says the daemon `name` answers; fails
+/// with what it said if it exits first or never answers.
+pub fn wait_for_daemon(name: &str, mut probe: impl FnMut() -> DaemonProbe) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match probe() {
+            DaemonProbe::Answers => return,
+            DaemonProbe::Exited(log) => panic!("{name} exited:\n{log}"),
+            DaemonProbe::Not(why) => assert!(
+                std::time::Instant::now() < until,
+                "{name} did not answer within 60 s: {why}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
