@@ -22,6 +22,9 @@
 #                                 runm (beside runm-vmm) with mkfs.ext4, the agent
 #                                 initramfs and a busybox bundle, podman and conmon
 #                                 with runtime-shim/README.md's containers.conf,
+#                                 containerd, its runc shim, ctr, the CNI plugins
+#                                 bridge, host-local and loopback, cri-pod, and
+#                                 README.md's containerd runtime entry for runm,
 #                                 QEMU (optional), /init = init.sh
 # Progress goes to stderr; the last line on stdout is the test host cpio's path.
 set -euo pipefail
@@ -58,6 +61,11 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v jq >/dev/null || need+=(jq)
 command -v podman >/dev/null || need+=(podman)
 command -v conmon >/dev/null || need+=(conmon)
+command -v containerd >/dev/null && command -v containerd-shim-runc-v2 >/dev/null &&
+    command -v ctr >/dev/null || need+=(containerd)
+for plugin in bridge host-local loopback; do
+    [ -x "/usr/lib/cni/$plugin" ] || { need+=(containernetworking-plugins); break; }
+done
 if [ "$with_qemu" = 1 ] && ! command -v qemu-system-x86_64 >/dev/null; then
     need+=(qemu-system-x86)
 fi
@@ -249,6 +257,37 @@ if [ "$runm" != none ]; then
         etc/containers/containers.conf
     # `podman import` copies the image under a signature policy.
     add "$(echo '{"default": [{"type": "insecureAcceptAnything"}]}' | cached_file policy-json)" etc/containers/policy.json
+    # Kubernetes' CRI drives runm here as on any host: containerd with its
+    # runc shim (which runs runm) and ctr, the CNI plugins the pod network
+    # needs, cri-pod (the pod scenario a kubelet would drive, built beside
+    # runm), and the containerd runtime entry of runtime-shim/README.md
+    # with runm at /usr/bin/runm, for the test to put in its configuration.
+    for tool in containerd containerd-shim-runc-v2 ctr; do
+        add_with_libs "$(command -v "$tool")" "usr/bin/$tool"
+    done
+    for plugin in bridge host-local loopback; do
+        add_with_libs "/usr/lib/cni/$plugin" "usr/lib/cni/$plugin"
+    done
+    # A host's /etc/hosts and /etc/resolv.conf: containerd's CRI plugin
+    # makes each pod's from them (no name server: the pods resolve nothing).
+    add "$(printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' | cached_file etc-hosts)" etc/hosts
+    add "$(echo '# no name server in the test host' | cached_file etc-resolv-conf)" etc/resolv.conf
+    # cri-pod writes the images' archive with GNU tar's --owner (busybox's has none).
+    add_with_libs "$(command -v tar)" usr/bin/tar
+    if [ -x "$(dirname "$runm")/cri-pod" ]; then
+        add_with_libs "$(dirname "$runm")/cri-pod" usr/bin/cri-pod
+    else
+        say "no cri-pod beside runm (cargo build -p cri-client): the image has none, the CRI test will FAIL"
+    fi
+    readme_binary='BinaryName = "/usr/local/bin/runm"'
+    cri_entry=$(awk '/^<!-- cri-runtime-entry: begin -->$/ { p = 1; next } /^<!-- cri-runtime-entry: end -->$/ { exit }
+        p && /^```/ { next } p { print }' "$repo/runtime-shim/README.md")
+    case "$cri_entry" in
+        *"$readme_binary"*) ;;
+        *) echo "build-image.sh: runtime-shim/README.md has no cri-runtime-entry block naming $readme_binary" >&2; exit 1 ;;
+    esac
+    add "$(printf '%s\n' "${cri_entry/"$readme_binary"/BinaryName = \"/usr/bin/runm\"}" | cached_file cri-runtime-entry)" \
+        etc/containerd/runm-runtime.toml
 fi
 image=$cache/image-$(key_of "$(mkfs.ext4 -V 2>&1 | sed -n 1p)")
 if [ -f "$image/testhost.cpio" ]; then
@@ -271,11 +310,16 @@ if [ "$runm" != none ]; then
     mkdir -p "$tmp/root/usr/share/runm"
     ln -s /guest/vmlinux "$tmp/root/usr/share/runm/vmlinux"
     ln -s /guest/agent.cpio "$tmp/root/usr/share/runm/agent.cpio"
+    # /var/run is /run, as on any host: containerd binds pod network
+    # namespaces under /var/run/netns, iproute2 its own under /run/netns.
+    mkdir -p "$tmp/root/var"
+    ln -s /run "$tmp/root/var/run"
 fi
 # A debug build carries ~20 MiB of debug info the test host does not need.
 if [ "$vmm" != none ] && command -v strip >/dev/null; then
     strip --strip-debug "$tmp/root/usr/bin/runm-vmm"
     [ "$runm" = none ] || strip --strip-debug "$tmp/root/usr/bin/runm"
+    [ ! -f "$tmp/root/usr/bin/cri-pod" ] || strip --strip-debug "$tmp/root/usr/bin/cri-pod"
 fi
 
 # Test data for the disk tests: a small ext4 with a known file.
@@ -292,7 +336,8 @@ trap - EXIT
 say "test host initramfs: $image/testhost.cpio ($(( $(stat -c %s "$image/testhost.cpio") / 1048576 )) MiB)"
 
 # Keep the three newest of each; each runm-vmm build makes a new image.
-for pattern in 'image-*' 'guest-initramfs-*' 'vsock-echo-*' 'bundle-config-*' 'containers-conf-*'; do
+for pattern in 'image-*' 'guest-initramfs-*' 'vsock-echo-*' 'bundle-config-*' 'containers-conf-*' 'cri-runtime-entry-*' \
+    'etc-hosts-*' 'etc-resolv-conf-*'; do
     find "$cache" -maxdepth 1 -name "$pattern" -printf '%T@ %p\n' | sort -rn | tail -n +4 |
         cut -d' ' -f2- | while read -r old; do rm -rf "$old"; done
 done

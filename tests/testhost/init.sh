@@ -29,8 +29,11 @@
 # inner guest), /usr/bin/runm with /usr/sbin/mkfs.ext4, /guest/agent.cpio and
 # /bundles/busybox (runm's OCI test), /usr/share/runm/{vmlinux,agent.cpio}
 # (links: runm's installed guest images), /usr/bin/podman and /usr/bin/conmon
-# with /etc/containers/{containers.conf,policy.json}, and for the reference
-# check /usr/bin/qemu-system-x86_64.
+# with /etc/containers/{containers.conf,policy.json}, containerd,
+# containerd-shim-runc-v2 and ctr with /etc/containerd/runm-runtime.toml (the
+# README's runtime entry), the CNI plugins bridge, host-local and loopback in
+# /usr/lib/cni, /usr/bin/cri-pod, and for the reference check
+# /usr/bin/qemu-system-x86_64.
 
 # A real host does not run from its initramfs, whose root (rootfs) no
 # process can pivot_root away from, as virtiofsd's sandbox does: move into a
@@ -1015,6 +1018,217 @@ test_runm_podman() {
     ps=$(pm ps -a -q 2>&1 </dev/null)
     [ -z "$ps" ] || fail "podman ps -a after the run: $ps (expected no container)"
     pass_detail "${secs} s, $(podman --version), exit 3, runm's automatic choice: runm-vmm"
+}
+
+# --- Kubernetes' CRI on runm ----------------------------------------------------
+
+# Where the runc shim keeps a handler's state for containerd's k8s.io
+# namespace when its runtime entry sets no Root (the README's sets none).
+CRI_HANDLER_ROOT=/run/containerd/runc/k8s.io
+# The test's network namespace: containerd, its CNI bridge and the pods'
+# addresses exist only there.
+CRI_NETNS=runm-cri
+
+# cri_procs: pids of what the CRI test may leave: containerd, its shims
+# (comm cut at 15 bytes), runm, runm-vmm, virtiofsd, or anything naming $T.
+cri_procs() {
+    for _d in /proc/[0-9]*; do
+        _c=$(tr '\0' ' ' 2>/dev/null < "$_d/cmdline") || continue
+        case "$(cat "$_d/comm" 2>/dev/null)" in
+            containerd|containerd-shim|runm|runm-vmm|virtiofsd) echo "${_d#/proc/}"; continue ;;
+        esac
+        case "$_c" in
+            "timeout "*) ;; # busybox timeout's watcher, gone within a second of its command
+            *"$T/"*) echo "${_d#/proc/}" ;;
+        esac
+    done
+}
+
+# cri_mounts: mount points under $T or the handler's state, or of a pod's
+# network namespace.
+cri_mounts() {
+    awk -v t="$T/" -v r="$CRI_HANDLER_ROOT/" \
+        'index($5, t) == 1 || index($5, r) == 1 || $5 ~ "^/run/netns/cni-" { print $5 }' /proc/self/mountinfo
+}
+
+# cri_cleanup: on the way out (also after a failure) stop containerd, kill
+# what is left, remove the handler's state (runm delete --force also removes
+# its taps and cgroups), unmount, and remove the namespaces.
+cri_cleanup() {
+    [ -z "$poll_pid" ] || kill "$poll_pid" 2>/dev/null
+    [ -z "$containerd_pid" ] || { kill "$containerd_pid" 2>/dev/null; sleep 2; }
+    for _p in $(cri_procs); do kill -9 "$_p" 2>/dev/null; done
+    for _s in "$CRI_HANDLER_ROOT"/*; do
+        [ -e "$_s" ] || continue
+        timeout -s KILL 60 runm --root "$CRI_HANDLER_ROOT" delete --force "${_s##*/}" >/dev/null 2>&1 </dev/null
+    done
+    for _p in $(cri_procs); do kill -9 "$_p" 2>/dev/null; done
+    cri_mounts | sort -r | while read -r _m; do umount -l "$_m"; done
+    for _n in /run/netns/cni-*; do
+        [ -e "$_n" ] && /usr/sbin/ip netns del "${_n##*/}" 2>/dev/null
+    done
+    /usr/sbin/ip netns del "$CRI_NETNS" 2>/dev/null
+    rm -rf /run/containerd /var/lib/cni
+}
+
+# ctr_ ARGS...: ctr against this test's containerd, killed after a minute.
+ctr_() {
+    timeout -s KILL 60 ctr --address "$T/containerd.sock" "$@"
+}
+
+# A pod under runm driven by Kubernetes' CRI, as a kubelet drives it:
+# containerd with its CRI plugin in a network namespace of the test's own
+# (CNI bridge and host-local addresses in a private subnet), its root,
+# state and socket under $T, runtime-shim/README.md's runtime entry for runm
+# (runm at /usr/bin/runm) as the only runtime; a busybox image and a
+# busybox pause image imported with ctr. cri-pod runs the pod scenario of
+# the workspace's CRI test (tests/cri-client): a server and a client
+# container sharing the pod's localhost, IP, hostname and a volume,
+# ExecSync, the streaming Exec, a peer reaching the pod IP, an exit code
+# and a restart, then removal and its own leftover checks. runm's
+# automatic choice is runm-vmm on this KVM, and the pod lives in ONE
+# runm-vmm process from its sandbox to its last container (sampled every
+# second). Afterwards, with containerd stopped: no containerd, shim, runm,
+# runm-vmm or virtiofsd, nothing naming $T, no mount under $T, no runm
+# state, no pod network namespace.
+test_runm_cri_pod() {
+    has_vmm
+    for p in runm containerd containerd-shim-runc-v2 ctr cri-pod; do
+        command -v "$p" >/dev/null || fail "$p is not in the image (build-image.sh adds it when the build machine has it)"
+    done
+    for p in bridge host-local loopback; do
+        [ -x "/usr/lib/cni/$p" ] || fail "the CNI plugin /usr/lib/cni/$p is not in the image"
+    done
+    entry=/etc/containerd/runm-runtime.toml
+    [ -f "$entry" ] || fail "$entry (runtime-shim/README.md's runtime entry) is not in the image"
+    for f in vmlinux agent.cpio; do
+        [ -f "/usr/share/runm/$f" ] || fail "/usr/share/runm/$f (runm's installed guest image) is not in the image"
+    done
+    grep -q ' /sys/fs/cgroup ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    mem_start=$(awk '/MemAvailable/ { print int($2 / 1024) }' /proc/meminfo)
+    ip=/usr/sbin/ip
+    poll_pid= containerd_pid=
+    trap cri_cleanup EXIT
+    for d in root state opt cni work; do mkdir -p "$T/$d"; done
+    $ip netns add "$CRI_NETNS" || fail "ip netns add $CRI_NETNS"
+    $ip -n "$CRI_NETNS" link set lo up
+    cat > "$T/cni/10-runm-cri.conflist" <<CONFLIST
+{"cniVersion": "1.0.0", "name": "runm-cri", "plugins": [{"type": "bridge", "bridge": "runmcri0",
+  "isGateway": true, "ipMasq": false,
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.214.78.0/24"}]], "dataDir": "$T/cni-ipam"}}]}
+CONFLIST
+    cat > "$T/config.toml" <<CONFIG
+version = 2
+root = "$T/root"
+state = "$T/state"
+# Snapshotters other than native and overlayfs probe the host.
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "$T/containerd.sock"
+[ttrpc]
+  address = "$T/containerd.sock.ttrpc"
+[debug]
+  address = ""
+  level = "info"
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$T/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/runm-pause:cri"
+  # In the test's namespace: the streaming exec is reached from there.
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  disable_apparmor = true
+  # No lower oom_score_adj than containerd's own (as the CRI test does).
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    # The image has no runc: runm is the only runtime, and the default.
+    default_runtime_name = "runm"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$T/cni"
+    max_conf_num = 1
+$(cat "$entry")
+CONFIG
+    t0=$(date +%s)
+    # The shims and runm inherit containerd's environment: boot time for
+    # KVM under emulation; runm finds its guest images in /usr/share/runm.
+    RUNM_BOOT_TIMEOUT=$guest_timeout nsenter --net="/run/netns/$CRI_NETNS" \
+        containerd --config "$T/config.toml" > "$T/containerd.log" 2>&1 </dev/null &
+    containerd_pid=$!
+    _i=0
+    until ctr_ version 2>/dev/null | grep -q '^Server:'; do
+        kill -0 "$containerd_pid" 2>/dev/null || { show_tail "$T/containerd.log"; fail "containerd exited at its start"; }
+        [ "$_i" -lt 60 ] || { show_tail "$T/containerd.log"; fail "containerd did not answer on $T/containerd.sock within 60 s"; }
+        sleep 1
+        _i=$((_i + 1))
+    done
+    up=$(( $(date +%s) - t0 ))
+    timeout -s KILL 120 cri-pod images --out "$T/images.tar" > "$T/images.out" 2>&1 </dev/null ||
+        fail "cri-pod images: $(tr '\n' ' ' < "$T/images.out")"
+    ctr_ -n k8s.io images import "$T/images.tar" > "$T/import.out" 2>&1 </dev/null ||
+        { show_tail "$T/import.out"; fail "ctr images import failed"; }
+    # While the scenario runs, once a second: the VMM processes, as
+    # comm:pid (the comm of QEMU's process is cut at 15 bytes).
+    (
+        while [ ! -e "$T/poll.stop" ]; do
+            for _d in /proc/[0-9]*; do
+                _c=$(cat "$_d/comm" 2>/dev/null)
+                case "$_c" in runm-vmm|qemu-system-x86) echo "$_c:${_d#/proc/}" ;; esac
+            done | tr '\n' ' '
+            echo
+            sleep 1
+        done
+    ) > "$T/vmms" &
+    poll_pid=$!
+    t1=$(date +%s)
+    timeout -s KILL 1200 cri-pod scenario --socket "$T/containerd.sock" --handler runm --work-dir "$T/work" \
+        --netns "/run/netns/$CRI_NETNS" --handler-root "$CRI_HANDLER_ROOT" \
+        --no-mounts-under "$T/root" --no-mounts-under "$T/state" \
+        --call-timeout "$guest_timeout" --wait-timeout 180 > "$T/scenario.out" 2> "$T/scenario.err" </dev/null
+    status=$?
+    secs=$(( $(date +%s) - t1 ))
+    touch "$T/poll.stop"
+    wait "$poll_pid"
+    poll_pid=
+    sed 's/^/  | /' "$T/scenario.err"
+    if [ "$status" != 0 ]; then
+        show_tail "$T/containerd.log"
+        fail "cri-pod scenario: exit status $status after ${secs} s: $(tail -n 1 "$T/scenario.err")"
+    fi
+    # Every sample that has a VMM names the same one runm-vmm: runm's
+    # automatic choice on KVM, one VM for the pod from its sandbox to its
+    # last container.
+    seen=$(tr ' ' '\n' < "$T/vmms" | grep . | sort -u | tr '\n' ' ')
+    most=$(awk '{ if (NF > n) n = NF } END { print n + 0 }' "$T/vmms")
+    with_vm=$(grep -c . "$T/vmms")
+    samples=$(wc -l < "$T/vmms")
+    case "$most/$(echo $seen | awk '{ print NF }')/$seen" in
+        "1/1/runm-vmm:"*) ;;
+        *) fail "VMM processes while the pod lived: at most $most at once, seen: ${seen:-none} (expected one runm-vmm for the whole pod)" ;;
+    esac
+    kill "$containerd_pid"
+    _i=0
+    while kill -0 "$containerd_pid" 2>/dev/null && [ "$_i" -lt 30 ]; do sleep 1; _i=$((_i + 1)); done
+    kill -0 "$containerd_pid" 2>/dev/null && fail "containerd did not stop within 30 s of SIGTERM"
+    wait "$containerd_pid"
+    code=$?
+    containerd_pid=
+    [ "$code" = 0 ] || { show_tail "$T/containerd.log"; fail "containerd exited with status $code after SIGTERM (expected 0)"; }
+    _i=0
+    while [ -n "$(cri_procs)" ] && [ "$_i" -lt 20 ]; do sleep 1; _i=$((_i + 1)); done
+    procs=$(cri_procs)
+    [ -z "$procs" ] || fail "processes left after the pod and containerd: $(for p in $procs; do echo "$p: $(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null);"; done)"
+    mounts=$(cri_mounts)
+    [ -z "$mounts" ] || fail "mounts left: $(echo $mounts)"
+    state=$(ls -A "$CRI_HANDLER_ROOT" 2>/dev/null)
+    [ -z "$state" ] || fail "runm state left in $CRI_HANDLER_ROOT: $(echo $state)"
+    pod_ns=$(ls /run/netns | grep '^cni-')
+    [ -z "$pod_ns" ] || fail "pod network namespaces left: $(echo $pod_ns)"
+    pass_detail "${secs} s for the pod scenario (containerd up in ${up} s), one runm-vmm (pid $(echo ${seen#runm-vmm:})) in $with_vm of $samples samples, containerd $(containerd --version | cut -d' ' -f3), MemAvailable at the start $mem_start MiB"
 }
 
 # --- runner --------------------------------------------------------------------

@@ -37,6 +37,7 @@ mod tests {
         "runm-oci-bridge",
         "runm-oci-pod",
         "runm-podman",
+        "runm-cri-pod",
     ];
 
     struct Run {
