@@ -327,6 +327,7 @@ impl<W: Write + Send + 'static> Agent<W> {
             } => self.signal(&container, process_id, signal, all),
             Message::Ps { container } => self.ps(&container),
             Message::Delete { container } => self.delete(&container),
+            Message::Freeze { container, frozen } => self.freeze(&container, frozen),
             Message::Resize {
                 process_id,
                 rows,
@@ -661,6 +662,23 @@ impl<W: Write + Send + 'static> Agent<W> {
         Ok(Some(Message::Processes { pids }))
     }
 
+    /// `Freeze`: stops or continues every process of a running container
+    /// through its cgroup's freezer.
+    fn freeze(&self, id: &str, frozen: bool) -> Result<Option<Message>, RequestError> {
+        let c = self.running(id, if frozen { "pause" } else { "resume" })?;
+        let cg = c.cgroup.as_ref().ok_or_else(|| {
+            RequestError::OutOfOrder(format!(
+                "container {id:?} has no cgroup in this guest: it cannot be paused on its own"
+            ))
+        })?;
+        cg.freeze(frozen).map_err(RequestError::Cgroup)?;
+        log!(
+            "container {id} {}",
+            if frozen { "frozen" } else { "thawed" }
+        );
+        Ok(Some(Message::Frozen))
+    }
+
     /// `Delete`: forgets a stopped container (its mounts went when it
     /// stopped) and removes its cgroup; its id is free again.
     fn delete(&mut self, id: &str) -> Result<Option<Message>, RequestError> {
@@ -926,6 +944,8 @@ fn message_name(m: &Message) -> &'static str {
         Message::Resize { .. } => "resize",
         Message::Ps { .. } => "ps",
         Message::Delete { .. } => "delete",
+        Message::Freeze { .. } => "freeze",
+        Message::Frozen => "frozen",
         Message::Shutdown => "shutdown",
         Message::Ready { .. } => "ready",
         Message::Created => "created",
@@ -1161,6 +1181,13 @@ mod tests {
             (Message::Start { container: c() }, "no container \"c\""),
             (Message::Ps { container: c() }, "no container \"c\""),
             (Message::Delete { container: c() }, "no container \"c\""),
+            (
+                Message::Freeze {
+                    container: c(),
+                    frozen: true,
+                },
+                "no container \"c\"",
+            ),
             (
                 Message::Exec {
                     container: c(),

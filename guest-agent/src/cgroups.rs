@@ -99,6 +99,26 @@ impl Cgroup {
         self.dir.join("cgroup.procs")
     }
 
+    /// Stops (or continues) every process in it (`cgroup.freeze`), and
+    /// waits, a little, until the kernel says it is so (`cgroup.events`).
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        let path = self.dir.join("cgroup.freeze");
+        fs::write(&path, if frozen { "1" } else { "0" }).map_err(io_err(&path))?;
+        let events = self.dir.join("cgroup.events");
+        let want = if frozen { "frozen 1" } else { "frozen 0" };
+        for _ in 0..100 {
+            match fs::read_to_string(&events) {
+                Ok(t) if t.lines().any(|l| l == want) => return Ok(()),
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) => return Err(io_err(&events)(e)),
+            }
+        }
+        Err(io_err(&events)(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("not '{want}' after 2 s"),
+        )))
+    }
+
     /// Removes it, waiting a little for processes just killed to leave it
     /// (a failed `Create` is retried with the same id). Errors are ignored:
     /// the guest goes away with its container.

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 /// and the container whose namespaces to share, the root's place in the
 /// share; `Start`, `Exec`, `Signal`, `Ps` and the new `Delete` name their
 /// container; `Exited` of an init names the container it stopped.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// 6: `Resize`. 7: `Freeze` / `Frozen` (one container of a pod paused).
+pub const PROTOCOL_VERSION: u32 = 7;
 /// vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// Name of the virtio-serial port the agent uses where there is no vsock.
@@ -470,9 +471,9 @@ pub struct InterfaceSpec {
 }
 
 /// Control messages. Host to agent: `Hello`, `ConfigureNetwork`, `Create`,
-/// `Start`, `Exec`, `Signal`, `Ps`, `Delete`, `Shutdown`. Agent to host:
-/// `Ready`, `NetworkConfigured`, `Created`, `Started`, `Exited`,
-/// `Processes`, `Deleted`, `Error`.
+/// `Start`, `Exec`, `Signal`, `Ps`, `Delete`, `Freeze`, `Shutdown`. Agent to
+/// host: `Ready`, `NetworkConfigured`, `Created`, `Started`, `Exited`,
+/// `Processes`, `Deleted`, `Frozen`, `Error`.
 ///
 /// A guest holds several containers, each named by its id: a pod's sandbox
 /// container first, then members created with `share_namespaces_with` it.
@@ -560,6 +561,15 @@ pub enum Message {
         /// Which container.
         container: String,
     },
+    /// Stop (or continue) every process of a running container, through
+    /// its guest cgroup's freezer: one container of a pod paused while the
+    /// VM runs on. Answered by `Frozen`.
+    Freeze {
+        /// Which container.
+        container: String,
+        /// Stop (true) or continue (false).
+        frozen: bool,
+    },
     /// Power the guest off now.
     Shutdown,
     /// First agent message.
@@ -598,6 +608,8 @@ pub enum Message {
     },
     /// Answer to `Delete`.
     Deleted,
+    /// Answer to `Freeze`: the container's processes are stopped (or go on).
+    Frozen,
     /// A request failed.
     Error {
         /// What went wrong, for people.
@@ -851,6 +863,11 @@ mod tests {
             },
             Message::Processes { pids: vec![1, 2] },
             Message::Deleted,
+            Message::Freeze {
+                container: "c1".into(),
+                frozen: true,
+            },
+            Message::Frozen,
             Message::Error {
                 message: "no".into(),
             },

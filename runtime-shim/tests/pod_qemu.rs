@@ -77,6 +77,7 @@ mod tests {
                 "sh",
                 "-c",
                 "echo served-by-web > /www; hostname > /vol/web-hostname; \
+                 (while :; do cat /proc/uptime > /vol/tick; usleep 100000; done) & \
                  exec nc -ll -p 9000 -e cat /www",
             ],
             &volume,
@@ -159,6 +160,22 @@ mod tests {
             s(&client),
         ]);
         assert_eq!(out.code, 3, "{out:?}");
+
+        // pause and resume act on that container only.
+        let tick = || fs::read_to_string(volume.join("tick")).unwrap_or_default();
+        r.run(&["pause", "web"]).ok();
+        assert_eq!(r.state("web")["status"], "paused");
+        let frozen = tick();
+        std::thread::sleep(Duration::from_millis(800));
+        assert_eq!(tick(), frozen, "a paused container's processes do not run");
+        assert_eq!(exec_out(&r, "pod", "echo pod-runs"), "pod-runs\n");
+        r.run(&["resume", "web"]).ok();
+        assert_eq!(r.state("web")["status"], "running");
+        eventually(
+            "the resumed container's ticks",
+            Duration::from_secs(30),
+            || tick() != frozen,
+        );
 
         // ps and kill act on that container only.
         let ps = r.run(&["ps", "web"]).ok();

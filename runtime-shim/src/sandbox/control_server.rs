@@ -34,6 +34,8 @@ pub(super) enum Waiting {
     Created,
     /// `Deleted` (a pod member's end).
     Deleted,
+    /// `Frozen` (a pod member paused or resumed).
+    Frozen,
 }
 
 /// The agent's answer to a pending request.
@@ -43,6 +45,7 @@ pub(super) enum Reply {
     Processes(Vec<u32>),
     Created,
     Deleted,
+    Frozen,
     Error(String),
     Gone,
 }
@@ -70,6 +73,7 @@ impl Pending {
             (Waiting::Processes, Message::Processes { pids }) => Reply::Processes(pids.clone()),
             (Waiting::Created, Message::Created) => Reply::Created,
             (Waiting::Deleted, Message::Deleted) => Reply::Deleted,
+            (Waiting::Frozen, Message::Frozen) => Reply::Frozen,
             (_, Message::Error { message }) => Reply::Error(message.clone()),
             _ => return false,
         });
@@ -218,6 +222,11 @@ impl Shared {
             let mut later = Vec::new();
             for action in todo {
                 let (result, done, what) = match action {
+                    // A pod's container is paused by the agent (below).
+                    Action::PauseVm | Action::ResumeVm if self.machine.vm_pid().is_none() => {
+                        later.push(action);
+                        continue;
+                    }
                     // Under the lock: the VM cannot be reaped meanwhile, so
                     // the pid is still our child's.
                     Action::PauseVm => (self.machine.pause(), Event::VmPaused, "paused"),
@@ -261,6 +270,24 @@ impl Shared {
                     Ok(()) => Response::default(),
                     Err(e) => Response::error(e.to_string()),
                 },
+                Action::PauseVm | Action::ResumeVm => {
+                    let (frozen, done, what) = match action {
+                        Action::PauseVm => (true, Event::VmPaused, "paused"),
+                        _ => (false, Event::VmResumed, "resumed"),
+                    };
+                    let freeze = Message::Freeze {
+                        container: self.dir.id.clone(),
+                        frozen,
+                    };
+                    match self.ask(freeze, Waiting::Frozen) {
+                        Reply::Frozen => {
+                            self.feed(&mut lock(&self.inner), done);
+                            log::info!("container {}: {what} (in its pod's VM)", self.dir.id);
+                            Response::default()
+                        }
+                        r => reply_error(r),
+                    }
+                }
                 other => {
                     log::error!("container {}: {other:?} left undone", self.dir.id);
                     Response::error(format!("internal error: {other:?} left undone"))

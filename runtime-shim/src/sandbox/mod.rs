@@ -317,8 +317,9 @@ impl Machine {
     }
 }
 
-const POD_PAUSE: &str =
-    "a container of a pod cannot be paused on its own: its VM is the pod's (pause the pod's sandbox)";
+/// A pod's container is paused through the agent, not here (see
+/// `control_server`).
+const POD_PAUSE: &str = "a container of a pod is paused by its pod's guest agent, not by its VM";
 
 /// The sandbox after set-up, shared by its threads.
 struct Shared {
@@ -483,7 +484,8 @@ impl Shared {
             Message::Started { .. }
             | Message::Processes { .. }
             | Message::Created
-            | Message::Deleted => {
+            | Message::Deleted
+            | Message::Frozen => {
                 if inner.pending.answer(&m) {
                     self.changed.notify_all();
                 }

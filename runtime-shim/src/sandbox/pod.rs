@@ -412,6 +412,12 @@ impl Relay<'_> {
                 };
                 self.shared.agent.send(resize).is_ok()
             }
+            Message::Freeze { container, frozen } if ours(&container) => {
+                let reply = self
+                    .shared
+                    .ask(Message::Freeze { container, frozen }, Waiting::Frozen);
+                self.answer(reply, 0)
+            }
             Message::Shutdown => false,
             other => self.refuse(&format!(
                 "not a request a container of the pod may make: {other:?}"
@@ -439,6 +445,7 @@ impl Relay<'_> {
             Reply::Processes(pids) => Message::Processes { pids },
             Reply::Created => Message::Created,
             Reply::Deleted => Message::Deleted,
+            Reply::Frozen => Message::Frozen,
             Reply::Error(message) => Message::Error { message },
             Reply::Gone => {
                 let _ = self.channel.send(Message::Error {
