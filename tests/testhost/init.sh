@@ -939,6 +939,13 @@ test_runm_oci_pod() {
         kb=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null)
         pss=$((pss + ${kb:-0}))
     done
+    # One container of the pod paused (its guest cgroup frozen), the VM running on.
+    oci 60 pause web > "$T/pause-web.out" 2>&1 </dev/null || fail "runm pause web: $(cat "$T/pause-web.out")"
+    [ "$(oci_status web)" = paused ] || fail "web is '$(oci_status web)' after pause (expected paused)"
+    out=$(oci 60 exec pod -- echo pod-runs 2>&1 </dev/null)
+    [ "$out" = pod-runs ] || fail "runm exec pod while web is paused: '$out'"
+    oci 60 resume web > "$T/resume-web.out" 2>&1 </dev/null || fail "runm resume web: $(cat "$T/resume-web.out")"
+    [ "$(oci_status web)" = running ] || fail "web is '$(oci_status web)' after resume (expected running)"
     oci 60 kill web KILL > "$T/kill-web.out" 2>&1 </dev/null || fail "runm kill web: $(cat "$T/kill-web.out")"
     oci_wait_status web stopped 30 || fail "web is '$(oci_status web)' after kill (expected stopped)"
     oci 60 delete web > "$T/delete-web.out" 2>&1 </dev/null || fail "runm delete web: $(cat "$T/delete-web.out")"
