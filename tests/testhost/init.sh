@@ -1179,12 +1179,23 @@ CONFIG
     ctr_ -n k8s.io images import "$T/images.tar" > "$T/import.out" 2>&1 </dev/null ||
         { show_tail "$T/import.out"; fail "ctr images import failed"; }
     # While the scenario runs, once a second: the VMM processes, as
-    # comm:pid (the comm of QEMU's process is cut at 15 bytes).
+    # comm:pid (the comm of QEMU's process is cut at 15 bytes); a jailed
+    # runm-vmm's waiting parent (whose child is the VMM) is not one.
     (
         while [ ! -e "$T/poll.stop" ]; do
+            _vmms=
             for _d in /proc/[0-9]*; do
                 _c=$(cat "$_d/comm" 2>/dev/null)
-                case "$_c" in runm-vmm|qemu-system-x86) echo "$_c:${_d#/proc/}" ;; esac
+                case "$_c" in runm-vmm|qemu-system-x86) ;; *) continue ;; esac
+                # pid, parent pid (the field after the ')' that ends comm).
+                _pp=$(sed 's/.*) [A-Za-z] \([0-9]*\).*/\1/' "$_d/stat" 2>/dev/null)
+                _vmms="$_vmms $_c:${_d#/proc/}:$_pp"
+            done
+            for _v in $_vmms; do
+                _pid=${_v#*:}
+                _pid=${_pid%%:*}
+                case "$_vmms" in *":$_pid "*|*":$_pid") continue ;; esac # a waiting parent
+                echo "${_v%:*}"
             done | tr '\n' ' '
             echo
             sleep 1
