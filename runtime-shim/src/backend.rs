@@ -411,16 +411,23 @@ pub fn find_virtiofsd() -> Result<PathBuf, BackendError> {
 /// Prepares the VM process for `choice` (writes `vm.json` for runm-vmm).
 pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launch, BackendError> {
     match choice.hypervisor {
-        Hypervisor::Qemu => Ok(Launch {
-            program: program.to_path_buf(),
-            args: qemu_args(choice.accel, vm),
-            channel: AgentChannel::Serial {
-                socket: vm.dir.agent_socket(),
-            },
-            control: crate::vmctl::VmControl::Qmp {
-                socket: vm.dir.qmp_socket(),
-            },
-        }),
+        Hypervisor::Qemu => {
+            // Its user checked (never root), its empty root made.
+            if let Some(user) = vm.vm_user {
+                vm_ids(user)?;
+                empty_root(vm.dir)?;
+            }
+            Ok(Launch {
+                program: program.to_path_buf(),
+                args: qemu_args(choice.accel, vm),
+                channel: AgentChannel::Serial {
+                    socket: vm.dir.agent_socket(),
+                },
+                control: crate::vmctl::VmControl::Qmp {
+                    socket: vm.dir.qmp_socket(),
+                },
+            })
+        }
         Hypervisor::RunmVmm => {
             let jail = vm.vm_user.map(|user| vmm_jail(vm.dir, user)).transpose()?;
             let control = if jail.is_some() {
@@ -457,13 +464,19 @@ pub fn prepare(choice: &Choice, program: &Path, vm: &VmSpec<'_>) -> Result<Launc
 /// reachable inside.
 fn vmm_jail(dir: &ContainerDir, user: &str) -> Result<vm_spec::JailConfig, BackendError> {
     let (uid, gid) = vm_ids(user)?;
+    Ok(vm_spec::JailConfig::new(empty_root(dir)?, uid, gid))
+}
+
+/// The empty directory of the container's that the VM process (QEMU or
+/// runm-vmm) takes as its root once it has opened what it needs.
+fn empty_root(dir: &ContainerDir) -> Result<PathBuf, BackendError> {
     let root = dir.vmm_jail();
     match std::fs::create_dir(&root) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(source) => return Err(BackendError::Write { path: root, source }),
     }
-    Ok(vm_spec::JailConfig::new(root, uid, gid))
+    Ok(root)
 }
 
 /// The uid and gid of the VM's `user`: numeric `uid:gid` (as QEMU's
@@ -567,6 +580,9 @@ pub fn qemu_args(accel: Accel, vm: &VmSpec<'_>) -> Vec<OsString> {
         qmp: Some(vm.dir.local(vm.dir.qmp_socket())),
         seccomp: true,
         run_as: vm.vm_user.map(str::to_owned),
+        // Once it has opened everything, an empty root (the directory
+        // runm-vmm's jail would use).
+        chroot: vm.vm_user.map(|_| vm.dir.vmm_jail()),
     }
     .args()
 }
@@ -781,7 +797,8 @@ mod tests {
              -chardev socket,id=agent,server=on,wait=off,path=agent.sock \
              -device virtserialport,chardev=agent,name=runm.agent \
              -qmp unix:qmp.sock,server=on,wait=off \
-             -sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny -runas nobody"
+             -sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny \
+             -chroot /run/runm/c1/vmm-jail -runas nobody"
         );
         let kvm: Vec<String> = qemu_args(Accel::Kvm, &vm)
             .into_iter()

@@ -409,7 +409,7 @@ mod tests {
         );
         // QEMU and virtiofsd run under seccomp filters (virtiofsd's serving
         // process: the one it forks into its namespaces); QEMU as nobody,
-        // without capabilities.
+        // without capabilities, chrooted into an empty directory.
         let mut filtered_virtiofsd = 0;
         for pid in members.lines() {
             let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -425,6 +425,10 @@ mod tests {
                     assert_eq!(field("Seccomp:"), "2", "{status}");
                     assert_eq!(field("Uid:"), "65534", "{status}");
                     assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+                    // Its root: the container's empty directory.
+                    let root = fs::read_link(format!("/proc/{pid}/root")).unwrap();
+                    assert!(root.ends_with("vmm-jail"), "{}", root.display());
+                    assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
                 }
                 "virtiofsd" if field("Seccomp:") == "2" => filtered_virtiofsd += 1,
                 _ => {}

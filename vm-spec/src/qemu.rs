@@ -84,6 +84,9 @@ pub struct QemuMicrovm {
     pub seccomp: bool,
     /// A user QEMU drops to once it has opened everything (`-runas`).
     pub run_as: Option<String>,
+    /// An empty directory QEMU changes its root to once it has opened
+    /// everything (`-chroot`), before it drops to `run_as`.
+    pub chroot: Option<PathBuf>,
 }
 
 impl QemuMicrovm {
@@ -105,6 +108,7 @@ impl QemuMicrovm {
             qmp: None,
             seccomp: false,
             run_as: None,
+            chroot: None,
         }
     }
 
@@ -234,6 +238,10 @@ impl QemuMicrovm {
             a.push("-sandbox".into());
             a.push(format!("on,obsolete=deny,{privileges}spawn=deny,resourcecontrol=deny").into());
         }
+        if let Some(dir) = &self.chroot {
+            a.push("-chroot".into());
+            a.push(dir.into());
+        }
         if let Some(user) = &self.run_as {
             a.push("-runas".into());
             a.push(user.into());
@@ -341,6 +349,9 @@ mod tests {
             "on,obsolete=deny,spawn=deny,resourcecontrol=deny"
         );
         assert_eq!(after(&a, "-runas"), "nobody");
+        assert!(!a.contains(&"-chroot".to_string()));
+        m.chroot = Some("/c/jail".into());
+        assert_eq!(after(&line(&m), "-chroot"), "/c/jail");
     }
 
     #[test]
