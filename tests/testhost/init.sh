@@ -17,7 +17,7 @@
 #   runm.testhost.only=a,b         run only these tests
 #   runm.testhost.force_fail=a,b   report these tests as failed (checks the runner)
 #   runm.testhost.guest_timeout=S  seconds one inner guest may take (default 180)
-#   runm.testhost.test_timeout=S   seconds one test may take (default 3 x guest_timeout);
+#   runm.testhost.test_timeout=S   seconds one test may take (default guest_timeout + 120);
 #                                  past it, it fails with the end of its logs, what it
 #                                  started is killed, and the run goes on
 #   runm.testhost.verbose=1        also show the inner guests' consoles as they run
@@ -1312,7 +1312,7 @@ run_test() {
 echo "testhost: kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB," \
     "clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 dmesg | grep -i -e 'kvm[_:]' -e svm | sed 's/^/testhost: dmesg: /'
-[ -n "$test_timeout" ] || test_timeout=$((guest_timeout * 3))
+[ -n "$test_timeout" ] || test_timeout=$((guest_timeout + 120))
 passed=0
 failed=0
 tests=$(sed -n 's/^\(test_[a-z0-9_]*\)() {$/\1/p' /init)

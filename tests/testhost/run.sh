@@ -10,9 +10,9 @@
 # --no-qemu           image without the inner QEMU (drops the qemu-in-testhost-kvm check)
 # --only A,B          run only these tests
 # --force-fail A,B    report these tests as FAIL (shows that the runner catches failures)
-# --timeout SECS      whole run, boot included (default $RUNM_TESTHOST_TIMEOUT or 600)
+# --timeout SECS      whole run, boot included (default $RUNM_TESTHOST_TIMEOUT or 1200)
 # --guest-timeout S   one inner guest run (default 180)
-# --test-timeout S    one test (default 3 x the guest timeout); past it the test fails
+# --test-timeout S    one test (default the guest timeout + 120 s); past it the test fails
 #                     with the end of its logs and the run goes on
 # --kernel FILE       test host kernel (default: guest-kernel-config/build.sh --flavor testhost)
 # --initrd FILE       test host initramfs (default: tests/testhost/build-image.sh)
@@ -29,7 +29,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-timeout=${RUNM_TESTHOST_TIMEOUT:-600}
+timeout=${RUNM_TESTHOST_TIMEOUT:-1200}
 guest_timeout=180
 test_timeout=
 image_args=()
