@@ -44,8 +44,8 @@ mod tests {
     use test_support::images::{oci_archive, OciImage};
 
     use crate::common::{
-        guest_images, mounts_under, need, processes_mentioning, run_tool, sha256_hex, wait_bounded,
-        wait_for_daemon, DaemonProbe, Out, RUNM,
+        guest_images, mounts_under, need, pids_in_netns, processes_mentioning, run_tool,
+        sha256_hex, wait_bounded, wait_for_daemon, DaemonProbe, Out, RUNM,
     };
 
     /// The busybox image the pod's containers run.
@@ -122,25 +122,6 @@ mod tests {
     fn kill(pid: i32, sig: i32) {
         // SAFETY: kill(2) on a pid found just before; no memory involved.
         unsafe { libc::kill(pid, sig) };
-    }
-
-    /// Pids of the live processes in the network namespace with inode `ino`.
-    fn pids_in_netns(ino: u64) -> Vec<i32> {
-        let me = std::process::id() as i32;
-        fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&pid| pid != me)
-            .filter(|pid| {
-                fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino)
-                    && !fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .unwrap_or_default()
-                        .rsplit(')')
-                        .next()
-                        .is_some_and(|r| r.trim_start().starts_with('Z'))
-            })
-            .collect()
     }
 
     fn cni_netns_files() -> Vec<String> {

@@ -45,8 +45,8 @@ mod tests {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crate::common::{
-        eventually, guest_images, mounts_under, need, processes_mentioning, run_tool, sha256_hex,
-        wait_bounded, wait_for_daemon, DaemonProbe, Out, RUNM,
+        eventually, guest_images, mounts_under, need, pids_in_netns, processes_mentioning,
+        run_tool, sha256_hex, wait_bounded, wait_for_daemon, DaemonProbe, Out, RUNM,
     };
 
     /// How long one `docker` call may take (a container's create boots its VM).
@@ -103,25 +103,6 @@ mod tests {
     /// The inode of a network namespace file.
     fn netns_inode(path: &Path) -> u64 {
         fs::metadata(path).unwrap().ino()
-    }
-
-    /// Pids of the processes in the network namespace with inode `ino`.
-    fn pids_in_netns(ino: u64) -> Vec<i32> {
-        let me = std::process::id() as i32;
-        fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&pid| pid != me)
-            .filter(|pid| {
-                fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino)
-                    && !fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .unwrap_or_default()
-                        .rsplit(')')
-                        .next()
-                        .is_some_and(|r| r.trim_start().starts_with('Z'))
-            })
-            .collect()
     }
 
     fn kill(pid: i32, sig: i32) {

@@ -404,3 +404,24 @@ pub fn wait_for_daemon(name: &str, mut probe: impl FnMut() -> DaemonProbe) {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Pids of the live (not zombie) processes, this one aside, in the network
+/// namespace with inode `ino`.
+pub fn pids_in_netns(ino: u64) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::process::id() as i32;
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino)
+                && !fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .collect()
+}
