@@ -185,23 +185,40 @@ pub fn busybox_initramfs(init_script: &str) -> Result<Vec<u8>> {
 /// An ext4 image `img` of `size` (mkfs's notation: `16M`) holding `tree`,
 /// owned by root whoever builds it, labelled `label`.
 pub fn ext4_image(tree: &Path, img: &Path, size: &str, label: &str) -> Result<()> {
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d"])
+    let mut mkfs = Command::new("mkfs.ext4");
+    mkfs.args(["-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d"])
         .arg(tree)
         .arg(img)
-        .arg(size)
-        .output()
-        .map_err(|e| ImageError::Tool {
-            tool: "mkfs.ext4",
-            detail: format!("{e} (install e2fsprogs)"),
-        })?;
+        .arg(size);
+    run_tool("mkfs.ext4", " (install e2fsprogs)", &mut mkfs).map(drop)
+}
+
+/// Runs `cmd` (the program `tool`) to its end: its output, or the error
+/// naming the tool with why it could not start (plus `hint`) or its
+/// stderr when it failed.
+fn run_tool(tool: &'static str, hint: &str, cmd: &mut Command) -> Result<std::process::Output> {
+    let out = cmd.output().map_err(|e| ImageError::Tool {
+        tool,
+        detail: format!("{e}{hint}"),
+    })?;
     if !out.status.success() {
         return Err(ImageError::Tool {
-            tool: "mkfs.ext4",
+            tool,
             detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(())
+    Ok(out)
+}
+
+/// `tar` of the tree `dir` into `dest`, every entry owned by root.
+fn tar_tree(dir: &Path, dest: &Path) -> Result<()> {
+    let mut tar = Command::new("tar");
+    tar.args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(dir)
+        .arg("-cf")
+        .arg(dest)
+        .arg(".");
+    run_tool("tar", "", &mut tar).map(drop)
 }
 
 /// A tar archive `out` of a busybox tree (all applets): what `podman
@@ -209,24 +226,9 @@ pub fn ext4_image(tree: &Path, img: &Path, size: &str, label: &str) -> Result<()
 /// registry. The tree is built in `scratch` (which must not exist yet).
 pub fn busybox_tar(scratch: &Path, out: &Path) -> Result<()> {
     busybox_tree(scratch, Applets::All)?;
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(scratch)
-        .arg("-cf")
-        .arg(out)
-        .arg(".")
-        .output()
-        .map_err(|e| ImageError::Tool {
-            tool: "tar",
-            detail: e.to_string(),
-        })?;
-    if !tar.status.success() {
-        return Err(ImageError::Tool {
-            tool: "tar",
-            detail: String::from_utf8_lossy(&tar.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+    let mut tar = Command::new("tar");
+    tar.arg("-C").arg(scratch).arg("-cf").arg(out).arg(".");
+    run_tool("tar", "", &mut tar).map(drop)
 }
 
 /// One image of an [`oci_archive`]: its name (what `ctr images import`
@@ -241,22 +243,19 @@ pub struct OciImage<'a> {
 /// The `sha256:<hex>` digest and size of a file (`sha256sum`: busybox has
 /// it too, so this also works in the test host image).
 fn blob_digest(path: &Path) -> Result<(String, u64)> {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .map_err(|e| ImageError::Tool {
-            tool: "sha256sum",
-            detail: e.to_string(),
-        })?;
+    let out = run_tool("sha256sum", "", Command::new("sha256sum").arg(path))?;
     let hex = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
         .unwrap_or_default()
         .to_string();
-    if !out.status.success() || hex.len() != 64 {
+    if hex.len() != 64 {
         return Err(ImageError::Tool {
             tool: "sha256sum",
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            detail: format!(
+                "printed no digest: {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            ),
         });
     }
     let size = fs::metadata(path).map_err(io(path))?.len();
@@ -281,28 +280,8 @@ pub fn oci_archive(scratch: &Path, out: &Path, images: &[OciImage<'_>]) -> Resul
         fs::copy(path, &dest).map_err(io(&dest))?;
         Ok((digest, size))
     };
-    let tar = |dir: &Path, dest: &Path| -> Result<()> {
-        let out = Command::new("tar")
-            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-            .arg(dir)
-            .arg("-cf")
-            .arg(dest)
-            .arg(".")
-            .output()
-            .map_err(|e| ImageError::Tool {
-                tool: "tar",
-                detail: e.to_string(),
-            })?;
-        if !out.status.success() {
-            return Err(ImageError::Tool {
-                tool: "tar",
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
-    };
     let layer = scratch.join("layer.tar");
-    tar(&root, &layer)?;
+    tar_tree(&root, &layer)?;
     let (layer_digest, layer_size) = add_blob(&layer)?;
     let mut manifests = Vec::new();
     for (i, image) in images.iter().enumerate() {
@@ -346,7 +325,7 @@ pub fn oci_archive(scratch: &Path, out: &Path, images: &[OciImage<'_>]) -> Resul
     fs::write(&index, v.to_string()).map_err(io(&index))?;
     let marker = layout.join("oci-layout");
     fs::write(&marker, r#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io(&marker))?;
-    tar(&layout, out)
+    tar_tree(&layout, out)
 }
 
 #[cfg(test)]
