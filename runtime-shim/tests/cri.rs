@@ -44,8 +44,9 @@ mod tests {
     use test_support::images::{oci_archive, OciImage};
 
     use crate::common::{
-        guest_images, mounts_under, need, pids_in_netns, processes_mentioning, run_tool,
-        sha256_hex, wait_bounded, wait_for_daemon, DaemonProbe, Out, RUNM,
+        fenced_block, guest_images, mounts_under, need, pids_in_netns, processes_mentioning,
+        readme_section, run_tool, sha256_hex, wait_bounded, wait_for_daemon, DaemonProbe, Out,
+        RUNM,
     };
 
     /// The busybox image the pod's containers run.
@@ -80,20 +81,17 @@ mod tests {
     /// CRI)": the TOML block between its markers, verbatim, with this
     /// build's runm in place of the installed one.
     fn runtime_entry_from_readme() -> String {
-        let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-        let section = readme
-            .split("\n## ")
-            .find(|s| s.starts_with("Kubernetes (containerd's CRI)\n"))
-            .expect("runm's README has a section \"Kubernetes (containerd's CRI)\"");
+        let section = readme_section("Kubernetes (containerd's CRI)");
         let marked = section
             .split("<!-- cri-runtime-entry: begin -->\n")
             .nth(1)
             .and_then(|b| b.split("<!-- cri-runtime-entry: end -->").next())
             .expect("the section marks the runtime entry");
-        let block = marked
-            .strip_prefix("```toml\n")
-            .and_then(|b| b.trim_end().strip_suffix("```"))
-            .expect("the marked part is one ```toml block");
+        assert!(
+            marked.starts_with("```toml\n") && marked.trim_end().ends_with("```"),
+            "the marked part is one ```toml block: {marked}"
+        );
+        let block = fenced_block(marked, "toml");
         assert!(
             block.contains(&format!("BinaryName = \"{README_RUNM}\"")),
             "the entry names {README_RUNM}: {block}"

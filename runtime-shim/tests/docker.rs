@@ -45,8 +45,9 @@ mod tests {
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
     use crate::common::{
-        eventually, guest_images, mounts_under, need, pids_in_netns, processes_mentioning,
-        run_tool, sha256_hex, wait_bounded, wait_for_daemon, DaemonProbe, Out, RUNM,
+        eventually, fenced_block, guest_images, mounts_under, need, pids_in_netns,
+        processes_mentioning, readme_section, run_tool, sha256_hex, wait_bounded, wait_for_daemon,
+        DaemonProbe, Out, RUNM,
     };
 
     /// How long one `docker` call may take (a container's create boots its VM).
@@ -70,16 +71,7 @@ mod tests {
     /// The `daemon.json` of runm's README, section "Docker": its first JSON
     /// block, verbatim, with this build's runm in place of the installed one.
     fn daemon_json_from_readme() -> String {
-        let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-        let section = readme
-            .split("\n## ")
-            .find(|s| s.starts_with("Docker\n"))
-            .expect("runm's README has a section \"Docker\"");
-        let block = section
-            .split("```json\n")
-            .nth(1)
-            .and_then(|b| b.split("```").next())
-            .expect("the Docker section has a ```json block");
+        let block = fenced_block(&readme_section("Docker"), "json");
         assert!(
             block.contains(README_RUNM),
             "the snippet names {README_RUNM}: {block}"

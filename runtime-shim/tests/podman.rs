@@ -48,7 +48,9 @@ mod tests {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use crate::common::{guest_images, processes_mentioning, wait_bounded, Out, RUNM};
+    use crate::common::{
+        fenced_block, guest_images, processes_mentioning, readme_section, wait_bounded, Out, RUNM,
+    };
 
     /// How long one podman command may take (`run` boots a VM).
     const PODMAN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -69,17 +71,7 @@ mod tests {
 
     /// The `containers.conf` of runm's README, section "Podman".
     fn readme_containers_conf() -> String {
-        let readme = test_support::repo_root().join("runtime-shim/README.md");
-        let text = fs::read_to_string(&readme).unwrap();
-        let section = text
-            .split("\n## Podman\n")
-            .nth(1)
-            .expect("runtime-shim/README.md has a section \"## Podman\"");
-        let block = section
-            .split("```toml\n")
-            .nth(1)
-            .and_then(|b| b.split("\n```").next())
-            .expect("the Podman section has a toml block");
+        let block = fenced_block(&readme_section("Podman"), "toml");
         assert!(
             block.contains(&format!("runm = [\"{README_RUNM}\"]")),
             "the README's containers.conf names runm: {block}"

@@ -425,3 +425,23 @@ pub fn pids_in_netns(ino: u64) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Section `## title` of runm's README (what follows its heading, up to the
+/// next `## `): where the engines' configuration the tests use verbatim is.
+pub fn readme_section(title: &str) -> String {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    readme
+        .split("\n## ")
+        .find_map(|s| s.strip_prefix(title)?.strip_prefix('\n'))
+        .unwrap_or_else(|| panic!("runm's README has a section \"{title}\""))
+        .to_string()
+}
+
+/// The first ```` ```lang ```` block of `text`, without its fences.
+pub fn fenced_block(text: &str, lang: &str) -> String {
+    text.split(&format!("```{lang}\n"))
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap_or_else(|| panic!("no ```{lang} block in: {text}"))
+        .to_string()
+}
