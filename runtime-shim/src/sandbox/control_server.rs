@@ -221,23 +221,23 @@ impl Shared {
             };
             let mut later = Vec::new();
             for action in todo {
-                let (result, done, what) = match action {
-                    // A pod's container is paused by the agent (below).
-                    Action::PauseVm | Action::ResumeVm if self.machine.vm_pid().is_none() => {
-                        later.push(action);
-                        continue;
+                // Under the lock: the VM cannot be reaped meanwhile, so the
+                // pid is still our child's. A pod's container is paused by
+                // the agent instead (below).
+                let (result, done, what) = match (action, self.machine.vm()) {
+                    (Action::PauseVm, Some((pid, control))) => {
+                        (control.pause(pid), Event::VmPaused, "paused")
                     }
-                    // Under the lock: the VM cannot be reaped meanwhile, so
-                    // the pid is still our child's.
-                    Action::PauseVm => (self.machine.pause(), Event::VmPaused, "paused"),
-                    Action::ResumeVm => (self.machine.resume(), Event::VmResumed, "resumed"),
-                    other => {
+                    (Action::ResumeVm, Some((pid, control))) => {
+                        (control.resume(pid), Event::VmResumed, "resumed")
+                    }
+                    (other, _) => {
                         later.push(other);
                         continue;
                     }
                 };
                 if let Err(e) = result {
-                    return Response::error(e);
+                    return Response::error(e.to_string());
                 }
                 self.feed(&mut inner, done);
                 log::info!("container {}: {what}", self.dir.id);

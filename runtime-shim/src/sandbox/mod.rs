@@ -294,32 +294,19 @@ impl Machine {
         }
     }
 
-    fn pause(&self) -> Result<(), String> {
+    /// The VM process and how it is paused, when it is the container's own.
+    fn vm(&self) -> Option<(i32, &VmControl)> {
         match self {
-            Machine::Vm { pid, control } => control.pause(*pid).map_err(|e| e.to_string()),
-            Machine::Pod { .. } => Err(POD_PAUSE.into()),
-        }
-    }
-
-    fn resume(&self) -> Result<(), String> {
-        match self {
-            Machine::Vm { pid, control } => control.resume(*pid).map_err(|e| e.to_string()),
-            Machine::Pod { .. } => Err(POD_PAUSE.into()),
+            Machine::Vm { pid, control } => Some((*pid, control)),
+            Machine::Pod { .. } => None,
         }
     }
 
     /// The VM process, when it is the container's own.
     fn vm_pid(&self) -> Option<i32> {
-        match self {
-            Machine::Vm { pid, .. } => Some(*pid),
-            Machine::Pod { .. } => None,
-        }
+        self.vm().map(|(pid, _)| pid)
     }
 }
-
-/// A pod's container is paused through the agent, not here (see
-/// `control_server`).
-const POD_PAUSE: &str = "a container of a pod is paused by its pod's guest agent, not by its VM";
 
 /// The sandbox after set-up, shared by its threads.
 struct Shared {
