@@ -682,6 +682,9 @@ test_runm_oci_vmm_jail() {
 test_runm_oci_two_containers() {
     oci_bundle '.process.args = ["sleep", "300"]'
     trap 'oci_cleanup a1 a2' EXIT
+    # Each VM as a uid of its own, from a range of two.
+    echo '{"vm_uid_range": "302000-302001"}' > "$T/runm-config.json"
+    export RUNM_CONFIG="$T/runm-config.json"
     t0=$(date +%s)
     for id in a1 a2; do
         mkdir -p "$T/$id"
@@ -711,12 +714,18 @@ test_runm_oci_two_containers() {
     # Each VM: a jailed runm-vmm below its waiting parent.
     vmms=$(grep -c '^[^ ]*runm-vmm --jail-pid-ns-child=' "$T/procs")
     [ "$vmms" = 2 ] || fail "$vmms jailed runm-vmm processes run (expected 2): $(tr '\n' ';' < "$T/procs")"
+    uids=$(for p in $(oci_procs); do
+        case "$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null)" in
+            *"runm-vmm --jail-pid-ns-child="*) awk '/^Uid:/ { print $2 }' "/proc/$p/status" ;;
+        esac
+    done | sort | tr '\n' ' ')
+    [ "$uids" = "302000 302001 " ] || fail "the jailed VMMs run as uids '$uids' (expected 302000 and 302001, one each)"
     for id in a1 a2; do
         oci 60 delete --force "$id" > "$T/delete-$id.out" 2>&1 </dev/null || fail "runm delete --force $id: $(cat "$T/delete-$id.out")"
     done
     secs=$(( $(date +%s) - t0 ))
     oci_nothing_left
-    pass_detail "${secs} s"
+    pass_detail "${secs} s, VMM uids ${uids% }"
 }
 
 # The OCI process and Linux configuration applied in the guest under runm-vmm,
