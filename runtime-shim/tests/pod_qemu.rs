@@ -190,8 +190,36 @@ mod tests {
         r.run(&["delete", "web"]).ok();
         assert_eq!(exec_out(&r, "pod", "echo pod-alive"), "pod-alive\n");
 
-        // A member may not be paused on its own; a member of a pod that is
-        // not there is refused by name.
+        // A member whose volume is missing fails at create, naming it, and
+        // leaves nothing: no state, no entry in the pod's share; the pod
+        // runs on.
+        let broken = r.tmp.path().join("broken");
+        member(
+            &broken,
+            "pod",
+            pid,
+            &["true"],
+            &r.tmp.path().join("no-such-volume"),
+        );
+        r.run(&[
+            "--hypervisor",
+            "qemu",
+            "create",
+            "broken",
+            "--bundle",
+            s(&broken),
+        ])
+        .fails_with("no-such-volume");
+        assert!(!r.root.join("broken").exists());
+        let entries = r.root.join("pod/share/containers");
+        eventually(
+            "the broken member's share entry to go",
+            Duration::from_secs(20),
+            || fs::read_dir(&entries).is_ok_and(|d| d.count() == 0),
+        );
+        assert_eq!(exec_out(&r, "pod", "echo pod-alive"), "pod-alive\n");
+
+        // A member of a pod that is not there is refused by name.
         let lone = r.tmp.path().join("lone");
         member(&lone, "no-such-pod", pid, &["true"], &volume);
         r.run(&[
