@@ -719,6 +719,13 @@ mod tests {
             .collect();
         assert_eq!(vms.len(), 1, "one VM for the pod: {vms:?}");
         assert_eq!(p.inspect(&server, "{{.State.Running}}"), "true");
+        // One container of the pod paused and unpaused, the pod's VM running on.
+        let out = p.podman(&["pause", &server]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(p.inspect(&server, "{{.State.Status}}"), "paused");
+        let out = p.podman(&["unpause", &server]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(p.inspect(&server, "{{.State.Status}}"), "running");
         let out = p.podman(&["pod", "rm", "-f", "-t", "0", "runm-pod"]);
         assert_eq!(out.code, 0, "{out:?}");
         p.assert_clean(&server);
